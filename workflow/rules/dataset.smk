@@ -1,0 +1,20 @@
+rule download_dataset:
+    input:
+        lambda wc: targets.local_dataset_inputs(PIPELINE, wc.split),
+    output:
+        data=targets.dataset_path("{split}"),
+        manifest=targets.dataset_manifest("{split}"),
+    log:
+        "results/logs/download_dataset/{split}.log",
+    conda:
+        "../../envs/fetch.yaml"
+    params:
+        source=lambda wc: PIPELINE.dataset.source_for(wc.split),
+        revision=PIPELINE.dataset.revision or "",
+        sha256=lambda wc: PIPELINE.dataset.sha256_for(wc.split) or "",
+        config_name=PIPELINE.dataset.config_name,
+    shell:
+        "python -m gsm8k_eval download-dataset --source {params.source:q} --split {wildcards.split}"
+        " --config-name {params.config_name:q} --revision {params.revision:q}"
+        " --sha256 {params.sha256:q} --out {output.data:q} --manifest {output.manifest:q}"
+        " > {log:q} 2>&1"

@@ -1,0 +1,15 @@
+rule check_invariance:
+    input:
+        lambda wc: targets.checkpoint_rollouts(PIPELINE, wc.checkpoint),
+    output:
+        targets.invariance("{checkpoint}"),
+    log:
+        "results/logs/check_invariance/{checkpoint}.log",
+    conda:
+        "../../envs/report.yaml"
+    params:
+        rollouts=lambda wc: targets.rollouts_argument(PIPELINE, wc.checkpoint),
+        fail="--fail-on-divergence" if PIPELINE.fail_on_divergence else "",
+    shell:
+        "python -m gsm8k_eval check-invariance --checkpoint {wildcards.checkpoint}"
+        " --rollouts {params.rollouts} {params.fail} --out {output:q} > {log:q} 2>&1"

@@ -1,0 +1,29 @@
+rule render_report:
+    input:
+        summaries=targets.all_summaries(PIPELINE),
+        invariance=targets.all_invariance(PIPELINE),
+        checkpoints=targets.all_checkpoint_dirs(PIPELINE),
+        dataset=targets.dataset_manifest("test"),
+        templates=targets.report_templates(workflow.basedir),
+    output:
+        report=report(
+            targets.REPORT,
+            caption="../../report/captions/report.rst",
+            category="Report",
+        ),
+        figures=report(
+            directory("report/figures"),
+            patterns=["{name}.png"],
+            caption="../../report/captions/figures.rst",
+            category="Figures",
+        ),
+    log:
+        "results/logs/render_report.log",
+    conda:
+        "../../envs/report.yaml"
+    params:
+        config=json.dumps(config, sort_keys=True),
+        command=targets.reproduce_command(workflow.overwrite_configfiles),
+    shell:
+        "python -m gsm8k_eval render-report --results-dir results --config-json {params.config:q}"
+        " --command-line {params.command:q} --out {output.report:q} > {log:q} 2>&1"
