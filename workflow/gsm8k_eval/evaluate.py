@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
 import platform
 import resource
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,7 +24,12 @@ from gsm8k_eval.io import atomic_write_text, read_json, read_jsonl, write_json
 log = logging.getLogger(__name__)
 
 VERSIONED_PACKAGES = ("gsm8k-eval", "jax", "jaxlib", "flax", "google-tunix", "qwix", "numpy")
-ENVIRONMENT_VARIABLES = ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "CUDA_VISIBLE_DEVICES", "JAX_PLATFORMS")
+ENVIRONMENT_VARIABLES = (
+    "SLURM_JOB_ID",
+    "SLURM_JOB_NODELIST",
+    "CUDA_VISIBLE_DEVICES",
+    "JAX_PLATFORMS",
+)
 
 
 @dataclass(frozen=True)
@@ -92,12 +99,35 @@ def evaluate(options: EvaluateOptions) -> Path:
     _log_environment()
     options.output_dir.mkdir(parents=True, exist_ok=True)
     workload = _prepare(options)
-    shard_dir = options.output_dir / "shards"
-    shard_dir.mkdir(exist_ok=True)
+    shard_dir = _prepare_shard_dir(options)
     stats = _run_shards(options, workload, shard_dir)
     rollouts_path = _merge_shards(options, shard_dir, len(workload.examples))
     _write_summary(options, read_jsonl(rollouts_path), stats)
     return rollouts_path
+
+
+def _prepare_shard_dir(options: EvaluateOptions) -> Path:
+    """The shard folder, emptied if its shards came from other options or other code."""
+    shard_dir = options.output_dir / "shards"
+    fingerprint = _fingerprint(options)
+    marker = shard_dir / "fingerprint.json"
+    if marker.exists() and read_json(marker) != fingerprint:
+        log.info("options or code changed since the shards were written: starting afresh")
+        shutil.rmtree(shard_dir)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    if not marker.exists():
+        write_json(marker, fingerprint)
+    return shard_dir
+
+
+def _fingerprint(options: EvaluateOptions) -> dict[str, Any]:
+    """What a shard's content depends on: the options and this package's source code."""
+    fields = {k: str(v) for k, v in asdict(options).items() if k != "output_dir"}
+    source = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.rglob("*")):
+        if path.suffix in {".py", ".j2"}:
+            source.update(path.read_bytes())
+    return {"options": fields, "code_sha256": source.hexdigest()}
 
 
 def _log_environment() -> None:
@@ -172,8 +202,12 @@ def _finished_shard(rows_path: Path, stats_path: Path, ids: Sequence[int]) -> bo
 def _run_shards(options: EvaluateOptions, work: Workload, shard_dir: Path) -> list[ShardStats]:
     total = len(work.examples)
     done_stats: list[ShardStats] = []
-    progress = tqdm(total=total, desc=f"{options.checkpoint_name} bs={options.batch_size}",
-                    unit="ex", dynamic_ncols=True)
+    progress = tqdm(
+        total=total,
+        desc=f"{options.checkpoint_name} bs={options.batch_size}",
+        unit="ex",
+        dynamic_ncols=True,
+    )
     generated = 0
     started = time.perf_counter()
     for index, start, end in _shard_ranges(total, options.shard_examples):
@@ -285,7 +319,9 @@ def _write_summary(
         "total": total,
         "wilson_95": [low, high],
         "accuracy_by_method": {
-            method: (sum(bool(r["correct_by_method"][method]) for r in rows) / total if total else 0.0)
+            method: (
+                sum(bool(r["correct_by_method"][method]) for r in rows) / total if total else 0.0
+            )
             for method in METHODS
         },
         "primary_method": options.primary_method,

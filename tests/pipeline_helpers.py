@@ -1,0 +1,59 @@
+"""Helpers to run the Snakemake pipeline on the tiny test config in a scratch directory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_CONFIG = REPO / "tests" / "configs" / "tiny.yaml"
+
+
+def tiny_config(**overrides: Any) -> dict[str, Any]:
+    """tests/configs/tiny.yaml with absolute dataset paths and the given top-level overrides."""
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    for key in ("source", "fewshot_source"):
+        if config["dataset"].get(key):
+            config["dataset"][key] = str((REPO / config["dataset"][key]).resolve())
+    config.update(overrides)
+    return config
+
+
+def write_config(workdir: Path, config: dict[str, Any]) -> Path:
+    path = workdir / "config.test.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def run_snakemake(
+    workdir: Path, config_path: Path, *args: str, timeout: int = 900, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run the repository's Snakefile with workdir as working directory."""
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(config_path),
+        "--cores",
+        "2",
+        *args,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        logs = "\n".join(
+            f"--- {p}\n{p.read_text()[-3000:]}"
+            for p in sorted(workdir.glob("results/logs/**/*.log"))
+        )
+        raise AssertionError(
+            f"snakemake failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}\n{logs}"
+        )
+    return result

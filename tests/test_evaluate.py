@@ -1,0 +1,138 @@
+"""The evaluate stage: CLI contract, resumable shards (a real run killed midway), summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_JSONL = REPO.parent / "shared" / "data" / "gsm8k" / "test.jsonl"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from gsm8k_eval.models import fetch_model
+
+    out = tmp_path_factory.mktemp("tiny-model") / "model"
+    fetch_model("random:tiny", out)
+    return out
+
+
+def _evaluate_command(model_dir: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "gsm8k_eval",
+        "evaluate",
+        "--dataset",
+        str(TEST_JSONL),
+        "--model-dir",
+        str(model_dir),
+        "--checkpoint",
+        "base",
+        "--batch-size",
+        "2",
+        "--max-new-tokens",
+        "24",
+        "--max-prompt-length",
+        "640",
+        "--prompt-template",
+        "chat",
+        "--device",
+        "cpu",
+        "--output-dir",
+        str(out),
+        *extra,
+    ]
+
+
+def _run(command: list[str]) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+def test_killed_run_resumes_to_byte_identical_rollouts(tiny_model_dir, tmp_path):
+    args = ("--limit", "16", "--shard-size", "2")
+    reference = tmp_path / "uninterrupted"
+    _run(_evaluate_command(tiny_model_dir, reference, *args))
+
+    resumed = tmp_path / "resumed"
+    process = subprocess.Popen(
+        _evaluate_command(tiny_model_dir, resumed, *args),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    shards = resumed / "shards"
+    deadline = time.monotonic() + 300
+    while len(list(shards.glob("shard-*.stats.json"))) < 2 and time.monotonic() < deadline:
+        assert process.poll() is None, "the run finished before it could be killed"
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished_before = sorted(p.name for p in shards.glob("shard-*.jsonl"))
+    assert 2 <= len(finished_before) < 8, finished_before
+    assert not (resumed / "rollouts.jsonl").exists()
+    mtimes = {name: (shards / name).stat().st_mtime_ns for name in finished_before}
+
+    _run(_evaluate_command(tiny_model_dir, resumed, *args))
+    assert (resumed / "rollouts.jsonl").read_bytes() == (reference / "rollouts.jsonl").read_bytes()
+    for name, mtime in mtimes.items():
+        assert (shards / name).stat().st_mtime_ns == mtime, f"{name} was regenerated"
+    summary = json.loads((resumed / "summary.json").read_text())
+    assert summary["total"] == 16
+
+
+def test_changed_options_discard_old_shards(tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    _run(_evaluate_command(tiny_model_dir, out, "--limit", "2", "--shard-size", "2"))
+    first = (out / "rollouts.jsonl").read_text()
+    _run(
+        _evaluate_command(
+            tiny_model_dir, out, "--limit", "2", "--shard-size", "2", "--max-new-tokens", "3"
+        )
+    )
+    rows = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
+    assert all(len(row["tokens"]) <= 3 for row in rows)
+    assert (out / "rollouts.jsonl").read_text() != first
+
+
+def test_summary_fields(tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    _run(_evaluate_command(tiny_model_dir, out, "--limit", "3"))
+    summary = json.loads((out / "summary.json").read_text())
+    rows = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
+    assert summary["total"] == 3 == len(rows)
+    assert summary["generated_tokens"] == sum(len(row["tokens"]) for row in rows)
+    assert summary["accuracy"] == summary["correct"] / 3
+    low, high = summary["wilson_95"]
+    assert 0 <= low <= summary["accuracy"] <= high <= 1
+    for key in (
+        "dtype",
+        "sampler",
+        "device",
+        "versions",
+        "peak_memory_mb",
+        "config_hash",
+        "accuracy_by_method",
+        "examples_per_second",
+        "tokens_per_second",
+    ):
+        assert key in summary, key
+
+
+def test_bad_dataset_is_a_one_line_error(tiny_model_dir, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q", "answer": "#### 1"}\nnot json\n')
+    command = _evaluate_command(tiny_model_dir, tmp_path / "out")
+    command[command.index(str(TEST_JSONL))] = str(bad)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert "bad.jsonl" in result.stderr and "2" in result.stderr
