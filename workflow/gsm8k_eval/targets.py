@@ -57,6 +57,10 @@ def all_checkpoint_dirs(cfg: PipelineConfig) -> list[str]:
     return [checkpoint_dir(c) for c in cfg.checkpoint_names]
 
 
+def checkpoint_manifests(cfg: PipelineConfig) -> list[str]:
+    return [f"{checkpoint_dir(c)}/manifest.json" for c in cfg.checkpoint_names]
+
+
 def checkpoint_rollouts(cfg: PipelineConfig, checkpoint: str) -> list[str]:
     return [rollouts(checkpoint, b) for b in cfg.batch_sizes]
 

@@ -24,6 +24,11 @@ rule render_report:
     params:
         config=json.dumps(config, sort_keys=True),
         command=targets.reproduce_command(workflow.overwrite_configfiles),
+        manifests=targets.checkpoint_manifests(PIPELINE),
+        templates=os.path.join(workflow.basedir, "report", "templates"),
     shell:
-        "python -m gsm8k_eval render-report --results-dir results --config-json {params.config:q}"
-        " --command-line {params.command:q} --out {output.report:q} > {log:q} 2>&1"
+        "python -m gsm8k_eval render-report --summaries {input.summaries:q}"
+        " --invariance {input.invariance:q} --checkpoint-manifests {params.manifests:q}"
+        " --dataset-manifest {input.dataset:q} --template-dir {params.templates:q}"
+        " --config-json {params.config:q} --command-line {params.command:q}"
+        " --out {output.report:q} > {log:q} 2>&1"
