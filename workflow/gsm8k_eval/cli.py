@@ -181,7 +181,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--prompt-seed", type=int, default=1234)
     p.add_argument("--fewshot-data", type=Path, default=None, help="train jsonl for few-shot")
     p.add_argument("--lora-rank", type=_positive_int, default=16)
-    p.add_argument("--lora-alpha", type=float, default=32.0)
+    p.add_argument("--lora-alpha", type=float, default=16.0)
     p.add_argument("--lora-module-path", default=None)
     p.add_argument(
         "--primary-method",

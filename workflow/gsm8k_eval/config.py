@@ -69,7 +69,7 @@ class CheckpointSpec:
 @dataclass(frozen=True)
 class LoraSpec:
     rank: int = 16
-    alpha: float = 32.0
+    alpha: float = 16.0
     module_path: str = ".*q_einsum|.*kv_einsum|.*gate_proj|.*down_proj|.*up_proj|.*attn_vec_einsum"
 
 

@@ -53,7 +53,7 @@ class EvaluateOptions:
     prompt_seed: int = 1234
     fewshot_path: Path | None = None
     lora_rank: int = 16
-    lora_alpha: float = 32.0
+    lora_alpha: float = 16.0
     lora_module_path: str = (
         ".*q_einsum|.*kv_einsum|.*gate_proj|.*down_proj|.*up_proj|.*attn_vec_einsum"
     )

@@ -57,6 +57,12 @@ def all_checkpoint_dirs(cfg: PipelineConfig) -> list[str]:
     return [checkpoint_dir(c) for c in cfg.checkpoint_names]
 
 
+def step_argument(cfg: PipelineConfig, checkpoint: str) -> str:
+    """`--step` value: empty for the latest step (step 0 is a real step)."""
+    step = cfg.checkpoint(checkpoint).step
+    return "" if step is None else str(step)
+
+
 def checkpoint_manifests(cfg: PipelineConfig) -> list[str]:
     return [f"{checkpoint_dir(c)}/manifest.json" for c in cfg.checkpoint_names]
 

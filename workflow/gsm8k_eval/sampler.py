@@ -1,0 +1,357 @@
+"""Greedy samplers: the batch-invariant `FixedSampler` and the stock tunix sampler.
+
+`FixedSampler` gives every prompt the same computation whatever else shares its batch:
+
+* each prompt is prefilled alone (one row per prefill call), left-padded to a bucket that depends
+  only on its own length (powers of two from `Layout.min_bucket` up to `max_prompt_length`);
+* the decode KV cache has a fixed size, `max_prompt_length + max_generation_steps`, and every
+  prompt ends at cache index `max_prompt_length`, so a row's cache layout is set by configuration;
+* decode runs on a row count padded up to a multiple of `Layout.row_multiple` (>= 2): XLA:CPU
+  computes a row of a matmul with M >= 2 rows identically for every M, but M = 1 takes another
+  kernel;
+* positions come from the mask (pads never get a position, never are attended to);
+* logits are computed in float32 for the last position only, argmax in float32.
+
+`TunixSampler` wraps `tunix.generate.sampler.Sampler` (prompt bucket = next power of two of the
+batch's longest prompt) behind the same interface: the negative control. See docs/sampler.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+Cache = dict[str, dict[str, jax.Array]]
+
+STOP_EOS = "eos"
+STOP_MAX_STEPS = "max_steps"
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Generation settings; the prompt bucket and cache size never depend on the batch."""
+
+    max_prompt_length: int = 1024
+    max_generation_steps: int = 768
+    eos_tokens: tuple[int, ...] = (1, 106)
+    pad_id: int = 0
+
+
+@dataclass
+class Generation:
+    """One prompt's greedy continuation."""
+
+    tokens: list[int]
+    text: str
+    num_steps: int
+    stop_reason: str
+    token_logits: list[float]
+
+
+class Sampler(Protocol):
+    """What the evaluation needs from a sampler."""
+
+    def generate(self, prompts: list[list[int]]) -> list[Generation]: ...
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How `FixedSampler` shapes a batch.
+
+    `decode_rows`: every decode runs on exactly this many rows; a batch is cut into chunks of
+    that size and short chunks are padded with dummy rows, so no shape ever depends on the batch.
+    `batch_invariant=False` switches to a batch-dependent layout like stock tunix (one bucket =
+    next power of two of the batch's longest prompt, all rows prefilled together, rows = batch
+    size); it exists as a negative control for tests and benchmarks.
+    """
+
+    batch_invariant: bool = True
+    min_bucket: int = 64
+    decode_rows: int = 8
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The shapes of one chunk of a batch."""
+
+    rows: int  # decode rows (chunk padded with dummy rows)
+    prompt_region: int  # cache index where every prompt ends
+    buckets: tuple[int, ...]  # prefill length of each real row
+    groups: tuple[tuple[int, ...], ...]  # real-row indices prefilled together (contiguous)
+
+
+def _next_power_of_two(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def bucket_for(length: int, min_bucket: int, max_prompt_length: int) -> int:
+    """The prefill bucket of a prompt: a function of its own length only."""
+    if length > max_prompt_length:
+        raise ValueError(
+            f"prompt has {length} tokens, more than max_prompt_length={max_prompt_length}"
+        )
+    return min(max(_next_power_of_two(length), min_bucket), max_prompt_length)
+
+
+def _check_lengths(lengths: Sequence[int], max_prompt_length: int) -> None:
+    for i, n in enumerate(lengths):
+        if n == 0:
+            raise ValueError(f"prompt {i} is empty")
+        if n > max_prompt_length:
+            raise ValueError(
+                f"prompt {i} has {n} tokens, more than max_prompt_length={max_prompt_length}"
+            )
+
+
+def _plan(lengths: Sequence[int], config: SamplerConfig, layout: Layout) -> _Plan:
+    n = len(lengths)
+    if not layout.batch_invariant:
+        bucket = _next_power_of_two(max(lengths))
+        return _Plan(n, bucket, (bucket,) * n, (tuple(range(n)),))
+    buckets = tuple(bucket_for(k, layout.min_bucket, config.max_prompt_length) for k in lengths)
+    groups = tuple((i,) for i in range(n))
+    return _Plan(layout.decode_rows, config.max_prompt_length, buckets, groups)
+
+
+def _left_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int) -> np.ndarray:
+    out = np.full((len(prompts), length), pad_id, dtype=np.int32)
+    for i, prompt in enumerate(prompts):
+        if prompt:
+            out[i, length - len(prompt) :] = prompt
+    return out
+
+
+def _cache_spec(model: nnx.Module) -> tuple[int, int, int, jnp.dtype]:
+    """(num_layers, num_kv_heads, head_dim, dtype) of a tunix decoder's KV cache."""
+    cfg = model.config
+    embedder = getattr(model, "embedder", None)
+    table = getattr(embedder, "input_embedding", None)
+    if table is not None:
+        dtype = table.value.dtype
+    else:
+        dtype = jax.tree.leaves(nnx.state(model, nnx.Param))[0].dtype
+    return cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, dtype
+
+
+def _empty_cache(model: nnx.Module, rows: int, size: int) -> Cache:
+    layers, heads, head_dim, dtype = _cache_spec(model)
+    shape = (rows, size, heads, head_dim)
+    return {
+        f"layer_{i}": {
+            "k": jnp.zeros(shape, dtype),
+            "v": jnp.zeros(shape, dtype),
+            "end_index": jnp.zeros((rows,), jnp.int32),
+        }
+        for i in range(layers)
+    }
+
+
+def _supports_hidden_states(model: nnx.Module) -> bool:
+    try:
+        params = inspect.signature(model.__call__).parameters
+    except (TypeError, ValueError):
+        return False
+    table = getattr(getattr(model, "embedder", None), "input_embedding", None)
+    return "output_hidden_states" in params and table is not None
+
+
+def _last_logits(model: nnx.Module, tokens, positions, cache, mask, use_hidden: bool):
+    """Float32 logits of the last position ([B, V]) and the updated cache.
+
+    With `use_hidden`, the model's own [B, T, V] logits are unused, so XLA drops them, and the
+    last hidden state goes through the tied embedding with float32 accumulation. The call goes
+    through `model.__call__`, so qwix LoRA interception still applies.
+    """
+    if not use_hidden:
+        logits, cache = model(tokens, positions, cache, mask)
+        return logits[:, -1].astype(jnp.float32), cache
+    _, cache = model(tokens, positions, cache, mask, output_hidden_states=True)
+    hidden = nnx.pop(model, nnx.Intermediate)["all_hidden_states"].value[-1][:, -1]
+    table = model.embedder.input_embedding.value
+    logits = jnp.dot(hidden, table.T, preferred_element_type=jnp.float32)
+    return logits.astype(jnp.float32), cache
+
+
+def _greedy(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+    token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return token, jnp.take_along_axis(logits, token[:, None], axis=-1)[:, 0]
+
+
+def _prefill(graphdef, state, cache: Cache, tokens, row0, region: int, pad_id: int, hidden: bool):
+    """Prefill `tokens` [P, b] on their own and write their K/V into decode-cache rows
+    `row0 .. row0 + P - 1`, ending at cache index `region`."""
+    model = nnx.merge(graphdef, state)
+    rows, length = tokens.shape
+    valid = tokens != pad_id
+    positions = jnp.maximum(jnp.cumsum(valid, axis=-1) - 1, 0)
+    causal = jnp.tril(jnp.ones((length, length), dtype=jnp.bool_))
+    mask = valid[:, None, :] & causal[None]
+    small = {
+        name: {
+            "k": jnp.zeros((rows, length, *layer["k"].shape[2:]), layer["k"].dtype),
+            "v": jnp.zeros((rows, length, *layer["v"].shape[2:]), layer["v"].dtype),
+            "end_index": jnp.zeros((rows,), jnp.int32),
+        }
+        for name, layer in cache.items()
+    }
+    logits, small = _last_logits(model, tokens, positions, small, mask, hidden)
+    token, logit = _greedy(logits)
+    at = (row0, region - length, 0, 0)
+    cache = {
+        name: {
+            "k": jax.lax.dynamic_update_slice(layer["k"], small[name]["k"], at),
+            "v": jax.lax.dynamic_update_slice(layer["v"], small[name]["v"], at),
+            "end_index": layer["end_index"],
+        }
+        for name, layer in cache.items()
+    }
+    return cache, token, logit
+
+
+@dataclass
+class _DecodeState:
+    """Loop carry of the decode while_loop."""
+
+    step: jax.Array
+    last: jax.Array  # [R] last token
+    done: jax.Array  # [R]
+    tokens: jax.Array  # [R, G]
+    logits: jax.Array  # [R, G] float32
+    cache: Cache
+
+
+jax.tree_util.register_dataclass(
+    _DecodeState, data_fields=["step", "last", "done", "tokens", "logits", "cache"], meta_fields=[]
+)
+
+
+def _decode(graphdef, state, cache, first, first_logit, done, lengths, eos, region, steps, hidden):
+    """Greedy decode loop: step 0 holds the prefill token; stops when all rows are done."""
+    rows = first.shape[0]
+    size = next(iter(cache.values()))["k"].shape[1]
+    start = region - lengths  # first valid cache index of each row
+    key_index = jnp.arange(size)[None, :]
+
+    def body(s: _DecodeState) -> _DecodeState:
+        model = nnx.merge(graphdef, state)
+        write = region + s.step - 1
+        cache = {
+            name: {**layer, "end_index": jnp.full((rows,), write, jnp.int32)}
+            for name, layer in s.cache.items()
+        }
+        positions = (lengths + s.step - 1)[:, None]
+        mask = ((key_index >= start[:, None]) & (key_index <= write))[:, None, :]
+        logits, cache = _last_logits(model, s.last[:, None], positions, cache, mask, hidden)
+        token, logit = _greedy(logits)
+        token = jnp.where(s.done, jnp.int32(0), token)
+        return _DecodeState(
+            step=s.step + 1,
+            last=token,
+            done=s.done | jnp.isin(token, eos),
+            tokens=s.tokens.at[:, s.step].set(token),
+            logits=s.logits.at[:, s.step].set(jnp.where(s.done, 0.0, logit)),
+            cache=cache,
+        )
+
+    def cond(s: _DecodeState) -> jax.Array:
+        return (s.step < steps) & ~jnp.all(s.done)
+
+    init = _DecodeState(
+        step=jnp.int32(1),
+        last=first,
+        done=done | jnp.isin(first, eos),
+        tokens=jnp.zeros((rows, steps), jnp.int32).at[:, 0].set(first),
+        logits=jnp.zeros((rows, steps), jnp.float32).at[:, 0].set(first_logit),
+        cache=cache,
+    )
+    final = jax.lax.while_loop(cond, body, init)
+    return final.tokens, final.logits, final.step
+
+
+def _finish(tokens: np.ndarray, logits: np.ndarray, eos: tuple[int, ...], decode) -> Generation:
+    """Cut one row at its first EOS (kept) and decode the text without it."""
+    hits = np.flatnonzero(np.isin(tokens, eos))
+    if hits.size:
+        n = int(hits[0]) + 1
+        out = tokens[:n].tolist()
+        return Generation(out, decode(out[:-1]), n, STOP_EOS, logits[:n].tolist())
+    out = tokens.tolist()
+    return Generation(out, decode(out), len(out), STOP_MAX_STEPS, logits.tolist())
+
+
+@dataclass
+class FixedSampler:
+    """Batch-invariant greedy sampler for tunix decoders called as `model(tokens, positions,
+    cache, attention_mask)` (Gemma 3 first; LoRA-wrapped models too)."""
+
+    model: nnx.Module
+    tokenizer: Any
+    config: SamplerConfig = field(default_factory=SamplerConfig)
+    layout: Layout = field(default_factory=Layout)
+    last_timing: dict[str, float] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self._graphdef, self._state = nnx.split(self.model)
+        self._hidden = _supports_hidden_states(self.model)
+        self._prefill = jax.jit(
+            partial(_prefill, self._graphdef),
+            static_argnames=("region", "pad_id", "hidden"),
+            donate_argnums=(1,),
+        )
+        self._decode = jax.jit(
+            partial(_decode, self._graphdef),
+            static_argnames=("region", "steps", "hidden"),
+            donate_argnums=(1,),
+        )
+
+    def generate(self, prompts: list[list[int]]) -> list[Generation]:
+        """Greedy continuations of `prompts` (token ids, BOS included), one per prompt."""
+        _check_lengths([len(p) for p in prompts], self.config.max_prompt_length)
+        self.last_timing = {"prefill_seconds": 0.0, "decode_seconds": 0.0}
+        step = self.layout.decode_rows if self.layout.batch_invariant else max(len(prompts), 1)
+        out: list[Generation] = []
+        for begin in range(0, len(prompts), step):
+            out.extend(self._generate_chunk(prompts[begin : begin + step]))
+        return out
+
+    def _generate_chunk(self, prompts: list[list[int]]) -> list[Generation]:
+        cfg = self.config
+        plan = _plan([len(p) for p in prompts], cfg, self.layout)
+        t0 = time.perf_counter()
+        cache = _empty_cache(self.model, plan.rows, plan.prompt_region + cfg.max_generation_steps)
+        first = np.zeros(plan.rows, np.int32)
+        first_logit = np.zeros(plan.rows, np.float32)
+        for group in plan.groups:
+            tokens = _left_pad([prompts[i] for i in group], plan.buckets[group[0]], cfg.pad_id)
+            cache, token, logit = self._prefill(
+                self._state, cache, jnp.asarray(tokens), group[0],
+                region=plan.prompt_region, pad_id=cfg.pad_id, hidden=self._hidden,
+            )
+            first[list(group)] = np.asarray(token)
+            first_logit[list(group)] = np.asarray(logit)
+        t1 = time.perf_counter()
+        lengths = np.zeros(plan.rows, np.int32)
+        lengths[: len(prompts)] = [len(p) for p in prompts]
+        done = np.arange(plan.rows) >= len(prompts)
+        tokens, logits, _ = self._decode(
+            self._state, cache, jnp.asarray(first), jnp.asarray(first_logit), jnp.asarray(done),
+            jnp.asarray(lengths), jnp.asarray(cfg.eos_tokens, jnp.int32),
+            region=plan.prompt_region, steps=cfg.max_generation_steps, hidden=self._hidden,
+        )
+        tokens, logits = np.asarray(tokens), np.asarray(logits)
+        self.last_timing["prefill_seconds"] += t1 - t0
+        self.last_timing["decode_seconds"] += time.perf_counter() - t1
+        return [
+            _finish(tokens[i], logits[i], cfg.eos_tokens, self.tokenizer.decode)
+            for i in range(len(prompts))
+        ]
