@@ -72,7 +72,7 @@ def test_killed_run_resumes_to_byte_identical_rollouts(tiny_model_dir, tmp_path)
     )
     shards = resumed / "shards"
     deadline = time.monotonic() + 300
-    while len(list(shards.glob("shard-*.stats.json"))) < 2 and time.monotonic() < deadline:
+    while len(list(shards.glob("shard-*.jsonl"))) < 2 and time.monotonic() < deadline:
         assert process.poll() is None, "the run finished before it could be killed"
         time.sleep(0.01)
     os.killpg(process.pid, signal.SIGKILL)

@@ -310,14 +310,14 @@ def _write_summary(
     generated = sum(s.generated_tokens for s in stats)
     prefill = sum(s.prefill_seconds for s in stats)
     decode = sum(s.decode_seconds for s in stats)
-    low, high = wilson_interval(correct, total)
+    interval = wilson_interval(correct, total)
     summary = {
         "checkpoint": options.checkpoint_name,
         "batch_size": options.batch_size,
         "accuracy": correct / total if total else 0.0,
         "correct": correct,
         "total": total,
-        "wilson_95": [low, high],
+        "wilson_95": [interval.low, interval.high],
         "accuracy_by_method": {
             method: (
                 sum(bool(r["correct_by_method"][method]) for r in rows) / total if total else 0.0

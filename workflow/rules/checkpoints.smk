@@ -9,5 +9,5 @@ rule fetch_checkpoint:
         source=lambda wc: PIPELINE.checkpoint(wc.checkpoint).source,
         step=lambda wc: targets.step_argument(PIPELINE, wc.checkpoint),
     shell:
-        "python -m gsm8k_eval fetch-checkpoint --source {params.source:q} --step {params.step:q}"
+        "python -m gsm8k_eval fetch-checkpoint --source {params.source:q} --step={params.step:q}"
         " --out {output:q} > {log:q} 2>&1"

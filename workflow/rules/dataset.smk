@@ -15,6 +15,6 @@ rule download_dataset:
         config_name=PIPELINE.dataset.config_name,
     shell:
         "python -m gsm8k_eval download-dataset --source {params.source:q} --split {wildcards.split}"
-        " --config-name {params.config_name:q} --revision {params.revision:q}"
-        " --sha256 {params.sha256:q} --out {output.data:q} --manifest {output.manifest:q}"
+        " --config-name {params.config_name:q} --revision={params.revision:q}"
+        " --sha256={params.sha256:q} --out {output.data:q} --manifest {output.manifest:q}"
         " > {log:q} 2>&1"

@@ -9,5 +9,5 @@ rule fetch_model:
         source=PIPELINE.model.source,
         revision=PIPELINE.model.revision or "",
     shell:
-        "python -m gsm8k_eval fetch-model --source {params.source:q} --revision {params.revision:q}"
+        "python -m gsm8k_eval fetch-model --source {params.source:q} --revision={params.revision:q}"
         " --out {output:q} > {log:q} 2>&1"
