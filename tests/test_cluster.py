@@ -1,0 +1,458 @@
+"""Cluster execution: the profiles in profiles/ and the SLURM executor, end to end.
+
+* Static: every profile parses, asks for the GPU only for `evaluate`, under the resource name
+  its executor understands.
+* Local GPU profile: two `evaluate` jobs never overlap (they do without the profile).
+* SLURM (`@pytest.mark.cluster`): a throw-away one-node cluster on localhost
+  (tests/cluster/start_slurm.sh, two fake GPUs) runs `snakemake --profile profiles/slurm`
+  on the smoke workflow tests/cluster/Snakefile and on the real pipeline (tests/configs/tiny.yaml):
+  the GPU job is a SLURM job with a GPU (SLURM_JOB_ID, CUDA_VISIBLE_DEVICES), the local rules
+  are not, outputs equal a local run's, a failing job fails the workflow instead of hanging it,
+  and a retried job resumes from its shard.
+* Cloud (`@pytest.mark.cluster`): the googlebatch and kubernetes profiles plan (`-n`) in a
+  separate venv (tests/cluster/make_cloud_venv.sh) against a local GCS emulator.
+
+Every snakemake run is wrapped in `timeout -s INT -k 15`: on SIGINT snakemake cancels its SLURM
+jobs; a run that needs the kill is a hang and fails the test.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CLUSTER_DIR = REPO / "tests" / "cluster"
+SMOKE_SNAKEFILE = CLUSTER_DIR / "Snakefile"
+PROFILES = REPO / "profiles"
+BIN = Path(sys.executable).parent
+SLURM_STATE = Path(os.environ.get("GSM8K_SLURM_STATE", "/tmp/gsm8k-slurm-pytest"))
+# Poll SLURM soon after submitting (the profile's 40 s suits real clusters, not a test).
+FAST_POLL = ("--slurm-init-seconds-before-status-checks", "5")
+RUN_TIMEOUT = 480  # seconds for one snakemake run on the test cluster
+HANG_CODES = (124, 137)  # timeout(1): SIGINT did not end it in time / SIGKILL
+
+
+# --------------------------------------------------------------------------------- helpers
+
+
+def load_profile(name: str) -> dict:
+    config = yaml.safe_load((PROFILES / name / "config.yaml").read_text())
+    assert isinstance(config, dict), f"profiles/{name}/config.yaml is not a mapping"
+    return config
+
+
+def planned_jobs(output: str) -> dict[str, list[dict]]:
+    """Parse `snakemake -n` output: rule name -> list of {local, resources} per job."""
+    jobs: dict[str, list[dict]] = {}
+    current = None
+    for line in output.splitlines():
+        match = re.match(r"^(local)?rule (\w+):$", line)
+        if match:
+            current = {"local": bool(match.group(1)), "resources": {}}
+            jobs.setdefault(match.group(2), []).append(current)
+            continue
+        match = re.match(r"^\s+resources: (.*)$", line)
+        if match and current is not None:
+            for item in match.group(1).split(", "):
+                key, _, value = item.partition("=")
+                current["resources"][key] = value
+            current = None
+    return jobs
+
+
+def venv_env(**extra: str) -> dict[str, str]:
+    """os.environ as in a shell with this interpreter's venv activated (jobs inherit it)."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
+    env["VIRTUAL_ENV"] = str(BIN.parent)
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    env.update(extra)
+    return env
+
+
+def run_snakemake(
+    args: list[str], env: dict[str, str], timeout: int = RUN_TIMEOUT, snakemake: str | None = None
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    command = [
+        "timeout", "-s", "INT", "-k", "15", str(timeout),
+        *([snakemake] if snakemake else [sys.executable, "-m", "snakemake"]),
+        *args,
+    ]  # fmt: skip
+    start = time.monotonic()
+    result = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout + 60
+    )
+    return result, time.monotonic() - start
+
+
+def describe(result: subprocess.CompletedProcess[str], workdir: Path | None = None) -> str:
+    text = f"rc={result.returncode}\n--- stdout\n{result.stdout[-5000:]}\n"
+    text += f"--- stderr\n{result.stderr[-8000:]}\n"
+    if workdir is not None:
+        for log in sorted(workdir.glob(".snakemake/slurm_logs/**/*.log"))[-4:]:
+            text += f"--- {log}\n{log.read_text()[-3000:]}\n"
+        for log in sorted(workdir.glob("results/logs/**/*.log")):
+            text += f"--- {log}\n{log.read_text()[-2000:]}\n"
+    return text
+
+
+def assert_no_hang(result: subprocess.CompletedProcess[str], workdir: Path) -> None:
+    assert result.returncode not in HANG_CODES, "snakemake hung (timeout):\n" + describe(
+        result, workdir
+    )
+
+
+def squeue_jobs(env: dict[str, str]) -> dict[str, str]:
+    out = subprocess.run(
+        ["squeue", "--states=all", "--noheader", "--format=%i|%T"],
+        env=env, capture_output=True, text=True, timeout=30, check=True,
+    ).stdout  # fmt: skip
+    return dict(line.split("|", 1) for line in out.split())
+
+
+def scontrol_job(job_id: str, env: dict[str, str]) -> str:
+    return subprocess.run(
+        ["scontrol", "show", "job", job_id],
+        env=env, capture_output=True, text=True, timeout=30, check=True,
+    ).stdout  # fmt: skip
+
+
+def slurm_log_rules(workdir: Path) -> set[str]:
+    """Rules that had SLURM jobs (the plugin keeps one log folder per rule)."""
+    return {p.name for p in (workdir / ".snakemake" / "slurm_logs").iterdir()}
+
+
+def require_slurm_plugin() -> None:
+    if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
+        pytest.fail(
+            "snakemake-executor-plugin-slurm is not installed in this environment: "
+            "pip install snakemake-executor-plugin-slurm==2.8.0 (a pinned project dependency)"
+        )
+
+
+# ------------------------------------------------------------------------ static profile checks
+
+
+def test_slurm_profile_gpu_only_for_evaluate():
+    profile = load_profile("slurm")
+    assert profile["executor"] == "slurm"
+    assert profile["set-resources"]["evaluate"]["gpu"] == 1
+    for rule, resources in profile["set-resources"].items():
+        if rule != "evaluate":
+            assert "gpu" not in resources, rule
+    assert not {"gpu", "gpus", "gres"} & set(profile.get("default-resources", {}))
+    assert profile["retries"] >= 1, "preempted evaluate jobs must be resubmitted"
+    # No slurmdbd => sacct never reports a finished job and the run hangs; squeue does.
+    assert profile["slurm-status-command"] == "squeue"
+    assert isinstance(profile["cores"], int), "`threads: workflow.cores` needs --cores"
+
+
+def test_cloud_profiles_use_their_executors_gpu_names():
+    batch = load_profile("googlebatch")
+    assert batch["executor"] == "googlebatch"
+    evaluate = batch["set-resources"]["evaluate"]
+    assert evaluate["nvidia_gpu"] and evaluate["googlebatch_machine_type"]
+    assert "gpu" not in evaluate  # googlebatch ignores `gpu`
+    assert batch["default-storage-provider"] == "gcs"
+
+    kube = load_profile("kubernetes")
+    assert kube["executor"] == "kubernetes"
+    evaluate = kube["set-resources"]["evaluate"]
+    assert evaluate["gpu"] == 1 and evaluate["gpu_manufacturer"] == "nvidia"
+    assert "nvidia_gpu" not in evaluate
+    assert kube["default-storage-provider"] == "gcs"
+    for profile in (batch, kube):
+        assert set(profile["set-resources"]) == {"evaluate"}
+
+
+def test_local_gpu_profile():
+    profile = load_profile("local-gpu")
+    assert "executor" not in profile
+    assert profile["cores"] == "all"
+    assert "gpu=1" in profile["resources"]
+    # Relies on rule evaluate declaring `gpu`; a set-resources block here would replace a
+    # cluster profile's whole set-resources block if both were given.
+    assert "set-resources" not in profile
+
+
+@pytest.mark.parametrize("workflow", ["smoke", "pipeline"])
+def test_slurm_profile_plans(workflow, tmp_path):
+    """`-n` with the real plugin: the profile's keys are valid, only evaluate gets the GPU.
+
+    (A dry run prints local rules as `rule`, so local-ness is checked by the SLURM runs.)
+    """
+    require_slurm_plugin()
+    args = ["-s", str(SMOKE_SNAKEFILE)]
+    if workflow == "pipeline":
+        helpers = _pipeline_inputs()
+        configfile = helpers.write_config(tmp_path, helpers.tiny_config())
+        args = ["-s", str(REPO / "Snakefile"), "--configfile", str(configfile)]
+    result, _ = run_snakemake(
+        [*args, "--profile", "profiles/slurm", "--directory", str(tmp_path), "-n"],
+        venv_env(), timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, describe(result)
+    jobs = planned_jobs(result.stdout)
+    assert len(jobs["evaluate"]) == 2
+    for job in jobs["evaluate"]:
+        assert job["resources"]["gpu"] == "1", job
+    for rule, rule_jobs in jobs.items():
+        if rule != "evaluate":
+            assert all("gpu" not in job["resources"] for job in rule_jobs), (rule, rule_jobs)
+
+
+def test_local_gpu_profile_serialises_evaluate(tmp_path):
+    """With profiles/local-gpu two evaluations never share the GPU; without it they overlap."""
+
+    def intervals(workdir: Path, *args: str) -> list[tuple[float, float]]:
+        result, _ = run_snakemake(
+            ["-s", str(SMOKE_SNAKEFILE), "--directory", str(workdir), *args,
+             "--config", "sleep=2", "batch_sizes=[1,2,4]"],
+            venv_env(), timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, describe(result, workdir)
+        report = json.loads((workdir / "results" / "report.json").read_text())
+        return sorted((e["start"], e["end"]) for e in report["evaluate"].values())
+
+    def overlaps(spans: list[tuple[float, float]]) -> bool:
+        return any(b_start < a_end for (_, a_end), (b_start, _) in itertools.pairwise(spans))
+
+    assert not overlaps(intervals(tmp_path / "gpu", "--profile", "profiles/local-gpu"))
+    # Control: the same jobs do run concurrently when nothing limits the GPU.
+    assert overlaps(intervals(tmp_path / "free", "--cores", "3"))
+
+
+# ------------------------------------------------------------------------------- SLURM cluster
+
+
+@pytest.fixture(scope="module")
+def slurm_env():
+    """Start the one-node test cluster; environment for clients; stop the daemons by PID."""
+    if os.geteuid() != 0:
+        pytest.skip("the SLURM test cluster needs root (slurmd)")
+    missing = [b for b in ("slurmctld", "slurmd", "sbatch", "munged") if not shutil.which(b)]
+    if missing and not shutil.which("apt-get"):
+        pytest.skip(f"SLURM not installed ({missing}) and no apt-get to install it")
+    require_slurm_plugin()
+    # Leftovers of an interrupted session on the same state dir (stopped by their PID files).
+    subprocess.run(
+        ["bash", str(CLUSTER_DIR / "stop_slurm.sh"), str(SLURM_STATE)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    start = subprocess.run(
+        ["bash", str(CLUSTER_DIR / "start_slurm.sh"), str(SLURM_STATE)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    if start.returncode != 0:
+        text = start.stdout + start.stderr
+        if "apt-get" in text and "failed" in text:
+            pytest.skip(f"cannot apt-get install SLURM/munge:\n{text[-2000:]}")
+        pytest.fail(f"start_slurm.sh failed:\n{text[-4000:]}")
+    assert "SLURM READY" in start.stdout, start.stdout + start.stderr
+    env = venv_env(SLURM_CONF=str(SLURM_STATE / "slurm.conf"))
+    try:
+        yield env
+    finally:
+        stop = subprocess.run(
+            ["bash", str(CLUSTER_DIR / "stop_slurm.sh"), str(SLURM_STATE)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+
+
+def slurm_run(workdir: Path, env: dict[str, str], *args: str, snakefile: Path = SMOKE_SNAKEFILE):
+    return run_snakemake(
+        ["-s", str(snakefile), "--profile", "profiles/slurm", "--directory", str(workdir),
+         *FAST_POLL, *args],
+        env,
+    )  # fmt: skip
+
+
+@pytest.mark.cluster
+def test_slurm_smoke_workflow_gpu_jobs(slurm_env, tmp_path):
+    workdir = tmp_path / "slurm"
+    result, seconds = slurm_run(workdir, slurm_env)
+    assert_no_hang(result, workdir)
+    assert result.returncode == 0, describe(result, workdir)
+    print(f"smoke workflow on SLURM: {seconds:.1f} s")
+
+    report = json.loads((workdir / "results" / "report.json").read_text())
+    evaluations = report["evaluate"].values()
+    assert len(evaluations) == 2
+    job_ids = set()
+    for env in evaluations:
+        assert env["SLURM_JOB_ID"] and env["SLURM_JOB_ID"].isdigit(), env
+        assert env["CUDA_VISIBLE_DEVICES"] in {"0", "1"}, env  # set by SLURM for --gpus=1
+        assert env["resources"]["gpu"] == 1
+        assert Path(env["python"]).parent == BIN  # the job found this venv
+        job_ids.add(env["SLURM_JOB_ID"])
+        record = scontrol_job(env["SLURM_JOB_ID"], slurm_env)
+        assert "JobState=COMPLETED" in record, record
+        assert re.search(r"gres[/:]gpu[:=]1", record), record
+    assert len(job_ids) == 2
+    # Local rules ran in the submitting process, not as SLURM jobs.
+    assert slurm_log_rules(workdir) == {"rule_evaluate"}
+    assert report["report"]["SLURM_JOB_ID"] is None
+    dataset_env = json.loads((workdir / "results/data/test.jsonl.env.json").read_text())
+    assert dataset_env["SLURM_JOB_ID"] is None
+
+    local = tmp_path / "local"
+    result, _ = run_snakemake(
+        ["-s", str(SMOKE_SNAKEFILE), "--cores", "2", "--directory", str(local)], venv_env()
+    )
+    assert result.returncode == 0, describe(result, local)
+    for bs in (1, 2):
+        rollouts = f"results/eval/bs{bs}/rollouts.jsonl"
+        assert (workdir / rollouts).read_bytes() == (local / rollouts).read_bytes()
+
+
+@pytest.mark.cluster
+def test_slurm_failing_job_fails_the_workflow(slurm_env, tmp_path):
+    workdir = tmp_path / "fail"
+    result, seconds = slurm_run(
+        workdir, slurm_env, "--retries", "0", "--config", "fail=true", "batch_sizes=[1]"
+    )
+    assert_no_hang(result, workdir)
+    assert result.returncode != 0, describe(result, workdir)
+    print(f"failing workflow on SLURM: {seconds:.1f} s")
+    output = result.stdout + result.stderr
+    assert "Error in rule evaluate" in output, describe(result, workdir)
+    assert re.search(r"SLURM-job '\d+' failed", output), describe(result, workdir)
+    logs = list(workdir.glob(".snakemake/slurm_logs/rule_evaluate/1/*.log"))
+    assert len(logs) == 1 and "failing on purpose" in logs[0].read_text()
+    job_id = logs[0].stem
+    assert squeue_jobs(slurm_env)[job_id] == "FAILED"
+    assert not (workdir / "results/report.json").exists()
+
+
+@pytest.mark.cluster
+def test_slurm_retry_resumes_from_shard(slurm_env, tmp_path):
+    """A job that dies (as if preempted) is resubmitted (profile `retries`) and resumes."""
+    workdir = tmp_path / "retry"
+    result, seconds = slurm_run(
+        workdir, slurm_env, "--config", "fail_first=true", "batch_sizes=[1]"
+    )
+    assert_no_hang(result, workdir)
+    assert result.returncode == 0, describe(result, workdir)
+    print(f"retried workflow on SLURM: {seconds:.1f} s")
+    env = json.loads((workdir / "results/eval/bs1/env.json").read_text())
+    first = env["resumed_from"]
+    assert first is not None, env
+    assert first["SLURM_JOB_ID"] and env["SLURM_JOB_ID"]
+    assert first["SLURM_JOB_ID"] != env["SLURM_JOB_ID"], "the retry must be a new SLURM job"
+    assert "Trying to restart job" in result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------ real pipeline on SLURM
+
+
+def _pipeline_inputs():
+    if not (REPO / "Snakefile").exists() or not (REPO / "tests/configs/tiny.yaml").exists():
+        pytest.skip("the pipeline (Snakefile, tests/configs/tiny.yaml) is not in this tree yet")
+    sys.path.insert(0, str(REPO / "tests"))
+    import pipeline_helpers
+
+    return pipeline_helpers
+
+
+@pytest.mark.cluster
+def test_pipeline_on_slurm_matches_local_run(slurm_env, tmp_path):
+    helpers = _pipeline_inputs()
+    config = helpers.tiny_config()
+
+    local = tmp_path / "local"
+    local.mkdir()
+    result, local_seconds = run_snakemake(
+        ["--snakefile", str(REPO / "Snakefile"), "--directory", str(local),
+         "--configfile", str(helpers.write_config(local, config)), "--cores", "2"],
+        venv_env(), timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, "local run failed:\n" + describe(result, local)
+
+    cluster = tmp_path / "slurm"
+    cluster.mkdir()
+    result, slurm_seconds = slurm_run(
+        cluster, slurm_env, "--configfile", str(helpers.write_config(cluster, config)),
+        snakefile=REPO / "Snakefile",
+    )  # fmt: skip
+    assert_no_hang(result, cluster)
+    assert result.returncode == 0, "SLURM run failed:\n" + describe(result, cluster)
+    print(f"tiny pipeline: local {local_seconds:.1f} s, SLURM {slurm_seconds:.1f} s")
+
+    batch_sizes = config["batch_sizes"]
+    checkpoints = [c["name"] for c in config["checkpoints"]]
+    for checkpoint in checkpoints:
+        for bs in batch_sizes:
+            rel = Path("results/eval") / checkpoint / f"bs{bs}"
+            # identical rollouts, bit for bit
+            assert (cluster / rel / "rollouts.jsonl").read_bytes() == (
+                local / rel / "rollouts.jsonl"
+            ).read_bytes(), rel
+            # evaluate ran as a SLURM job with a (fake) GPU allocated ...
+            summary = json.loads((cluster / rel / "summary.json").read_text())
+            environment = summary["environment"]
+            assert environment["SLURM_JOB_ID"], summary
+            assert environment["CUDA_VISIBLE_DEVICES"] in {"0", "1"}, summary
+            job_log = (cluster / "results/logs/evaluate" / checkpoint / f"bs{bs}.log").read_text()
+            assert f'"SLURM_JOB_ID": "{environment["SLURM_JOB_ID"]}"' in job_log
+            record = scontrol_job(environment["SLURM_JOB_ID"], slurm_env)
+            assert re.search(r"gres[/:]gpu[:=]1", record), record
+            # ... and the local one did not
+            local_summary = json.loads((local / rel / "summary.json").read_text())
+            assert local_summary["environment"]["SLURM_JOB_ID"] is None
+    # Only evaluate went to SLURM: fetch/download/invariance/report are localrules.
+    assert slurm_log_rules(cluster) == {"rule_evaluate"}
+
+
+# ------------------------------------------------------------------------ cloud profiles (-n)
+
+
+@pytest.fixture(scope="session")
+def cloud_venv() -> Path:
+    """A separate venv with the googlebatch/kubernetes plugins (never the project's .venv)."""
+    result = subprocess.run(
+        ["bash", str(CLUSTER_DIR / "make_cloud_venv.sh")],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    if result.returncode != 0:
+        pytest.skip(f"cannot build the cloud venv (PyPI unreachable?):\n{result.stderr[-2000:]}")
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize(
+    ("profile", "expected"),
+    [
+        ("googlebatch", {"nvidia_gpu": "nvidia-l4", "googlebatch_machine_type": "g2-standard-8"}),
+        ("kubernetes", {"gpu": "1", "gpu_manufacturer": "nvidia"}),
+    ],
+)
+def test_cloud_profile_plans(profile, expected, cloud_venv, gcs_bucket, tmp_path):
+    """Dry-run with the real plugins; storage goes to the local GCS emulator (no credentials)."""
+    result, _ = run_snakemake(
+        ["-s", str(SMOKE_SNAKEFILE), "--profile", f"profiles/{profile}",
+         "--directory", str(tmp_path), "-n",
+         "--default-storage-prefix", f"gs://{gcs_bucket}/gsm8k-eval"],
+        dict(os.environ), timeout=180, snakemake=str(cloud_venv / "bin" / "snakemake"),
+    )  # fmt: skip
+    assert result.returncode == 0, describe(result)
+    jobs = planned_jobs(result.stdout)
+    assert len(jobs["evaluate"]) == 2
+    for job in jobs["evaluate"]:
+        for key, value in expected.items():
+            assert job["resources"].get(key) == value, job
+    for rule in ("download_dataset", "render_report"):
+        assert not set(expected) & set(jobs[rule][0]["resources"]), jobs[rule]
+    assert f"gs://{gcs_bucket}/gsm8k-eval/results/report.json" in result.stdout
