@@ -77,7 +77,10 @@ def test_command_line_strings_are_coerced():
 def _dry_run(*args: str) -> str:
     result = subprocess.run(
         [*SNAKEMAKE, "-n", "--cores", "1", *args],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout + result.stderr
@@ -105,7 +108,10 @@ def test_bad_config_stops_snakemake_with_the_key(tmp_path):
     bad.write_text(yaml.safe_dump({"batch_sizes": [0]}))
     result = subprocess.run(
         [*SNAKEMAKE, "-n", "--cores", "1", "--configfile", str(bad)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode != 0
     assert "batch_sizes" in result.stdout + result.stderr

@@ -49,7 +49,9 @@ def test_env_parses_and_agrees_with_pyproject(env_file):
 
 def test_every_rule_env_exists():
     rules = (REPO / "workflow" / "rules").glob("*.smk")
-    referenced = {m for p in rules for m in re.findall(r'"\.\./\.\./(envs/\w+\.yaml)"', p.read_text())}
+    referenced = {
+        m for p in rules for m in re.findall(r'"\.\./\.\./(envs/\w+\.yaml)"', p.read_text())
+    }
     assert referenced
     for path in referenced:
         assert (REPO / path).exists(), path
