@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 from gsm8k_eval import checkpoints as ck
 from gsm8k_eval.checkpoints import (
     CheckpointAccessError,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from gsm8k_eval.data import (
     ChecksumMismatchError,
     DatasetError,

