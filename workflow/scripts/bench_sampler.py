@@ -1,0 +1,252 @@
+"""Throughput of the fixed sampler vs stock tunix (and HF transformers where torch exists).
+
+All samplers run in this one process on the same prompts, so ratios are comparable even on a
+noisy machine. Each (sampler, batch size) is warmed up on one batch first (compilation excluded).
+
+    .venv/bin/python workflow/scripts/bench_sampler.py --model-dir results/model \\
+        --prompts 16 --tokens 64 --batch-sizes 1,8,32 --dtype float32 \\
+        [--hf-python /tmp/hfvenv/bin/python]
+
+The HF part runs `--hf-python` (default: this interpreter) on this same file with `--hf-worker`;
+it is skipped when torch/transformers are not importable there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+GSM8K = Path("/work/shared/data/gsm8k")
+
+
+@dataclass
+class Row:
+    """One (sampler, batch size) measurement."""
+
+    sampler: str
+    batch_size: int
+    seconds: float
+    examples: int
+    tokens: int
+    peak_rss_mb: float
+
+    @property
+    def examples_per_s(self) -> float:
+        return self.examples / self.seconds
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds
+
+
+class PeakRss:
+    """Samples this process's RSS in a thread; `peak` is the maximum since `reset`."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        import psutil
+
+        self._process = psutil.Process()
+        self._interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._process.memory_info().rss)
+            time.sleep(self._interval)
+
+    def reset(self) -> None:
+        self.peak = self._process.memory_info().rss
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", type=Path, default=Path("results/model"))
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--batch-sizes", default="1,8,32")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--samplers", default="fixed,tunix,hf")
+    parser.add_argument("--max-prompt-length", type=int, default=512)
+    parser.add_argument("--shots", type=int, default=2)
+    parser.add_argument("--hf-python", default=sys.executable)
+    parser.add_argument("--max-logits-gb", type=float, default=6.0,
+                        help="skip stock tunix batch sizes whose prefill logits exceed this")
+    parser.add_argument("--out", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--hf-worker", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def build_prompts(model_dir: Path, n: int, shots: int) -> list[list[int]]:
+    """Few-shot GSM8K prompts (the project's template) as token ids."""
+    from gsm8k_eval.prompts import PromptBuilder, PromptConfig
+    from gsm8k_eval.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.from_dir(model_dir)
+    config = PromptConfig("fewshot", shots, 1234, GSM8K / "train.jsonl")
+    builder = PromptBuilder(config)
+    lines = (GSM8K / "test.jsonl").read_text().splitlines()[:n]
+    return [tokenizer.encode(builder.render(json.loads(line)["question"])) for line in lines]
+
+
+def time_batches(generate, prompts: list[list[int]], bs: int, rss: PeakRss, name: str,
+                 warmup: list[list[int]] | None = None) -> Row:
+    """Warm up on the first batch (and `warmup`), then time all prompts in batches of `bs`."""
+    generate(prompts[:bs])
+    if warmup:
+        generate(warmup)
+    rss.reset()
+    start, tokens = time.perf_counter(), 0
+    for i in range(0, len(prompts), bs):
+        tokens += sum(len(g) for g in generate(prompts[i : i + bs]))
+    seconds = time.perf_counter() - start
+    return Row(name, bs, seconds, len(prompts), tokens, rss.peak / 2**20)
+
+
+def jax_rows(args: argparse.Namespace, prompts, sizes: list[int], rss: PeakRss) -> list[Row]:
+    from gsm8k_eval.models import load_model
+    from gsm8k_eval.sampler import SamplerConfig, make_sampler
+
+    loaded = load_model(args.model_dir, args.dtype)
+    config = SamplerConfig(args.max_prompt_length, args.tokens, pad_id=int(loaded.tokenizer.pad_id))
+    rows = []
+    for name in ("fixed", "tunix"):
+        if name not in args.samplers.split(","):
+            continue
+        sampler = make_sampler(name, loaded.model, loaded.tokenizer, config)
+        generate = lambda batch, s=sampler: [g.tokens for g in s.generate(batch)]  # noqa: E731
+        for bs in sizes:
+            if name == "tunix" and stock_logits_gb(bs, prompts, loaded) > args.max_logits_gb:
+                print(f"tunix bs={bs} skipped: its prefill logits need "
+                      f"{stock_logits_gb(bs, prompts, loaded):.0f} GB", flush=True)
+                continue
+            warmup = one_per_bucket(prompts, args.max_prompt_length) if name == "fixed" else None
+            rows.append(time_batches(generate, prompts, bs, rss, name, warmup))
+            print(fmt(rows[-1]), flush=True)
+    return rows
+
+
+def one_per_bucket(prompts: list[list[int]], max_prompt_length: int) -> list[list[int]]:
+    """One prompt per prefill bucket, so the timed loop never compiles."""
+    from gsm8k_eval.sampler import Layout, bucket_for
+
+    step = Layout().bucket_step
+    return list({bucket_for(len(p), step, max_prompt_length): p for p in prompts}.values())
+
+
+def stock_logits_gb(bs: int, prompts: list[list[int]], loaded) -> float:
+    """Size of stock tunix's float32 prefill logits [bs, bucket, vocab] for these prompts."""
+    bucket = 1 << (max(map(len, prompts)) - 1).bit_length()
+    return bs * bucket * loaded.model_config.num_embed * 4 / 2**30
+
+
+def hf_rows(args: argparse.Namespace, prompts, sizes: list[int]) -> list[Row]:
+    """Run the HF worker in `--hf-python`; [] when torch is not importable there."""
+    payload = json.dumps({"prompts": prompts, "sizes": sizes})
+    command = [args.hf_python, __file__, "--hf-worker", "--model-dir", str(args.model_dir),
+               "--tokens", str(args.tokens), "--dtype", args.dtype]
+    proc = subprocess.run(command, input=payload, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"HF transformers part skipped: {proc.stderr.strip().splitlines()[-1:]}")
+        return []
+    return [Row(**row) for row in json.loads(proc.stdout.strip().splitlines()[-1])]
+
+
+def hf_worker(args: argparse.Namespace) -> None:
+    """Greedy HF `generate` (left padding, KV cache) on the same token ids; prints JSON rows."""
+    if importlib.util.find_spec("torch") is None:
+        sys.exit("torch is not importable")
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    payload = json.loads(sys.stdin.read())
+    dtype = getattr(torch, args.dtype)
+    model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=dtype).eval()
+    rss = PeakRss()
+
+    def generate(batch: list[list[int]]) -> list[list[int]]:
+        width = max(len(p) for p in batch)
+        ids = torch.tensor([[0] * (width - len(p)) + p for p in batch])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
+                                 max_new_tokens=args.tokens, eos_token_id=[1, 106], pad_token_id=0)
+        return [_cut(row[width:].tolist()) for row in out]
+
+    rows = [asdict(time_batches(generate, payload["prompts"], bs, rss, "hf")) for bs in
+            payload["sizes"]]
+    print(json.dumps(rows))
+
+
+def _cut(tokens: list[int]) -> list[int]:
+    for i, token in enumerate(tokens):
+        if token in (0, 1, 106):
+            return tokens[: i + (token != 0)]
+    return tokens
+
+
+def fmt(row: Row) -> str:
+    return (f"| {row.sampler} | {row.batch_size} | {row.seconds:.1f} | {row.examples_per_s:.3f} "
+            f"| {row.tokens_per_s:.1f} | {row.peak_rss_mb:.0f} |")
+
+
+def ratio(rows: list[Row], a: tuple[str, int], b: tuple[str, int]) -> str:
+    get = {(r.sampler, r.batch_size): r.tokens_per_s for r in rows}
+    if a not in get or b not in get:
+        return "n/a"
+    return f"{get[a] / get[b]:.2f}x"
+
+
+def report(rows: list[Row]) -> dict[str, str]:
+    print("| sampler | bs | seconds | examples/s | tokens/s | peak RSS MB |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(fmt(row))
+    ratios = {
+        "fixed bs8 / fixed bs1": ratio(rows, ("fixed", 8), ("fixed", 1)),
+        "fixed bs8 / tunix bs8": ratio(rows, ("fixed", 8), ("tunix", 8)),
+        "fixed bs8 / hf bs8": ratio(rows, ("fixed", 8), ("hf", 8)),
+        "fixed bs32 / tunix bs32": ratio(rows, ("fixed", 32), ("tunix", 32)),
+        "fixed bs1 / tunix bs1": ratio(rows, ("fixed", 1), ("tunix", 1)),
+    }
+    for name, value in ratios.items():
+        print(f"{name}: {value}")
+    return ratios
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.hf_worker:
+        hf_worker(args)
+        return
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    sizes = [int(s) for s in args.batch_sizes.split(",")]
+    prompts = build_prompts(args.model_dir, args.prompts, args.shots)
+    print(f"{len(prompts)} prompts, {min(map(len, prompts))}-{max(map(len, prompts))} tokens, "
+          f"{args.tokens} new tokens, {args.dtype}", flush=True)
+    rss = PeakRss()
+    rows = jax_rows(args, prompts, sizes, rss)
+    if "hf" in args.samplers.split(","):
+        rows += hf_rows(args, prompts, sizes)
+    ratios = report(rows)
+    if args.out:
+        data = {"args": {k: str(v) for k, v in vars(args).items()}, "ratios": ratios,
+                "rows": [asdict(r) | {"tokens_per_s": r.tokens_per_s} for r in rows]}
+        args.out.write_text(json.dumps(data, indent=2))
+
+
+if __name__ == "__main__":
+    main()
