@@ -156,7 +156,7 @@ def test_slurm_profile_gpu_only_for_evaluate():
     assert profile["retries"] >= 1, "preempted evaluate jobs must be resubmitted"
     # No slurmdbd => sacct never reports a finished job and the run hangs; squeue does.
     assert profile["slurm-status-command"] == "squeue"
-    assert isinstance(profile["cores"], int), "`threads: workflow.cores` needs --cores"
+    assert isinstance(profile["cores"], int), "local rules need a core count"
 
 
 def test_cloud_profiles_use_their_executors_gpu_names():

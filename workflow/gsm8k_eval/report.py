@@ -847,7 +847,7 @@ def build_context(
         findings.append(inv_finding)
     models = list(dict.fromkeys(str(r.summary.get("model_source", NA)) for r in runs))
     return ReportContext(
-        title_model=", ".join(models),
+        title_model=str(inputs.config.get("run_name") or ", ".join(models)),
         confidence_label=f"{confidence} Wilson CI",
         interval_label=f"{confidence} CI",
         summary=summary_table(runs, f"{confidence} Wilson CI"),

@@ -132,6 +132,12 @@ def report_templates(basedir: str) -> list[str]:
     return sorted(str(p) for p in (Path(basedir) / "report" / "templates").glob("*.j2"))
 
 
+def report_code(basedir: str) -> list[str]:
+    """The modules that compute the report's numbers are inputs too."""
+    package = Path(basedir) / "workflow" / "gsm8k_eval"
+    return [str(package / name) for name in ("report.py", "stats.py")]
+
+
 def export_environment(basedir: str) -> None:
     """Make `python -m gsm8k_eval` in rule shells find this interpreter and this package."""
     package_root = str(Path(basedir) / "workflow")

@@ -12,7 +12,7 @@ rule evaluate:
         "results/logs/evaluate/{checkpoint}/bs{batch_size}.log",
     conda:
         "../../envs/evaluate.yaml"
-    threads: workflow.cores
+    threads: 4
     resources:
         gpu=targets.gpu_request(PIPELINE),
     params:

@@ -5,6 +5,7 @@ rule render_report:
         checkpoints=targets.all_checkpoint_dirs(PIPELINE),
         dataset=targets.dataset_manifest("test"),
         templates=targets.report_templates(workflow.basedir),
+        code=targets.report_code(workflow.basedir),
     output:
         report=report(
             targets.REPORT,
