@@ -80,3 +80,12 @@ def test_changed_parameter_reruns_dependent_jobs_only(pipeline_run):
     out = result.stdout + result.stderr
     assert "evaluate" in out and "render_report" in out
     assert "fetch_model" not in out and "download_dataset" not in out
+
+
+def test_snakemake_html_report(pipeline_run):
+    workdir, config_path, _ = pipeline_run
+    html = workdir / "report" / "report.html"
+    run_snakemake(workdir, config_path, "--report", str(html))
+    text = html.read_text(errors="replace")
+    assert "gsm8k_eval_report.md" in text
+    assert "accuracy.png" in text

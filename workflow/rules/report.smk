@@ -26,7 +26,7 @@ rule render_report:
         config=json.dumps(config, sort_keys=True),
         command=targets.reproduce_command(workflow.overwrite_configfiles),
         manifests=targets.checkpoint_manifests(PIPELINE),
-        templates=os.path.join(workflow.basedir, "report", "templates"),
+        templates=lambda wc, input: os.path.dirname(input.templates[0]),
     shell:
         "python -m gsm8k_eval render-report --summaries {input.summaries:q}"
         " --invariance {input.invariance:q} --checkpoint-manifests {params.manifests:q}"
