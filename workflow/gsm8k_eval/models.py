@@ -15,7 +15,6 @@ Sources: ``random:tiny[?seed=N]``, ``pypi:<gguf package>``, ``/path/model.gguf``
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import importlib.metadata
 import json
@@ -30,6 +29,7 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 
+from gsm8k_eval.io import sha256_file
 from gsm8k_eval.tokenizer import (
     TOKENIZER_FILE,
     Tokenizer,
@@ -132,14 +132,6 @@ def is_fetched(out_dir: Path, src: ModelSource) -> bool:
         (out_dir / name).is_file() and sha256_file(out_dir / name) == digest
         for name, digest in files.items()
     )
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager
