@@ -22,6 +22,7 @@ def test_defaults_fill_every_section():
     assert [c.name for c in cfg.checkpoints] == ["base"]
     assert cfg.sampling.max_generation_steps == 768
     assert cfg.sampling.eos_tokens == (1, 106)
+    assert cfg.sampling.decode_rows == 8
     assert cfg.lora.rank == 16
 
 
@@ -40,6 +41,7 @@ def test_seed_study_config_matches_the_seed():
     assert cfg.checkpoint("fix-grpo").source == "gs://carles-git-good/tunix/fix-grpo/actor"
     assert cfg.lora.rank == 16
     assert cfg.batch_sizes == (1, 32)
+    assert cfg.sampling.decode_rows == 32  # one decode call per bs=32 batch on the GPU
     assert cfg.sampling.temperature == 0
     assert cfg.sampling.max_generation_steps == 768
     assert cfg.sampling.eos_tokens == (1, 106)
@@ -57,6 +59,7 @@ def test_seed_study_config_matches_the_seed():
         ({"sampling": {"max_generation_steps": "many"}}, "max_generation_steps"),
         ({"sampling": {"dtype": "float16"}}, "dtype"),
         ({"sampling": {"temperature": 0.7}}, "temperature"),
+        ({"sampling": {"decode_rows": 1}}, "decode_rows"),
         ({"checkpoints": [{"name": "a"}, {"name": "a"}]}, "checkpoints"),
         ({"checkpoints": [{"name": "bad name!"}]}, "name"),
         ({"lora": {"rank": 0}}, "rank"),
@@ -75,8 +78,9 @@ def test_command_line_strings_are_coerced():
 
 
 def _dry_run(*args: str) -> str:
+    """`snakemake -n` of every job (`--forceall`: whatever a local run left in results/)."""
     result = subprocess.run(
-        [*SNAKEMAKE, "-n", "--cores", "1", *args],
+        [*SNAKEMAKE, "-n", "--forceall", "--cores", "1", *args],
         cwd=REPO,
         capture_output=True,
         text=True,

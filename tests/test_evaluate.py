@@ -114,6 +114,7 @@ def test_summary_fields(tiny_model_dir, tmp_path):
     assert summary["accuracy"] == summary["correct"] / 3
     low, high = summary["wilson_95"]
     assert 0 <= low <= summary["accuracy"] <= high <= 1
+    assert summary["decode_rows"] == 8
     for key in (
         "dtype",
         "sampler",
@@ -136,3 +137,11 @@ def test_bad_dataset_is_a_one_line_error(tiny_model_dir, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode != 0
     assert "bad.jsonl" in result.stderr and "2" in result.stderr
+
+
+def test_one_decode_row_is_refused_by_the_cli(tiny_model_dir, tmp_path):
+    command = [*_evaluate_command(tiny_model_dir, tmp_path / "out"), "--decode-rows", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2
+    assert "--decode-rows: must be at least 2" in result.stderr
+    assert not (tmp_path / "out").exists()

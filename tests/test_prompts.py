@@ -11,7 +11,7 @@ import pytest
 
 from gsm8k_eval.prompts import TEMPLATES, PromptBuilder, PromptConfig
 
-SHARED_TRAIN = Path("/work/shared/data/gsm8k/train.jsonl")
+SHARED_TRAIN = Path(__file__).resolve().parents[2].joinpath("shared/data/gsm8k/train.jsonl")
 QUESTION = "Tom has 3 apples and buys 2 more. How many apples does he have?"
 TRAIN = [
     {

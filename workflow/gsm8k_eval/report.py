@@ -55,6 +55,7 @@ CONFIG_KEYS = (
     ("primary_method", "primary extraction method"),
     ("dtype", "dtype"),
     ("sampler", "sampler"),
+    ("decode_rows", "decode rows per call"),
 )
 
 

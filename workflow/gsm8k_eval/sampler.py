@@ -82,6 +82,13 @@ class Layout:
     # XLA:CPU's [R, D] x [V, D]^T dot is ~4x slower than [R, D] x [D, V] at R = 8 (measured).
     transposed_head: bool | None = None
 
+    def __post_init__(self) -> None:
+        if self.batch_invariant and self.decode_rows < 2:
+            raise ValueError(
+                f"decode_rows must be at least 2 (XLA computes a 1-row matmul with another "
+                f"kernel), got {self.decode_rows}"
+            )
+
 
 @dataclass(frozen=True)
 class _Plan:
@@ -495,10 +502,13 @@ class TunixSampler:
         return out
 
 
-def make_sampler(name: str, model: nnx.Module, tokenizer: Any, config: SamplerConfig) -> Sampler:
-    """`"fixed"`: the batch-invariant `FixedSampler`; `"tunix"`: stock tunix (negative control)."""
+def make_sampler(
+    name: str, model: nnx.Module, tokenizer: Any, config: SamplerConfig, decode_rows: int = 8
+) -> Sampler:
+    """`"fixed"`: the batch-invariant `FixedSampler` (decoding `decode_rows` rows per call);
+    `"tunix"`: stock tunix (negative control)."""
     if name == "fixed":
-        return FixedSampler(model, tokenizer, config)
+        return FixedSampler(model, tokenizer, config, Layout(decode_rows=decode_rows))
     if name == "tunix":
         return TunixSampler(model, tokenizer, config)
     raise ValueError(f"unknown sampler {name!r}; expected 'fixed' or 'tunix'")

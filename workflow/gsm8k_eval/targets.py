@@ -95,6 +95,7 @@ def evaluate_arguments(cfg: PipelineConfig) -> str:
         ("--max-new-tokens", s.max_generation_steps),
         ("--max-prompt-length", s.max_prompt_length),
         ("--eos-tokens", ",".join(str(t) for t in s.eos_tokens)),
+        ("--decode-rows", s.decode_rows),
         ("--prompt-template", p.template),
         ("--num-shots", p.num_shots),
         ("--prompt-seed", p.seed),

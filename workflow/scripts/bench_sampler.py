@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-GSM8K = Path("/work/shared/data/gsm8k")
+GSM8K = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k"  # ../shared
 
 
 @dataclass
@@ -37,6 +37,8 @@ class Row:
     examples: int
     tokens: int
     peak_rss_mb: float
+    prefill_seconds: float | None = None  # JAX samplers: time in prefill / decode calls
+    decode_seconds: float | None = None
 
     @property
     def examples_per_s(self) -> float:
@@ -80,6 +82,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-sizes", default="1,8,32")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--samplers", default="fixed,tunix,hf")
+    parser.add_argument("--decode-rows", default="8",
+                        help="fixed sampler decode rows; a list (8,32) adds 'fixed-r32', run only "
+                             "at batch sizes that fill its rows")
     parser.add_argument("--max-prompt-length", type=int, default=512)
     parser.add_argument("--shots", type=int, default=2)
     parser.add_argument("--hf-python", default=sys.executable)
@@ -103,17 +108,21 @@ def build_prompts(model_dir: Path, n: int, shots: int) -> list[list[int]]:
 
 
 def time_batches(generate, prompts: list[list[int]], bs: int, rss: PeakRss, name: str,
-                 warmup: list[list[int]] | None = None) -> Row:
-    """Warm up on the first batch (and `warmup`), then time all prompts in batches of `bs`."""
+                 warmup: list[list[int]] | None = None, sampler=None) -> Row:
+    """Warm up on the first batch (and `warmup`), then time all prompts in batches of `bs`;
+    with `sampler`, also sum its `last_timing` phases."""
     generate(prompts[:bs])
     if warmup:
         generate(warmup)
     rss.reset()
-    start, tokens = time.perf_counter(), 0
+    start, tokens, phases = time.perf_counter(), 0, {}
     for i in range(0, len(prompts), bs):
         tokens += sum(len(g) for g in generate(prompts[i : i + bs]))
+        for key, value in (sampler.last_timing if sampler else {}).items():
+            phases[key] = phases.get(key, 0.0) + value
     seconds = time.perf_counter() - start
-    return Row(name, bs, seconds, len(prompts), tokens, rss.peak / 2**20)
+    return Row(name, bs, seconds, len(prompts), tokens, rss.peak / 2**20,
+               phases.get("prefill_seconds"), phases.get("decode_seconds"))
 
 
 def jax_rows(args: argparse.Namespace, prompts, sizes: list[int], rss: PeakRss) -> list[Row]:
@@ -123,18 +132,22 @@ def jax_rows(args: argparse.Namespace, prompts, sizes: list[int], rss: PeakRss) 
     loaded = load_model(args.model_dir, args.dtype)
     config = SamplerConfig(args.max_prompt_length, args.tokens, pad_id=int(loaded.tokenizer.pad_id))
     rows = []
-    for name in ("fixed", "tunix"):
+    decode_rows = [int(r) for r in args.decode_rows.split(",")]
+    variants = [(f"fixed-r{r}" if i else "fixed", "fixed", r) for i, r in enumerate(decode_rows)]
+    for label, name, r in [*variants, ("tunix", "tunix", 8)]:
         if name not in args.samplers.split(","):
             continue
-        sampler = make_sampler(name, loaded.model, loaded.tokenizer, config)
+        sampler = make_sampler(name, loaded.model, loaded.tokenizer, config, decode_rows=r)
         generate = lambda batch, s=sampler: [g.tokens for g in s.generate(batch)]  # noqa: E731
         for bs in sizes:
+            if label.startswith("fixed-r") and bs < r:
+                continue
             if name == "tunix" and stock_logits_gb(bs, prompts, loaded) > args.max_logits_gb:
                 print(f"tunix bs={bs} skipped: its prefill logits need "
                       f"{stock_logits_gb(bs, prompts, loaded):.0f} GB", flush=True)
                 continue
             warmup = one_per_bucket(prompts, args.max_prompt_length) if name == "fixed" else None
-            rows.append(time_batches(generate, prompts, bs, rss, name, warmup))
+            rows.append(time_batches(generate, prompts, bs, rss, label, warmup, sampler))
             print(fmt(rows[-1]), flush=True)
     return rows
 
@@ -199,8 +212,10 @@ def _cut(tokens: list[int]) -> list[int]:
 
 
 def fmt(row: Row) -> str:
-    return (f"| {row.sampler} | {row.batch_size} | {row.seconds:.1f} | {row.examples_per_s:.3f} "
-            f"| {row.tokens_per_s:.1f} | {row.peak_rss_mb:.0f} |")
+    phases = " / ".join("-" if s is None else f"{s:.1f}" for s in (row.prefill_seconds,
+                                                                     row.decode_seconds))
+    return (f"| {row.sampler} | {row.batch_size} | {row.seconds:.1f} | {phases} "
+            f"| {row.examples_per_s:.3f} | {row.tokens_per_s:.1f} | {row.peak_rss_mb:.0f} |")
 
 
 def ratio(rows: list[Row], a: tuple[str, int], b: tuple[str, int]) -> str:
@@ -211,8 +226,8 @@ def ratio(rows: list[Row], a: tuple[str, int], b: tuple[str, int]) -> str:
 
 
 def report(rows: list[Row]) -> dict[str, str]:
-    print("| sampler | bs | seconds | examples/s | tokens/s | peak RSS MB |")
-    print("|---|---|---|---|---|---|")
+    print("| sampler | bs | seconds | prefill / decode s | examples/s | tokens/s | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         print(fmt(row))
     ratios = {
@@ -220,6 +235,8 @@ def report(rows: list[Row]) -> dict[str, str]:
         "fixed bs8 / tunix bs8": ratio(rows, ("fixed", 8), ("tunix", 8)),
         "fixed bs8 / hf bs8": ratio(rows, ("fixed", 8), ("hf", 8)),
         "fixed bs32 / tunix bs32": ratio(rows, ("fixed", 32), ("tunix", 32)),
+        "fixed-r32 bs32 / fixed bs32": ratio(rows, ("fixed-r32", 32), ("fixed", 32)),
+        "fixed-r32 bs32 / tunix bs8": ratio(rows, ("fixed-r32", 32), ("tunix", 8)),
         "fixed bs1 / tunix bs1": ratio(rows, ("fixed", 1), ("tunix", 1)),
     }
     for name, value in ratios.items():
