@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from shared_data import GSM8K_DIR
 
 from gsm8k_eval.data import (
     ChecksumMismatchError,
@@ -19,7 +20,7 @@ from gsm8k_eval.data import (
     load_examples,
 )
 
-SHARED_TEST = Path(__file__).resolve().parents[2].joinpath("shared/data/gsm8k/test.jsonl")
+SHARED_TEST = GSM8K_DIR / "test.jsonl"
 SHARED_TEST_SHA256 = "752adc99f23132275139f1f7be57126b08735a55daf0c56859ee6df70abafbac"
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 

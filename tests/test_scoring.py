@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from shared_data import GSM8K_DIR
 
 from gsm8k_eval.scoring import (
     METHODS,
@@ -21,7 +21,7 @@ from gsm8k_eval.scoring import (
     truncate_response,
 )
 
-GSM8K_TEST = Path(__file__).resolve().parents[2].joinpath("shared/data/gsm8k/test.jsonl")
+GSM8K_TEST = GSM8K_DIR / "test.jsonl"
 FEWSHOT_STOPS = ("Question:", "</s>", "<|im_end|>")
 
 # Text biased towards the characters the extractors care about.

