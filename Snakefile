@@ -1,7 +1,8 @@
 """GSM8K evaluation of JAX/tunix checkpoints, batch-invariant by construction.
 
 dataset → model, checkpoints → evaluate (checkpoint × batch size) → invariance → report.
-Every rule is thin wiring around one `gsm8k-eval` subcommand (workflow/gsm8k_eval).
+Every rule is thin wiring around one `gsm8k-eval` subcommand (workflow/gsm8k_eval), and every
+output of a run lives under results/<run>/ (the `run` config key).
 """
 
 from snakemake.utils import min_version
@@ -9,7 +10,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: os.path.join(workflow.basedir, "config.yaml")
+# The embedded demo config applies only when no --configfile is given: a user's config file
+# is completed by the schema's defaults, never by the demo's settings.
+if not workflow.overwrite_configfiles:
+
+    configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "workflow/rules/common.smk"
@@ -33,4 +38,4 @@ localrules:
 rule all:
     default_target: True
     input:
-        targets.REPORT,
+        PATHS.report,

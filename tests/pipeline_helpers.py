@@ -11,6 +11,12 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "tests" / "configs" / "tiny.yaml"
+TINY_RUN = "tiny"  # `run:` of tiny.yaml: its outputs are under results/tiny/
+
+
+def run_root(workdir: Path, run: str = TINY_RUN) -> Path:
+    """results/<run>/ of a pipeline run in workdir."""
+    return workdir / "results" / run
 
 
 def tiny_config(**overrides: Any) -> dict[str, Any]:
@@ -30,15 +36,20 @@ def write_config(workdir: Path, config: dict[str, Any]) -> Path:
 
 
 def run_snakemake(
-    workdir: Path, config_path: Path, *args: str, timeout: int = 900, check: bool = True
+    workdir: Path,
+    config_path: Path,
+    *args: str,
+    timeout: int = 900,
+    check: bool = True,
+    snakefile: Path = REPO / "Snakefile",
 ) -> subprocess.CompletedProcess[str]:
-    """Run the repository's Snakefile with workdir as working directory."""
+    """Run the repository's Snakefile (or a copy's) with workdir as working directory."""
     command = [
         sys.executable,
         "-m",
         "snakemake",
         "--snakefile",
-        str(REPO / "Snakefile"),
+        str(snakefile),
         "--directory",
         str(workdir),
         "--configfile",
@@ -51,7 +62,7 @@ def run_snakemake(
     if check and result.returncode != 0:
         logs = "\n".join(
             f"--- {p}\n{p.read_text()[-3000:]}"
-            for p in sorted(workdir.glob("results/logs/**/*.log"))
+            for p in sorted(workdir.glob("results/*/logs/**/*.log"))
         )
         raise AssertionError(
             f"snakemake failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}\n{logs}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from pipeline_helpers import run_snakemake, tiny_config, write_config
+from pipeline_helpers import run_root, run_snakemake, tiny_config, write_config
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def pipeline_run(tmp_path_factory):
 
 def test_dag_produces_every_output(pipeline_run):
     workdir, _, _ = pipeline_run
-    results = workdir / "results"
+    results = run_root(workdir)
     assert (results / "data" / "gsm8k_test.jsonl").exists()
     assert json.loads((results / "data" / "gsm8k_test.manifest.json").read_text())["sha256"]
     assert (results / "model" / "model.safetensors").exists()
@@ -52,7 +52,7 @@ def test_dag_produces_every_output(pipeline_run):
         ):
             assert field in summary, field
     assert (results / "invariance" / "base.json").exists()
-    assert (workdir / "report" / "gsm8k_eval_report.md").read_text().strip()
+    assert (results / "report" / "gsm8k_eval_report.md").read_text().strip()
     assert sorted(p.name for p in (results / "logs").rglob("*.log"))
 
 
@@ -60,7 +60,7 @@ def test_batch_sizes_give_identical_tokens(pipeline_run):
     workdir, _, _ = pipeline_run
 
     def tokens(bs: int) -> list[list[int]]:
-        path = workdir / "results" / "eval" / "base" / f"bs{bs}" / "rollouts.jsonl"
+        path = run_root(workdir) / "eval" / "base" / f"bs{bs}" / "rollouts.jsonl"
         return [json.loads(line)["tokens"] for line in path.read_text().splitlines()]
 
     assert tokens(1) == tokens(4)
@@ -84,7 +84,7 @@ def test_changed_parameter_reruns_dependent_jobs_only(pipeline_run):
 
 def test_snakemake_html_report(pipeline_run):
     workdir, config_path, _ = pipeline_run
-    html = workdir / "report" / "report.html"
+    html = workdir / "report.html"
     run_snakemake(workdir, config_path, "--report", str(html))
     text = html.read_text(errors="replace")
     assert "gsm8k_eval_report.md" in text

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from pipeline_helpers import run_snakemake, tiny_config, write_config
+from pipeline_helpers import run_root, run_snakemake, tiny_config, write_config
 
 LORA = {"rank": 4, "alpha": 8.0}
 STEP = 5
@@ -68,18 +68,18 @@ def _run_pipeline_on_gcs(work, emulator):
 
 
 def _tokens(workdir, checkpoint: str, batch_size: int) -> list[list[int]]:
-    path = workdir / "results" / "eval" / checkpoint / f"bs{batch_size}" / "rollouts.jsonl"
+    path = run_root(workdir) / "eval" / checkpoint / f"bs{batch_size}" / "rollouts.jsonl"
     return [json.loads(line)["tokens"] for line in path.read_text().splitlines()]
 
 
 def test_gcs_checkpoint_is_fetched_with_provenance(gcs_pipeline):
     workdir, url = gcs_pipeline
     manifest = json.loads(
-        (workdir / "results" / "checkpoints" / "tiny-grpo" / "manifest.json").read_text()
+        (run_root(workdir) / "checkpoints" / "tiny-grpo" / "manifest.json").read_text()
     )
     assert manifest["source"] == url
     assert manifest["step"] == STEP
-    assert not (workdir / "results" / "checkpoints" / "tiny-grpo" / "optimizer_state").exists()
+    assert not (run_root(workdir) / "checkpoints" / "tiny-grpo" / "optimizer_state").exists()
 
 
 def test_lora_changes_the_outputs_and_stays_batch_invariant(gcs_pipeline):
@@ -88,8 +88,8 @@ def test_lora_changes_the_outputs_and_stays_batch_invariant(gcs_pipeline):
     assert lora == _tokens(workdir, "tiny-grpo", 3)
     assert lora != _tokens(workdir, "base", 1), "the LoRA checkpoint had no effect"
     summary = json.loads(
-        (workdir / "results" / "eval" / "tiny-grpo" / "bs3" / "summary.json").read_text()
+        (run_root(workdir) / "eval" / "tiny-grpo" / "bs3" / "summary.json").read_text()
     )
     assert summary["checkpoint_manifest"]["source"].startswith("gs://")
-    report = (workdir / "report" / "gsm8k_eval_report.md").read_text()
+    report = (run_root(workdir) / "report" / "gsm8k_eval_report.md").read_text()
     assert "tiny-grpo" in report

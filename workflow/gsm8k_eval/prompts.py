@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import islice
 from pathlib import Path
 
 import jinja2
 
+from gsm8k_eval import schema
 from gsm8k_eval.data import Example, load_examples
 
 TEMPLATES: tuple[str, ...] = ("chat", "tunix_grpo", "fewshot")
@@ -55,9 +56,9 @@ _CONTROL_TOKENS = re.compile("|".join(map(re.escape, CONTROL_TOKENS)))
 class PromptConfig:
     """Which template to render and, for ``fewshot``, how to pick shots."""
 
-    template: str = "fewshot"
-    num_shots: int = 8
-    seed: int = 1234
+    template: str = field(default_factory=lambda: schema.default("prompt.template"))
+    num_shots: int = field(default_factory=lambda: schema.default("prompt.num_shots"))
+    seed: int = field(default_factory=lambda: schema.default("prompt.seed"))
     train_path: Path | None = None
 
     def __post_init__(self) -> None:
@@ -67,6 +68,7 @@ class PromptConfig:
             )
         if self.num_shots < 0:
             raise ValueError(f"num_shots must be >= 0, got {self.num_shots}")
+
 
 
 def _environment() -> jinja2.Environment:
@@ -100,7 +102,10 @@ class PromptBuilder:
     def _shot_pool(self) -> list[Example]:
         """Train examples in this seed's fixed order (loaded on first few-shot render)."""
         if self.config.train_path is None:
-            raise ValueError("the fewshot template needs PromptConfig.train_path (train jsonl)")
+            raise ValueError(
+                "the fewshot template needs the GSM8K train split for its examples "
+                "(config: dataset.fewshot_source; CLI: --fewshot-data)"
+            )
         pool = load_examples(Path(self.config.train_path))
         if len(pool) <= self.config.num_shots:
             raise ValueError(

@@ -2,59 +2,151 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shlex
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from gsm8k_eval.config import PipelineConfig
 
 RESULTS = "results"
-REPORT = "report/gsm8k_eval_report.md"
+REPORT_NAME = "gsm8k_eval_report.md"
+EMBEDDED_CONFIG = "config.yaml"
+EMBEDDED_RUN = "demo"
+_RUN_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-def dataset_path(split: str) -> str:
-    return f"{RESULTS}/data/gsm8k_{split}.jsonl"
+def default_run(configfiles: Sequence[str | Path]) -> str:
+    """`run` when the config leaves it null: the last config file's name, else the demo's."""
+    if not configfiles:
+        return EMBEDDED_RUN
+    name = _RUN_NAME.sub("-", Path(configfiles[-1]).stem).strip("-.") or EMBEDDED_RUN
+    return name if name[0].isalnum() else f"run-{name}"
 
 
-def dataset_manifest(split: str) -> str:
-    return f"{RESULTS}/data/gsm8k_{split}.manifest.json"
+@dataclass(frozen=True)
+class RunPaths:
+    """Every output path of one run, all under `results/<run>/`."""
+
+    run: str
+
+    @property
+    def root(self) -> str:
+        return f"{RESULTS}/{self.run}"
+
+    @property
+    def logs(self) -> str:
+        return f"{self.root}/logs"
+
+    def log(self, name: str) -> str:
+        """A job's log file (`name` may hold wildcards, e.g. `evaluate/{checkpoint}`)."""
+        return f"{self.logs}/{name}.log"
+
+    @property
+    def report(self) -> str:
+        return f"{self.root}/report/{REPORT_NAME}"
+
+    @property
+    def figures(self) -> str:
+        return f"{self.root}/report/figures"
+
+    @property
+    def owner(self) -> str:
+        return f"{self.root}/run.json"
+
+    def dataset(self, split: str) -> str:
+        return f"{self.root}/data/gsm8k_{split}.jsonl"
+
+    def dataset_manifest(self, split: str) -> str:
+        return f"{self.root}/data/gsm8k_{split}.manifest.json"
+
+    def model_dir(self) -> str:
+        return f"{self.root}/model"
+
+    def checkpoint_dir(self, checkpoint: str) -> str:
+        return f"{self.root}/checkpoints/{checkpoint}"
+
+    def eval_dir(self, checkpoint: str, batch_size: int | str) -> str:
+        return f"{self.root}/eval/{checkpoint}/bs{batch_size}"
+
+    def rollouts(self, checkpoint: str, batch_size: int | str) -> str:
+        return f"{self.eval_dir(checkpoint, batch_size)}/rollouts.jsonl"
+
+    def summary(self, checkpoint: str, batch_size: int | str) -> str:
+        return f"{self.eval_dir(checkpoint, batch_size)}/summary.json"
+
+    def invariance(self, checkpoint: str) -> str:
+        return f"{self.root}/invariance/{checkpoint}.json"
+
+    def all_summaries(self, cfg: PipelineConfig) -> list[str]:
+        return [self.summary(c, b) for c in cfg.checkpoint_names for b in cfg.batch_sizes]
+
+    def all_invariance(self, cfg: PipelineConfig) -> list[str]:
+        return [self.invariance(c) for c in cfg.checkpoint_names]
+
+    def all_checkpoint_dirs(self, cfg: PipelineConfig) -> list[str]:
+        return [self.checkpoint_dir(c) for c in cfg.checkpoint_names]
+
+    def checkpoint_manifests(self, cfg: PipelineConfig) -> list[str]:
+        return [f"{self.checkpoint_dir(c)}/manifest.json" for c in cfg.checkpoint_names]
+
+    def checkpoint_rollouts(self, cfg: PipelineConfig, checkpoint: str) -> list[str]:
+        return [self.rollouts(checkpoint, b) for b in cfg.batch_sizes]
+
+    def rollouts_argument(self, cfg: PipelineConfig, checkpoint: str) -> str:
+        """`BS=PATH …` for `gsm8k-eval check-invariance --rollouts`."""
+        return " ".join(f"{b}={shlex.quote(self.rollouts(checkpoint, b))}" for b in cfg.batch_sizes)
+
+    def fewshot_inputs(self, cfg: PipelineConfig) -> list[str]:
+        return [self.dataset("train")] if cfg.prompt.needs_train_split else []
+
+    def evaluate_arguments(self, cfg: PipelineConfig) -> str:
+        """The config-derived flags of `gsm8k-eval evaluate` (a param: changing one reruns)."""
+        flags = _evaluate_flags(cfg)
+        if cfg.prompt.needs_train_split:
+            flags.append(("--fewshot-data", self.dataset("train")))
+        return " ".join(f"{flag} {shlex.quote(str(value))}" for flag, value in flags)
 
 
-def model_dir() -> str:
-    return f"{RESULTS}/model"
+def check_owner(paths: RunPaths, configfiles: Sequence[str | Path]) -> None:
+    """Refuse to let one config's run overwrite another's: results/<run>/run.json says whose."""
+    owner = Path(paths.owner)
+    if not owner.exists():
+        return
+    recorded = json.loads(owner.read_text(encoding="utf-8")).get("configfiles", [])
+    mine = _config_identity(configfiles)
+    if recorded != mine:
+        raise ValueError(
+            f"{paths.root}/ holds the results of {', '.join(recorded)}, not of "
+            f"{', '.join(mine)}: set `run:` in your config (or --config run=NAME) to keep both, "
+            f"or delete {paths.root}/ to replace them"
+        )
 
 
-def checkpoint_dir(checkpoint: str) -> str:
-    return f"{RESULTS}/checkpoints/{checkpoint}"
+def claim_run(paths: RunPaths, configfiles: Sequence[str | Path]) -> None:
+    """Record which config files this run folder belongs to (at the start of a real run)."""
+    check_owner(paths, configfiles)
+    owner = Path(paths.owner)
+    owner.parent.mkdir(parents=True, exist_ok=True)
+    claim = {"configfiles": _config_identity(configfiles)}
+    owner.write_text(json.dumps(claim, indent=1) + "\n", encoding="utf-8")
 
 
-def eval_dir(checkpoint: str, batch_size: int | str) -> str:
-    return f"{RESULTS}/eval/{checkpoint}/bs{batch_size}"
-
-
-def rollouts(checkpoint: str, batch_size: int | str) -> str:
-    return f"{eval_dir(checkpoint, batch_size)}/rollouts.jsonl"
-
-
-def summary(checkpoint: str, batch_size: int | str) -> str:
-    return f"{eval_dir(checkpoint, batch_size)}/summary.json"
-
-
-def invariance(checkpoint: str) -> str:
-    return f"{RESULTS}/invariance/{checkpoint}.json"
-
-
-def all_summaries(cfg: PipelineConfig) -> list[str]:
-    return [summary(c, b) for c in cfg.checkpoint_names for b in cfg.batch_sizes]
-
-
-def all_invariance(cfg: PipelineConfig) -> list[str]:
-    return [invariance(c) for c in cfg.checkpoint_names]
-
-
-def all_checkpoint_dirs(cfg: PipelineConfig) -> list[str]:
-    return [checkpoint_dir(c) for c in cfg.checkpoint_names]
+def _config_identity(configfiles: Sequence[str | Path]) -> list[str]:
+    if not configfiles:
+        return [f"<embedded {EMBEDDED_CONFIG}>"]
+    here = Path.cwd().resolve()
+    names = []
+    for path in configfiles:
+        resolved = Path(path).resolve()
+        names.append(
+            str(resolved.relative_to(here)) if resolved.is_relative_to(here) else str(resolved)
+        )
+    return names
 
 
 def step_argument(cfg: PipelineConfig, checkpoint: str) -> str:
@@ -63,31 +155,13 @@ def step_argument(cfg: PipelineConfig, checkpoint: str) -> str:
     return "" if step is None else str(step)
 
 
-def checkpoint_manifests(cfg: PipelineConfig) -> list[str]:
-    return [f"{checkpoint_dir(c)}/manifest.json" for c in cfg.checkpoint_names]
-
-
-def checkpoint_rollouts(cfg: PipelineConfig, checkpoint: str) -> list[str]:
-    return [rollouts(checkpoint, b) for b in cfg.batch_sizes]
-
-
-def rollouts_argument(cfg: PipelineConfig, checkpoint: str) -> str:
-    """`BS=PATH …` for `gsm8k-eval check-invariance --rollouts`."""
-    return " ".join(f"{b}={shlex.quote(rollouts(checkpoint, b))}" for b in cfg.batch_sizes)
-
-
-def fewshot_inputs(cfg: PipelineConfig) -> list[str]:
-    return [dataset_path("train")] if cfg.prompt.needs_train_split else []
-
-
 def local_dataset_inputs(cfg: PipelineConfig, split: str) -> list[str]:
     """A local source file is an input, so editing it reruns the pipeline."""
     source = cfg.dataset.source_for(split)
     return [] if ":" in source.split("/")[0] else [source]
 
 
-def evaluate_arguments(cfg: PipelineConfig) -> str:
-    """The config-derived flags of `gsm8k-eval evaluate` (a param: changing one reruns)."""
+def _evaluate_flags(cfg: PipelineConfig) -> list[tuple[str, object]]:
     s, p, lora = cfg.sampling, cfg.prompt, cfg.lora
     flags: list[tuple[str, object]] = [
         ("--dtype", s.dtype),
@@ -110,14 +184,12 @@ def evaluate_arguments(cfg: PipelineConfig) -> str:
     ]
     if cfg.limit is not None:
         flags.append(("--limit", cfg.limit))
-    if cfg.prompt.needs_train_split:
-        flags.append(("--fewshot-data", dataset_path("train")))
-    return " ".join(f"{flag} {shlex.quote(str(value))}" for flag, value in flags)
+    return flags
 
 
 def gpu_request(cfg: PipelineConfig) -> int:
-    """GPUs an evaluate job asks the scheduler for (none when forced onto the CPU)."""
-    return 0 if cfg.device == "cpu" else 1
+    """GPUs an evaluate job asks the scheduler for (none on the CPU or a TPU)."""
+    return 0 if cfg.device in {"cpu", "tpu"} else 1
 
 
 def reproduce_command(configfiles: list[str]) -> str:
@@ -134,9 +206,10 @@ def report_templates(basedir: str) -> list[str]:
 
 
 def report_code(basedir: str) -> list[str]:
-    """The modules that compute the report's numbers are inputs too."""
+    """The modules that compute the report's numbers and figures are inputs too."""
     package = Path(basedir) / "workflow" / "gsm8k_eval"
-    return [str(package / name) for name in ("report.py", "stats.py")]
+    modules = [*package.glob("report*.py"), *package.glob("report/*.py"), package / "stats.py"]
+    return sorted(str(p) for p in modules if p.exists())
 
 
 def export_environment(basedir: str) -> None:

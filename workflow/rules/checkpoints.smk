@@ -1,8 +1,8 @@
 rule fetch_checkpoint:
     output:
-        directory(targets.checkpoint_dir("{checkpoint}")),
+        directory(PATHS.checkpoint_dir("{checkpoint}")),
     log:
-        "results/logs/fetch_checkpoint/{checkpoint}.log",
+        PATHS.log("fetch_checkpoint/{checkpoint}"),
     conda:
         "../../envs/fetch.yaml"
     params:

@@ -14,10 +14,18 @@ coerce_cli_overrides(config)
 validate(config, "../schemas/config.schema.yaml")
 
 
+if config["run"] is None:
+    config["run"] = targets.default_run(workflow.overwrite_configfiles)
 PIPELINE = PipelineConfig.from_dict(config)
+PATHS = targets.RunPaths(config["run"])
+targets.check_owner(PATHS, workflow.overwrite_configfiles)
 # Rules run `python -m gsm8k_eval`: this interpreter first on PATH (a conda env, when used,
 # goes before it) and the package importable without installation (for --sdm conda too).
 targets.export_environment(workflow.basedir)
+
+
+onstart:
+    targets.claim_run(PATHS, workflow.overwrite_configfiles)
 
 
 wildcard_constraints:

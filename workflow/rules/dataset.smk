@@ -2,10 +2,10 @@ rule download_dataset:
     input:
         lambda wc: targets.local_dataset_inputs(PIPELINE, wc.split),
     output:
-        data=targets.dataset_path("{split}"),
-        manifest=targets.dataset_manifest("{split}"),
+        data=PATHS.dataset("{split}"),
+        manifest=PATHS.dataset_manifest("{split}"),
     log:
-        "results/logs/download_dataset/{split}.log",
+        PATHS.log("download_dataset/{split}"),
     conda:
         "../../envs/fetch.yaml"
     params:

@@ -1,23 +1,23 @@
 rule evaluate:
     input:
-        dataset=targets.dataset_path("test"),
-        manifest=targets.dataset_manifest("test"),
-        fewshot=targets.fewshot_inputs(PIPELINE),
-        model=targets.model_dir(),
-        checkpoint=targets.checkpoint_dir("{checkpoint}"),
+        dataset=PATHS.dataset("test"),
+        manifest=PATHS.dataset_manifest("test"),
+        fewshot=PATHS.fewshot_inputs(PIPELINE),
+        model=PATHS.model_dir(),
+        checkpoint=PATHS.checkpoint_dir("{checkpoint}"),
     output:
-        rollouts=targets.rollouts("{checkpoint}", "{batch_size}"),
-        summary=targets.summary("{checkpoint}", "{batch_size}"),
+        rollouts=PATHS.rollouts("{checkpoint}", "{batch_size}"),
+        summary=PATHS.summary("{checkpoint}", "{batch_size}"),
     log:
-        "results/logs/evaluate/{checkpoint}/bs{batch_size}.log",
+        PATHS.log("evaluate/{checkpoint}/bs{batch_size}"),
     conda:
         "../../envs/evaluate.yaml"
     threads: 4
     resources:
         gpu=targets.gpu_request(PIPELINE),
     params:
-        options=targets.evaluate_arguments(PIPELINE),
-        output_dir=lambda wc: targets.eval_dir(wc.checkpoint, wc.batch_size),
+        options=PATHS.evaluate_arguments(PIPELINE),
+        output_dir=lambda wc: PATHS.eval_dir(wc.checkpoint, wc.batch_size),
     shell:
         "python -m gsm8k_eval evaluate --dataset {input.dataset:q} --dataset-manifest {input.manifest:q}"
         " --model-dir {input.model:q} --checkpoint {input.checkpoint:q}"

@@ -1,14 +1,14 @@
 rule check_invariance:
     input:
-        lambda wc: targets.checkpoint_rollouts(PIPELINE, wc.checkpoint),
+        lambda wc: PATHS.checkpoint_rollouts(PIPELINE, wc.checkpoint),
     output:
-        targets.invariance("{checkpoint}"),
+        PATHS.invariance("{checkpoint}"),
     log:
-        "results/logs/check_invariance/{checkpoint}.log",
+        PATHS.log("check_invariance/{checkpoint}"),
     conda:
         "../../envs/report.yaml"
     params:
-        rollouts=lambda wc: targets.rollouts_argument(PIPELINE, wc.checkpoint),
+        rollouts=lambda wc: PATHS.rollouts_argument(PIPELINE, wc.checkpoint),
         fail="--fail-on-divergence" if PIPELINE.fail_on_divergence else "",
     shell:
         "python -m gsm8k_eval check-invariance --checkpoint {wildcards.checkpoint}"

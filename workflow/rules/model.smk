@@ -1,8 +1,8 @@
 rule fetch_model:
     output:
-        directory(targets.model_dir()),
+        directory(PATHS.model_dir()),
     log:
-        "results/logs/fetch_model.log",
+        PATHS.log("fetch_model"),
     conda:
         "../../envs/fetch.yaml"
     params:

@@ -1,31 +1,31 @@
 rule render_report:
     input:
-        summaries=targets.all_summaries(PIPELINE),
-        invariance=targets.all_invariance(PIPELINE),
-        checkpoints=targets.all_checkpoint_dirs(PIPELINE),
-        dataset=targets.dataset_manifest("test"),
+        summaries=PATHS.all_summaries(PIPELINE),
+        invariance=PATHS.all_invariance(PIPELINE),
+        checkpoints=PATHS.all_checkpoint_dirs(PIPELINE),
+        dataset=PATHS.dataset_manifest("test"),
         templates=targets.report_templates(workflow.basedir),
         code=targets.report_code(workflow.basedir),
     output:
         report=report(
-            targets.REPORT,
+            PATHS.report,
             caption="../../report/captions/report.rst",
             category="Report",
         ),
         figures=report(
-            directory("report/figures"),
+            directory(PATHS.figures),
             patterns=["{name}.png"],
             caption="../../report/captions/figures.rst",
             category="Figures",
         ),
     log:
-        "results/logs/render_report.log",
+        PATHS.log("render_report"),
     conda:
         "../../envs/report.yaml"
     params:
         config=json.dumps(config, sort_keys=True),
         command=targets.reproduce_command(workflow.overwrite_configfiles),
-        manifests=targets.checkpoint_manifests(PIPELINE),
+        manifests=PATHS.checkpoint_manifests(PIPELINE),
         templates=lambda wc, input: os.path.dirname(input.templates[0]),
     shell:
         "python -m gsm8k_eval render-report --summaries {input.summaries:q}"

@@ -1,0 +1,135 @@
+"""The config schema as the one source of every default, and command-line coercion against it.
+
+`workflow/schemas/config.schema.yaml` holds each key's type, description and default. Code that
+needs a default (dataclasses, argparse) asks `default("section.key")`; nothing repeats a literal.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "string": (str,),
+    "array": (list,),
+    "object": (dict,),
+    "null": (type(None),),
+}
+
+
+@cache
+def load_schema() -> dict[str, Any]:
+    """The parsed JSON schema (read once per process)."""
+    with open(SCHEMA_PATH, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def node(key: str) -> dict[str, Any]:
+    """The schema node of a dotted key: `sampling.max_generation_steps`, `checkpoints[].step`."""
+    current = load_schema()
+    for part in key.split("."):
+        name, is_item = part.removesuffix("[]"), part.endswith("[]")
+        try:
+            current = current["properties"][name]
+            current = current["items"] if is_item else current
+        except KeyError as error:
+            raise KeyError(f"config schema has no key {key!r}") from error
+    return current
+
+
+def default(key: str) -> Any:
+    """The schema default of a dotted key (a fresh copy: lists and dicts are never shared)."""
+    spec = node(key)
+    if "default" not in spec:
+        raise KeyError(f"config schema key {key!r} has no default")
+    value = copy.deepcopy(spec["default"])
+    if spec.get("type") == "object" and isinstance(value, dict):
+        return _fill_defaults(spec, value)
+    return value
+
+
+def description(key: str) -> str:
+    """A key's description, folded onto one line (for --help texts)."""
+    return " ".join(str(node(key).get("description", "")).split())
+
+
+def choices(key: str) -> list[Any]:
+    """The allowed values of an enum key."""
+    return list(node(key)["enum"])
+
+
+def defaults() -> dict[str, Any]:
+    """Every top-level key with its default filled in, recursively."""
+    return _fill_defaults(load_schema(), {})
+
+
+def _fill_defaults(spec: dict[str, Any], value: dict[str, Any]) -> dict[str, Any]:
+    for name, child in spec.get("properties", {}).items():
+        if name not in value and "default" in child:
+            value[name] = copy.deepcopy(child["default"])
+        if isinstance(value.get(name), dict) and child.get("type") == "object":
+            _fill_defaults(child, value[name])
+    return value
+
+
+def coerce(config: dict[str, Any]) -> dict[str, Any]:
+    """Turn command-line strings into the types the schema asks for, in place.
+
+    Snakemake's `--config key=value` gives nested values (`sampling={decode_rows: 32}`) and
+    list items as strings, and `limit=null` as the string "null". Wherever the schema does not
+    accept a string, the string is parsed as YAML and kept if it then has an accepted type;
+    anything else is left for validation to reject with the key's name.
+    """
+    _coerce_object(load_schema(), config)
+    return config
+
+
+def _coerce_object(spec: dict[str, Any], value: dict[str, Any]) -> None:
+    for name, child in spec.get("properties", {}).items():
+        if name in value:
+            value[name] = _coerce_value(child, value[name])
+
+
+def _coerce_value(spec: dict[str, Any], value: Any) -> Any:
+    if isinstance(value, str):
+        value = _parse_string(spec, value)
+    if isinstance(value, dict):
+        _coerce_object(spec, value)
+    elif isinstance(value, list) and isinstance(spec.get("items"), dict):
+        value = [_coerce_value(spec["items"], item) for item in value]
+    return value
+
+
+def _parse_string(spec: dict[str, Any], text: str) -> Any:
+    accepted = _accepted_types(spec)
+    if accepted is None:
+        return text
+    if str in accepted and not (type(None) in accepted and text.strip() in {"null", "~"}):
+        return text
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    ok = isinstance(parsed, accepted) and not (isinstance(parsed, bool) and bool not in accepted)
+    return parsed if ok else text
+
+
+def _accepted_types(spec: dict[str, Any]) -> tuple[type, ...] | None:
+    """Python types a node accepts (None when the node does not say: enums, consts)."""
+    if "enum" in spec or "const" in spec:
+        values = spec.get("enum", [spec.get("const")])
+        return tuple({type(v) for v in values})
+    kinds = spec.get("type")
+    if kinds is None:
+        return None
+    names = [kinds] if isinstance(kinds, str) else list(kinds)
+    return tuple(t for name in names for t in _JSON_TYPES[name])
