@@ -145,14 +145,15 @@ def _planned_jobs(output: str) -> dict[str, int]:
     if "Nothing to be done" in output:
         return {}
     table = output.split("Job stats:")[1]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
+    jobs = re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)
+    return {m[1]: int(m[2]) for m in jobs if m[1] != "total"}
 
 
 def test_a_fresh_tree_runs_everything_whatever_its_report_files_say(tmp_path):
     clone = _copy_workflow(tmp_path / "clone")
     old_report = clone / "report" / "gsm8k_eval_report.md"  # what older versions committed
     old_report.write_text("stale\n")
-    jobs = _planned_jobs(_snakemake(clone, "-n"))
+    jobs = _planned_jobs(_snakemake(clone, "-n", snakefile=clone / "Snakefile"))
     assert jobs["render_report"] == 1 and jobs["evaluate"] == 2 and jobs["fetch_model"] == 1
 
 
@@ -201,6 +202,10 @@ def side_by_side(tmp_path_factory):
     return clone, first, second, before
 
 
+def _dry_run(clone: Path, config: Path) -> str:
+    return _snakemake(clone, "-n", "--configfile", str(config), snakefile=clone / "Snakefile")
+
+
 def _rollout_bytes(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.glob("eval/*/*/rollouts.jsonl")}
 
@@ -213,7 +218,7 @@ def test_two_runs_coexist_and_neither_replaces_the_other(side_by_side):
     for root in (run_root(clone), other):
         assert (root / "report" / "gsm8k_eval_report.md").read_text().strip()
     for config in (first, second):
-        assert _planned_jobs(_snakemake(clone, "-n", "--configfile", str(config))) == {}
+        assert _planned_jobs(_dry_run(clone, config)) == {}
 
 
 def test_another_config_claiming_a_run_is_refused(side_by_side):
@@ -238,7 +243,7 @@ def test_display_only_change_reruns_only_the_report(side_by_side):
     renamed["model"]["name"] = "a new display name"
     renamed["run_name"] = "a new title"
     first.write_text(yaml.safe_dump(renamed))
-    jobs = _planned_jobs(_snakemake(clone, "-n", "--configfile", str(first)))
+    jobs = _planned_jobs(_dry_run(clone, first))
     assert jobs == {"render_report": 1, "all": 1}
 
 
@@ -248,7 +253,7 @@ def test_code_that_changes_tokens_reruns_the_evaluations(side_by_side):
     original = sampler.read_text()
     sampler.write_text(original + "\n# a change to the sampler\n")
     try:
-        jobs = _planned_jobs(_snakemake(clone, "-n", "--configfile", str(first)))
+        jobs = _planned_jobs(_dry_run(clone, first))
     finally:
         sampler.write_text(original)
     assert jobs.get("evaluate") == 2, jobs
