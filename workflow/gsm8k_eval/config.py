@@ -10,7 +10,9 @@ from typing import Any
 
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+from gsm8k_eval import resources
+
+SCHEMA_PATH = resources.schema_path()
 BASE_CHECKPOINT = "base"
 
 
