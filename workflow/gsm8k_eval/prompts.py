@@ -25,11 +25,11 @@ from pathlib import Path
 
 import jinja2
 
-from gsm8k_eval import schema
+from gsm8k_eval import resources, schema
 from gsm8k_eval.data import Example, load_examples
 
 TEMPLATES: tuple[str, ...] = ("chat", "tunix_grpo", "fewshot")
-TEMPLATE_DIR = Path(__file__).parent / "prompts"
+TEMPLATE_DIR = resources.prompt_template_dir()
 STOP_SEQUENCES: dict[str, tuple[str, ...]] = {
     "chat": (),
     "tunix_grpo": (),

@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 from matplotlib.figure import Figure
 
+from gsm8k_eval import resources
 from gsm8k_eval.io import atomic_write_text
 from gsm8k_eval.stats import (
     DEFAULT_CONFIDENCE,
@@ -28,8 +29,7 @@ from gsm8k_eval.stats import (
     wilson_interval,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_TEMPLATE_DIR = REPO_ROOT / "report" / "templates"
+DEFAULT_TEMPLATE_DIR = resources.report_template_dir()
 TEMPLATE_NAME = "gsm8k_eval_report.md.j2"
 ALPHA = 0.05
 QUESTION_WIDTH = 80

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import copy
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+from gsm8k_eval import resources
+
+SCHEMA_PATH = resources.schema_path()
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "integer": (int,),
