@@ -136,7 +136,7 @@ def report_templates(basedir: str) -> list[str]:
 def report_code(basedir: str) -> list[str]:
     """The modules that compute the report's numbers are inputs too."""
     package = Path(basedir) / "workflow" / "gsm8k_eval"
-    return [str(package / name) for name in ("report.py", "stats.py")]
+    return [*sorted(str(p) for p in (package / "report").glob("*.py")), str(package / "stats.py")]
 
 
 def export_environment(basedir: str) -> None:
