@@ -1,9 +1,10 @@
 """Markdown report (Jinja2) and figures (matplotlib) for a GSM8K evaluation.
 
-Modules: `inputs` (loading summaries, rollouts, invariance files, manifests, config), `tables`
-(typed rows and statistics), `findings` (key findings and recommendations, decided from
-numbers), `figures` (PNG plots) and `render` (Jinja filters, context, rendering). Numbers stay
-typed until the templates in `report/templates/` format them with the filters in `render`.
+Modules: `inputs` (loading summaries, rollouts, invariance files, manifests, config),
+`tables` (typed rows and paired statistics), `settings` (checkpoints, configuration,
+provenance), `findings` (key findings and recommendations, decided from numbers), `figures`
+(PNG plots) and `render` (Jinja filters, context, rendering). Numbers stay typed until the
+templates in `report/templates/` format them with the filters in `render`.
 """
 
 from gsm8k_eval.report.inputs import (

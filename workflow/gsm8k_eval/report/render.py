@@ -12,7 +12,7 @@ import yaml
 
 from gsm8k_eval.io import atomic_write_text, read_json
 from gsm8k_eval.report import findings as fnd
-from gsm8k_eval.report import tables
+from gsm8k_eval.report import settings, tables
 from gsm8k_eval.report.figures import figure_link, render_figures
 from gsm8k_eval.report.inputs import (
     ReportInputs,
@@ -150,10 +150,10 @@ class ReportContext:
     throughput: tables.ThroughputTable
     accuracy_figure: str
     throughput_figure: str
-    checkpoints: list[tables.CheckpointRow]
-    configuration: list[tables.Setting]
+    checkpoints: list[settings.CheckpointRow]
+    configuration: list[settings.Setting]
     config_yaml: str
-    provenance: list[tables.Setting]
+    provenance: list[settings.Setting]
     checksum_matches: bool | None
     versions: list[tuple[str, list[str]]]
     external_reference: str
@@ -203,14 +203,14 @@ def build_context(
         throughput=tables.throughput_table(runs),
         accuracy_figure=figure_link(figures[0], inputs.out_path),
         throughput_figure=figure_link(figures[1], inputs.out_path),
-        checkpoints=tables.checkpoints_table(
+        checkpoints=settings.checkpoints_table(
             runs, load_checkpoint_manifests(inputs.checkpoint_manifests)
         ),
-        configuration=tables.configuration_table(runs),
+        configuration=settings.configuration_table(runs),
         config_yaml=config_yaml(inputs.config),
-        provenance=tables.provenance_table(runs, dataset),
-        checksum_matches=tables.dataset_checksum_matches(runs, dataset),
-        versions=tables.versions_table(runs),
+        provenance=settings.provenance_table(runs, dataset),
+        checksum_matches=settings.dataset_checksum_matches(runs, dataset),
+        versions=settings.versions_table(runs),
         external_reference=EXTERNAL_REFERENCE,
         recommendations=fnd.recommendations(runs, comparisons, sections, dataset),
         command=inputs.command,
