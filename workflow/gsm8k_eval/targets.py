@@ -208,8 +208,7 @@ def report_templates(basedir: str) -> list[str]:
 def report_code(basedir: str) -> list[str]:
     """The modules that compute the report's numbers and figures are inputs too."""
     package = Path(basedir) / "workflow" / "gsm8k_eval"
-    modules = [*package.glob("report*.py"), *package.glob("report/*.py"), package / "stats.py"]
-    return sorted(str(p) for p in modules if p.exists())
+    return [*sorted(str(p) for p in (package / "report").glob("*.py")), str(package / "stats.py")]
 
 
 def export_environment(basedir: str) -> None:

@@ -1,0 +1,32 @@
+"""Markdown report (Jinja2) and figures (matplotlib) for a GSM8K evaluation.
+
+Modules: `inputs` (loading summaries, rollouts, invariance files, manifests, config),
+`tables` (typed rows and paired statistics), `settings` (checkpoints, configuration,
+provenance), `findings` (key findings and recommendations, decided from numbers), `figures`
+(PNG plots) and `render` (Jinja filters, context, rendering). Numbers stay typed until the
+templates in `report/templates/` format them with the filters in `render`.
+"""
+
+from gsm8k_eval.report.inputs import (
+    DEFAULT_TEMPLATE_DIR,
+    ReportDataError,
+    ReportInputs,
+    inputs_from_results,
+    load_config,
+)
+from gsm8k_eval.report.render import (
+    EXTERNAL_REFERENCE,
+    render_report,
+    render_report_from_results,
+)
+
+__all__ = [
+    "DEFAULT_TEMPLATE_DIR",
+    "EXTERNAL_REFERENCE",
+    "ReportDataError",
+    "ReportInputs",
+    "inputs_from_results",
+    "load_config",
+    "render_report",
+    "render_report_from_results",
+]

@@ -1,0 +1,211 @@
+"""The report's inputs: summaries and rollouts, invariance files, manifests, configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from gsm8k_eval import resources, schema
+from gsm8k_eval.config import BASE_CHECKPOINT
+from gsm8k_eval.io import read_json, read_jsonl
+from gsm8k_eval.stats import Interval, wilson_interval
+
+DEFAULT_TEMPLATE_DIR = resources.report_template_dir()
+ROLLOUT_COLUMNS = ["id", "question", "correct", "correct_by_method"]
+
+
+class ReportDataError(ValueError):
+    """Inputs are missing or inconsistent (e.g. a summary disagrees with its rollouts)."""
+
+
+@dataclass
+class ReportInputs:
+    """Everything `render_report` reads.
+
+    `eval_dirs`: summary.json files and/or directories searched recursively for them (e.g.
+    `results/eval`); each needs a sibling rollouts.jsonl. `checkpoint_manifests`: the
+    `results/checkpoints/{checkpoint}/manifest.json` files (name = parent directory).
+    `config`: the run's configuration; its `run_name` titles the report (the schema's default
+    when absent).
+    """
+
+    eval_dirs: list[Path]
+    invariance_paths: list[Path]
+    checkpoint_manifests: list[Path]
+    dataset_manifest: Path | None
+    config: dict[str, Any]
+    command: str
+    out_path: Path = Path("report/gsm8k_eval_report.md")
+    figures_dir: Path = Path("report/figures")
+    template_dir: Path = DEFAULT_TEMPLATE_DIR
+    base_checkpoint: str = BASE_CHECKPOINT
+
+
+@dataclass
+class Run:
+    """One evaluation: a checkpoint at a batch size."""
+
+    checkpoint: str
+    batch_size: int
+    summary: dict[str, Any]
+    rollouts: pd.DataFrame
+    summary_path: Path
+    rollouts_path: Path
+    interval: Interval = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.interval = wilson_interval(self.correct, self.total)
+
+    @property
+    def correct(self) -> int:
+        return int(self.rollouts["correct"].astype(bool).sum())
+
+    @property
+    def total(self) -> int:
+        return len(self.rollouts)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.total if self.total else 0.0
+
+    @property
+    def model_source(self) -> str | None:
+        return self.summary.get("model_source")
+
+    def number(self, key: str) -> float | None:
+        """A numeric summary field, or None when absent or not a number."""
+        return as_number(self.summary.get(key))
+
+    def stop_reasons(self) -> pd.Series:
+        """The rollouts' `stop_reason` column (empty when the rollouts have none)."""
+        return self.rollouts.get("stop_reason", pd.Series(dtype=object))
+
+
+def as_number(value: Any) -> float | None:
+    """`value` if it is an int or float (not a bool), else None."""
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value
+
+
+def report_title(config: Mapping[str, Any]) -> str:
+    """The configured `run_name`, or the schema's default."""
+    name = config.get("run_name")
+    return str(name) if name else str(schema.default("run_name"))
+
+
+def discover_summaries(eval_dirs: Iterable[Path]) -> list[Path]:
+    """summary.json files: given directly, or found recursively below given directories."""
+    found: list[Path] = []
+    for entry in map(Path, eval_dirs):
+        if entry.is_dir():
+            found.extend(sorted(entry.rglob("summary.json")))
+        elif entry.is_file():
+            found.append(entry)
+        else:
+            raise ReportDataError(f"evaluation input not found: {entry}")
+    if not found:
+        raise ReportDataError(f"no summary.json found in {list(map(str, eval_dirs))}")
+    return sorted(set(found))
+
+
+def load_rollouts(path: Path) -> pd.DataFrame:
+    """rollouts.jsonl as a DataFrame, sorted by id."""
+    if not path.is_file():
+        raise ReportDataError(f"rollouts not found next to summary: {path}")
+    rows = read_jsonl(path)
+    if not rows:
+        return pd.DataFrame(columns=ROLLOUT_COLUMNS)
+    return pd.DataFrame(rows).sort_values("id").reset_index(drop=True)
+
+
+def load_run(summary_path: Path) -> Run:
+    """Load one summary.json and its rollouts; check they agree."""
+    summary = read_json(summary_path)
+    rollouts_path = summary_path.parent / "rollouts.jsonl"
+    run = Run(
+        checkpoint=str(summary["checkpoint"]),
+        batch_size=int(summary["batch_size"]),
+        summary=summary,
+        rollouts=load_rollouts(rollouts_path),
+        summary_path=summary_path,
+        rollouts_path=rollouts_path,
+    )
+    if (run.correct, run.total) != (summary.get("correct"), summary.get("total")):
+        raise ReportDataError(
+            f"{summary_path}: summary says {summary.get('correct')}/{summary.get('total')} "
+            f"but {rollouts_path} has {run.correct}/{run.total} correct"
+        )
+    return run
+
+
+def order_runs(runs: list[Run], base: str) -> list[Run]:
+    """Base checkpoint first, then by name; batch sizes ascending; duplicates are an error."""
+    keys = [(r.checkpoint, r.batch_size) for r in runs]
+    if len(set(keys)) != len(keys):
+        raise ReportDataError(f"duplicate (checkpoint, batch size) runs: {sorted(keys)}")
+    return sorted(runs, key=lambda r: (r.checkpoint != base, r.checkpoint, r.batch_size))
+
+
+def load_runs(inputs: ReportInputs) -> list[Run]:
+    """Every run of `inputs`, ordered (see `order_runs`)."""
+    runs = [load_run(p) for p in discover_summaries(inputs.eval_dirs)]
+    return order_runs(runs, inputs.base_checkpoint)
+
+
+def checkpoint_names(runs: Sequence[Run]) -> list[str]:
+    return list(dict.fromkeys(r.checkpoint for r in runs))
+
+
+def reference_run(runs: Sequence[Run], checkpoint: str) -> Run:
+    """The smallest batch size of a checkpoint."""
+    return min((r for r in runs if r.checkpoint == checkpoint), key=lambda r: r.batch_size)
+
+
+def load_invariance(paths: Iterable[Path]) -> dict[str, dict[str, Any]]:
+    """Invariance files (see `gsm8k_eval.invariance`) by checkpoint name."""
+    data = [read_json(p) for p in paths]
+    return {str(d["checkpoint"]): d for d in data}
+
+
+def load_checkpoint_manifests(paths: Iterable[Path]) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """Checkpoint manifests by checkpoint name (the manifest's parent directory)."""
+    return {Path(p).parent.name: (Path(p), read_json(p)) for p in paths}
+
+
+def load_config(config: Path | Mapping[str, Any] | None) -> dict[str, Any]:
+    """The configuration to show: a YAML/JSON file, an already-loaded mapping, or None ({})."""
+    if config is None:
+        return {}
+    if isinstance(config, Mapping):
+        return dict(config)
+    data = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ReportDataError(f"{config}: configuration must be a mapping")
+    return data
+
+
+def inputs_from_results(
+    results_dir: Path,
+    out_path: Path,
+    config_path: Path | Mapping[str, Any] | None,
+    command: str,
+) -> ReportInputs:
+    """Inputs found in the standard layout: eval/, invariance/, checkpoints/, data/."""
+    results_dir = Path(results_dir)
+    dataset = results_dir / "data" / "gsm8k_test.manifest.json"
+    return ReportInputs(
+        eval_dirs=[results_dir / "eval"],
+        invariance_paths=sorted((results_dir / "invariance").glob("*.json")),
+        checkpoint_manifests=sorted((results_dir / "checkpoints").glob("*/manifest.json")),
+        dataset_manifest=dataset if dataset.is_file() else None,
+        config=load_config(config_path),
+        command=command,
+        out_path=Path(out_path),
+        figures_dir=Path(out_path).parent / "figures",
+    )

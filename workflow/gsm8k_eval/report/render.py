@@ -1,0 +1,260 @@
+"""Rendering: the template context (typed values) and the Jinja filters that format them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from gsm8k_eval.io import atomic_write_text, read_json
+from gsm8k_eval.report import findings as fnd
+from gsm8k_eval.report import settings, tables
+from gsm8k_eval.report.figures import figure_link, render_figures
+from gsm8k_eval.report.inputs import (
+    ReportInputs,
+    Run,
+    as_number,
+    inputs_from_results,
+    load_checkpoint_manifests,
+    load_invariance,
+    load_runs,
+    report_title,
+)
+from gsm8k_eval.stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED, Interval
+
+TEMPLATE_NAME = "gsm8k_eval_report.md.j2"
+NA = "n/a"
+QUESTION_WIDTH = 80
+EXTERNAL_REFERENCE = (
+    "The seed report quoted roughly 60% GSM8K accuracy for the base gemma-3-1b-it model as "
+    "measured with lm-eval-harness. That figure is external reference text: it was not "
+    "produced by this pipeline, and it used a different harness, prompt format, answer "
+    "extraction and (possibly) model size, so it is not directly comparable with the numbers "
+    "above."
+)
+
+
+# ---------------------------------------------------------------- filters
+
+
+def num(x: Any, spec: str = "") -> str:
+    """A number formatted with `spec`; 'n/a' for missing or non-numeric values."""
+    x = as_number(x)
+    return NA if x is None else format(x, spec)
+
+
+def pct(x: Any, spec: str = ".1f") -> str:
+    """A proportion as a percentage: 0.5572 -> '55.7%'."""
+    x = as_number(x)
+    return NA if x is None else f"{format(100 * x, spec)}%"
+
+
+def pp(x: Any) -> str:
+    """A difference of proportions in signed percentage points: 0.0123 -> '+1.2 pp'."""
+    x = as_number(x)
+    return NA if x is None else f"{100 * x:+.1f} pp"
+
+
+def seconds(x: Any) -> str:
+    """Seconds with one decimal (the unit is in the column header)."""
+    return num(x, ".1f")
+
+
+def pvalue(p: Any) -> str:
+    """p-value with three decimals, '< 0.001' below that."""
+    p = as_number(p)
+    if p is None:
+        return NA
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def ci(interval: Interval | None) -> str:
+    """Interval of proportions: '[53.0%, 58.4%]'."""
+    return NA if interval is None else f"[{pct(interval.low)}, {pct(interval.high)}]"
+
+
+def pp_ci(interval: Interval | None) -> str:
+    """Interval of differences: '[-1.2 pp, +3.4 pp]'."""
+    return NA if interval is None else f"[{pp(interval.low)}, {pp(interval.high)}]"
+
+
+def value(x: Any) -> str:
+    """A setting's value: lists joined by ', ', mappings as 'k=v', None as 'n/a'."""
+    if x is None:
+        return NA
+    if isinstance(x, Mapping):
+        return ", ".join(f"{k}={value(v)}" for k, v in x.items())
+    if isinstance(x, list | tuple):
+        return ", ".join(str(v) for v in x)
+    return str(x)
+
+
+def cell(x: Any) -> str:
+    """A value made safe for a markdown table cell."""
+    return value(x).replace("|", "\\|").replace("\n", " ")
+
+
+def shorten(text: Any, width: int = QUESTION_WIDTH) -> str:
+    """Collapse whitespace; cut to `width` characters ending in '…' when longer."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= width else flat[: width - 1].rstrip() + "…"
+
+
+def display_path(path: Path | str | None) -> str:
+    """Path relative to the working directory when below it, POSIX style."""
+    if path is None:
+        return NA
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+FILTERS = {
+    "num": num,
+    "pct": pct,
+    "pp": pp,
+    "seconds": seconds,
+    "pvalue": pvalue,
+    "ci": ci,
+    "pp_ci": pp_ci,
+    "value": value,
+    "cell": cell,
+    "shorten": shorten,
+    "path": display_path,
+}
+
+
+# ---------------------------------------------------------------- context
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """Everything the template shows, as typed values (the filters format them)."""
+
+    title: str
+    model_name: str | None  # config `model.name`: shown instead of each run's model source
+    confidence: float
+    alpha: float
+    resamples: int
+    seed: int
+    runs: list[Run]
+    findings: list[Any]
+    comparisons: list[tables.PairedComparison]
+    invariance: list[tables.InvarianceSection]
+    methods: tables.MethodsTable
+    throughput: tables.ThroughputTable
+    accuracy_figure: str
+    throughput_figure: str
+    checkpoints: list[settings.CheckpointRow]
+    configuration: list[settings.Setting]
+    config_yaml: str
+    provenance: list[settings.Setting]
+    checksum_matches: bool | None
+    versions: list[tuple[str, list[str]]]
+    external_reference: str
+    recommendations: list[Any]
+    command: str
+    output_files: list[tuple[str, Path]]
+
+
+def output_files(
+    inputs: ReportInputs, runs: Sequence[Run], figures: Sequence[Path]
+) -> list[tuple[str, Path]]:
+    rows = [("report", Path(inputs.out_path))]
+    rows += [("figure", p) for p in figures]
+    for r in runs:
+        rows += [("summary", r.summary_path), ("rollouts", r.rollouts_path)]
+    rows += [("invariance", Path(p)) for p in inputs.invariance_paths]
+    rows += [("checkpoint manifest", Path(p)) for p in inputs.checkpoint_manifests]
+    if inputs.dataset_manifest is not None:
+        rows.append(("dataset manifest", Path(inputs.dataset_manifest)))
+    return rows
+
+
+def config_yaml(config: dict[str, Any]) -> str:
+    """The configuration as YAML ('' when empty)."""
+    return yaml.safe_dump(config, sort_keys=False).rstrip() if config else ""
+
+
+def build_context(
+    inputs: ReportInputs, runs: list[Run], figures: tuple[Path, Path]
+) -> ReportContext:
+    """Compute every value of the report (numbers stay numbers)."""
+    invariance = load_invariance(inputs.invariance_paths)
+    dataset = read_json(inputs.dataset_manifest) if inputs.dataset_manifest else None
+    comparisons = tables.paired_comparisons(runs, inputs.base_checkpoint)
+    sections = tables.invariance_sections(runs, invariance)
+    return ReportContext(
+        title=report_title(inputs.config),
+        model_name=(inputs.config.get("model") or {}).get("name"),
+        confidence=DEFAULT_CONFIDENCE,
+        alpha=tables.ALPHA,
+        resamples=DEFAULT_RESAMPLES,
+        seed=DEFAULT_SEED,
+        runs=runs,
+        findings=fnd.findings(runs, comparisons, invariance),
+        comparisons=comparisons,
+        invariance=sections,
+        methods=tables.methods_table(runs),
+        throughput=tables.throughput_table(runs),
+        accuracy_figure=figure_link(figures[0], inputs.out_path),
+        throughput_figure=figure_link(figures[1], inputs.out_path),
+        checkpoints=settings.checkpoints_table(
+            runs, load_checkpoint_manifests(inputs.checkpoint_manifests)
+        ),
+        configuration=settings.configuration_table(runs),
+        config_yaml=config_yaml(inputs.config),
+        provenance=settings.provenance_table(runs, dataset),
+        checksum_matches=settings.dataset_checksum_matches(runs, dataset),
+        versions=settings.versions_table(runs),
+        external_reference=EXTERNAL_REFERENCE,
+        recommendations=fnd.recommendations(runs, comparisons, sections, dataset),
+        command=inputs.command,
+        output_files=output_files(inputs, runs, figures),
+    )
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def make_environment(template_dir: Path) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(FILTERS)
+    return env
+
+
+def render_report(inputs: ReportInputs) -> Path:
+    """Render the markdown report and its figures; returns `inputs.out_path`."""
+    runs = load_runs(inputs)
+    figures = render_figures(runs, Path(inputs.figures_dir))
+    context = build_context(inputs, runs, figures)
+    template = make_environment(Path(inputs.template_dir)).get_template(TEMPLATE_NAME)
+    atomic_write_text(Path(inputs.out_path), template.render(r=context))
+    return Path(inputs.out_path)
+
+
+def render_report_from_results(
+    results_dir: Path,
+    out_path: Path,
+    config_path: Path | Mapping[str, Any] | None,
+    command: str,
+) -> Path:
+    """`render_report` on the files discovered below `results_dir`.
+
+    `config_path`: the configuration file (YAML/JSON) or an already-loaded mapping, or None.
+    Figures go to `out_path.parent / "figures"`.
+    """
+    return render_report(inputs_from_results(results_dir, out_path, config_path, command))

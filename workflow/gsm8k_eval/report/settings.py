@@ -1,0 +1,132 @@
+"""Checkpoint locations, evaluation settings, provenance and package versions, as typed values
+(a setting groups the runs by value when they disagree)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gsm8k_eval.report.inputs import Run, checkpoint_names, reference_run
+from gsm8k_eval.report.tables import method_names
+
+CONFIG_KEYS = (
+    ("model_source", "model source"),
+    ("prompt_template", "prompt template"),
+    ("num_shots", "few-shot examples"),
+    ("max_generation_steps", "max generation steps"),
+    ("eos_tokens", "EOS token ids"),
+    ("temperature", "temperature"),
+    ("primary_method", "primary extraction method"),
+    ("dtype", "dtype"),
+    ("sampler", "sampler"),
+    ("decode_rows", "decode rows per call"),
+)
+FEWSHOT_TEMPLATE = "fewshot"  # the one prompt template that uses num_shots
+OPTIONAL_PROVENANCE_KEYS = (  # summary fields shown only when some run has them
+    ("xla_flags", "XLA flags"),
+    ("determinism", "determinism settings"),
+)
+
+
+@dataclass(frozen=True)
+class CheckpointRow:
+    name: str
+    source: Any
+    step: Any
+    objects: int | None
+    manifest: Path | None
+
+
+def checkpoints_table(
+    runs: Sequence[Run], manifests: dict[str, tuple[Path, dict[str, Any]]]
+) -> list[CheckpointRow]:
+    rows = []
+    for name in checkpoint_names(runs):
+        path, manifest = manifests.get(name, (None, None))
+        if manifest is None:
+            manifest = reference_run(runs, name).summary.get("checkpoint_manifest") or {}
+        objects = manifest.get("objects")
+        count = len(objects) if isinstance(objects, list | dict) else None
+        rows.append(CheckpointRow(name, manifest.get("source"), manifest.get("step"), count, path))
+    return rows
+
+
+@dataclass(frozen=True)
+class RunRef:
+    checkpoint: str
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A setting and its values: one group if all runs agree, else each value with its runs."""
+
+    label: str
+    groups: list[tuple[Any, list[RunRef]]] = field(default_factory=list)
+
+
+def setting(label: str, runs: Sequence[Run], values: Sequence[Any]) -> Setting:
+    groups: dict[str, tuple[Any, list[RunRef]]] = {}
+    for r, value in zip(runs, values, strict=True):
+        key = repr(value)
+        groups.setdefault(key, (value, []))[1].append(RunRef(r.checkpoint, r.batch_size))
+    return Setting(label, list(groups.values()))
+
+
+def summary_setting(label: str, runs: Sequence[Run], key: str) -> Setting:
+    return setting(label, runs, [r.summary.get(key) for r in runs])
+
+
+def uses_few_shot(run: Run) -> bool:
+    return run.summary.get("prompt_template") == FEWSHOT_TEMPLATE
+
+
+def num_shots(run: Run) -> Any:
+    """The run's few-shot example count; None for templates that ignore it."""
+    return run.summary.get("num_shots") if uses_few_shot(run) else None
+
+
+def configuration_table(runs: Sequence[Run]) -> list[Setting]:
+    """Generation settings; few-shot examples only when some run used the few-shot template."""
+    fewshot = any(uses_few_shot(r) for r in runs)
+    rows = []
+    for key, label in CONFIG_KEYS:
+        if key != "num_shots":
+            rows.append(summary_setting(label, runs, key))
+        elif fewshot:
+            rows.append(setting(label, runs, [num_shots(r) for r in runs]))
+    rows.append(setting("extraction methods", runs, [method_names(runs) or None] * len(runs)))
+    return rows
+
+
+def provenance_table(runs: Sequence[Run], dataset: dict[str, Any] | None) -> list[Setting]:
+    rows = [
+        summary_setting("device", runs, "device"),
+        summary_setting("config hash", runs, "config_hash"),
+        summary_setting("dataset sha256 (summaries)", runs, "dataset_sha256"),
+    ]
+    for key, label in OPTIONAL_PROVENANCE_KEYS:
+        if any(r.summary.get(key) not in (None, "", {}) for r in runs):
+            rows.append(summary_setting(label, runs, key))
+    if dataset is not None:
+        for key in ("source", "revision", "rows", "sha256"):
+            rows.append(setting(f"dataset {key} (manifest)", runs[:1], [dataset.get(key)]))
+    return rows
+
+
+def dataset_checksum_matches(runs: Sequence[Run], dataset: dict[str, Any] | None) -> bool | None:
+    """Whether every summary's dataset sha256 is the manifest's (None without a manifest)."""
+    if dataset is None:
+        return None
+    return {r.summary.get("dataset_sha256") for r in runs} == {dataset.get("sha256")}
+
+
+def versions_table(runs: Sequence[Run]) -> list[tuple[str, list[str]]]:
+    """Each package with the distinct versions the runs recorded."""
+    packages = sorted({k for r in runs for k in (r.summary.get("versions") or {})})
+    return [
+        (pkg, list(dict.fromkeys(str((r.summary.get("versions") or {}).get(pkg)) for r in runs)))
+        for pkg in packages
+    ]
