@@ -281,9 +281,10 @@ def lm_eval_normalise(text: str) -> str:
     """What lm-eval's gsm8k ``exact_match`` compares: ``text`` with each of the task's
     ``regexes_to_ignore`` deleted in turn, then lower-cased.
 
-    lm-eval holds the strings in numpy arrays between these steps (numpy's fixed-width ``str``
-    cannot end in NUL characters, so they drop off) and lower-cases with numpy (which differs
-    from ``str.lower`` for a few characters such as ``"İ"``); both are kept here.
+    lm-eval scores each document with one-element numpy arrays: between these steps trailing
+    NUL characters drop off (numpy's fixed-width ``str`` cannot hold them), and it lower-cases
+    with numpy, which differs from ``str.lower`` for a few characters (``"İ"`` -> ``"i"``, and
+    ``"İx"`` -> ``"i̇"``: the result keeps the input's width). Both are kept here.
     """
     for pattern in LM_EVAL_REGEXES_TO_IGNORE:
         text = re.sub(pattern, "", text).rstrip("\x00")
