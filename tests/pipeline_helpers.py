@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from shared_data import require_gsm8k
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "tests" / "configs" / "tiny.yaml"
@@ -20,7 +21,11 @@ def run_root(workdir: Path, run: str = TINY_RUN) -> Path:
 
 
 def tiny_config(**overrides: Any) -> dict[str, Any]:
-    """tests/configs/tiny.yaml with absolute dataset paths and the given top-level overrides."""
+    """tests/configs/tiny.yaml with absolute dataset paths and the given top-level overrides.
+
+    The tiny config reads the shared GSM8K data (../shared): a test using it fails, never
+    skips, when that is missing."""
+    require_gsm8k()
     config = yaml.safe_load(TINY_CONFIG.read_text())
     for key in ("source", "fewshot_source"):
         if config["dataset"].get(key):

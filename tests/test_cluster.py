@@ -42,6 +42,7 @@ SLURM_STATE = Path(os.environ.get("GSM8K_SLURM_STATE", "/tmp/gsm8k-slurm-pytest"
 FAST_POLL = ("--slurm-init-seconds-before-status-checks", "5")
 RUN_TIMEOUT = 480  # seconds for one snakemake run on the test cluster
 HANG_CODES = (124, 137)  # timeout(1): SIGINT did not end it in time / SIGKILL
+START_CANNOT_INSTALL = 77  # tests/cluster/start_slurm.sh: SLURM missing and apt-get failed
 
 
 # --------------------------------------------------------------------------------- helpers
@@ -237,6 +238,62 @@ def test_local_gpu_profile_serialises_evaluate(tmp_path):
 # ------------------------------------------------------------------------------- SLURM cluster
 
 
+def start_outcome(returncode: int, output: str) -> str:
+    """Outcome of a start_slurm.sh run: "ok", "skip" or "fail". Skip only on its status 77 with
+    its marker line (SLURM missing and apt-get could not install it); any other failure --
+    slurmctld or slurmd not starting, a node that never gets ready -- fails."""
+    if returncode == 0:
+        return "ok"
+    if returncode == START_CANNOT_INSTALL and "[start_slurm] CANNOT INSTALL:" in output:
+        return "skip"
+    return "fail"
+
+
+def test_slurm_start_failures_are_not_skipped():
+    """Regression: an apt-get install followed by a slurmctld failure used to be skipped."""
+    installed_then_failed = (
+        "[start_slurm] installing slurmctld slurmd slurm-client munge (apt-get)\n"
+        "[start_slurm] ERROR: slurmctld failed; see /tmp/s/slurmctld.log\n"
+    )
+    assert start_outcome(1, installed_then_failed) == "fail"
+    assert start_outcome(77, "slurmd: fatal: ...") == "fail"  # 77 without the marker
+    assert start_outcome(77, "[start_slurm] CANNOT INSTALL: apt-get update failed") == "skip"
+    assert start_outcome(0, "SLURM READY") == "ok"
+
+
+def _fake_bin(directory: Path, name: str, script: str) -> None:
+    path = directory / name
+    path.write_text(f"#!/bin/bash\n{script}\n")
+    path.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    ("apt_get", "status", "message"),
+    [
+        (None, 77, "CANNOT INSTALL: slurm/munge missing and no apt-get"),
+        ("exit 100", 77, "CANNOT INSTALL: apt-get update failed"),
+        ('[[ "$1" == update ]] || exit 100', 77, "CANNOT INSTALL: apt-get install"),
+        ("exit 0", 1, "ERROR: apt-get installed SLURM/munge but slurmctld is missing"),
+    ],
+)
+def test_start_slurm_exits_77_only_when_apt_get_cannot_install(apt_get, status, message, tmp_path):
+    """start_slurm.sh with a PATH of stand-ins (root `id`, no SLURM, a scripted apt-get): it
+    stops before touching the system; 77 only for apt-get's own failures."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    _fake_bin(fake, "id", "echo 0")
+    if apt_get is not None:
+        _fake_bin(fake, "apt-get", apt_get)
+    result = subprocess.run(
+        ["/bin/bash", str(CLUSTER_DIR / "start_slurm.sh"), str(tmp_path / "state")],
+        env={"PATH": str(fake)}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == status, result.stderr
+    assert f"[start_slurm] {message}" in result.stderr
+    assert start_outcome(result.returncode, result.stderr) == ("skip" if status == 77 else "fail")
+    assert not (tmp_path / "state").exists()
+
+
 @pytest.fixture(scope="module")
 def slurm_env():
     """Start the one-node test cluster; environment for clients; stop the daemons by PID."""
@@ -255,11 +312,12 @@ def slurm_env():
         ["bash", str(CLUSTER_DIR / "start_slurm.sh"), str(SLURM_STATE)],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
-    if start.returncode != 0:
-        text = start.stdout + start.stderr
-        if "apt-get" in text and "failed" in text:
-            pytest.skip(f"cannot apt-get install SLURM/munge:\n{text[-2000:]}")
-        pytest.fail(f"start_slurm.sh failed:\n{text[-4000:]}")
+    text = start.stdout + start.stderr
+    outcome = start_outcome(start.returncode, text)
+    if outcome == "skip":
+        pytest.skip(f"cannot apt-get install SLURM/munge:\n{text[-2000:]}")
+    if outcome == "fail":
+        pytest.fail(f"start_slurm.sh failed (rc={start.returncode}):\n{text[-4000:]}")
     assert "SLURM READY" in start.stdout, start.stdout + start.stderr
     env = venv_env(SLURM_CONF=str(SLURM_STATE / "slurm.conf"))
     try:
@@ -359,8 +417,7 @@ def test_slurm_retry_resumes_from_shard(slurm_env, tmp_path):
 
 
 def _pipeline_inputs():
-    if not (REPO / "Snakefile").exists() or not (REPO / "tests/configs/tiny.yaml").exists():
-        pytest.skip("the pipeline (Snakefile, tests/configs/tiny.yaml) is not in this tree yet")
+    assert (REPO / "Snakefile").is_file() and (REPO / "tests/configs/tiny.yaml").is_file()
     sys.path.insert(0, str(REPO / "tests"))
     import pipeline_helpers
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from shared_data import GSM8K_DIR
+from shared_data import require_gsm8k
 
 from gsm8k_eval.data import (
     ChecksumMismatchError,
@@ -20,7 +20,6 @@ from gsm8k_eval.data import (
     load_examples,
 )
 
-SHARED_TEST = GSM8K_DIR / "test.jsonl"
 SHARED_TEST_SHA256 = "752adc99f23132275139f1f7be57126b08735a55daf0c56859ee6df70abafbac"
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
@@ -132,9 +131,18 @@ def test_canonical_jsonl_rejects_non_string_fields() -> None:
         canonical_jsonl([{"question": "a", "answer": "b"}, {"question": "c", "answer": 3}])
 
 
-@pytest.mark.skipif(not SHARED_TEST.exists(), reason="shared GSM8K test split not present")
-def test_shared_gsm8k_test_split_checksum(tmp_path: Path) -> None:
-    out, manifest = _download(SHARED_TEST, tmp_path, expected_sha256=SHARED_TEST_SHA256)
+def test_missing_shared_data_fails_instead_of_skipping(tmp_path: Path) -> None:
+    (tmp_path / "train.jsonl").write_text("{}\n")
+    with pytest.raises(pytest.fail.Exception, match=r"shared GSM8K data missing: .*test\.jsonl"):
+        require_gsm8k(tmp_path)
+    (tmp_path / "test.jsonl").write_text("{}\n")
+    assert require_gsm8k(tmp_path) == tmp_path
+
+
+def test_shared_gsm8k_test_split_checksum(tmp_path: Path, gsm8k_dir: Path) -> None:
+    out, manifest = _download(
+        gsm8k_dir / "test.jsonl", tmp_path, expected_sha256=SHARED_TEST_SHA256
+    )
     assert json.loads(manifest.read_text())["rows"] == 1319
     assert len(load_examples(out)) == 1319
 

@@ -11,9 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from shared_data import GSM8K_DIR
 
-REPO = Path(__file__).resolve().parents[1]
-TEST_JSONL = REPO.parent / "shared" / "data" / "gsm8k" / "test.jsonl"
+from gsm8k_eval.scoring import METHODS
+
+TEST_JSONL = GSM8K_DIR / "test.jsonl"
+pytestmark = pytest.mark.usefixtures("gsm8k_dir")  # fails, never skips, without ../shared
 
 
 @pytest.fixture(scope="session")
@@ -105,28 +108,42 @@ def test_changed_options_discard_old_shards(tiny_model_dir, tmp_path):
 
 
 def test_summary_fields(tiny_model_dir, tmp_path):
+    import jax
+    import numpy as np
+
     out = tmp_path / "run"
-    _run(_evaluate_command(tiny_model_dir, out, "--limit", "3"))
+    extra = ("--limit", "3", "--config-hash", "cafe01", "--primary-method", "flexible-extract")
+    _run(_evaluate_command(tiny_model_dir, out, *extra))
     summary = json.loads((out / "summary.json").read_text())
     rows = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
     assert summary["total"] == 3 == len(rows)
-    assert summary["generated_tokens"] == sum(len(row["tokens"]) for row in rows)
+    assert summary["generated_tokens"] == sum(len(row["tokens"]) for row in rows) > 0
+    assert summary["correct"] == sum(row["correct"] for row in rows)
     assert summary["accuracy"] == summary["correct"] / 3
     low, high = summary["wilson_95"]
     assert 0 <= low <= summary["accuracy"] <= high <= 1
     assert summary["decode_rows"] == 8
-    for key in (
-        "dtype",
-        "sampler",
-        "device",
-        "versions",
-        "peak_memory_mb",
-        "config_hash",
-        "accuracy_by_method",
-        "examples_per_second",
-        "tokens_per_second",
-    ):
-        assert key in summary, key
+    assert (summary["dtype"], summary["sampler"], summary["config_hash"]) == (
+        "float32",
+        "fixed",
+        "cafe01",
+    )
+    assert summary["primary_method"] == "flexible-extract"
+    assert summary["device"].startswith("cpu")
+    assert summary["versions"]["jax"] == jax.__version__
+    assert summary["versions"]["numpy"] == np.__version__
+    assert summary["peak_memory_mb"] > 0
+    assert summary["accuracy_by_method"] == {
+        method: sum(row["correct_by_method"][method] for row in rows) / 3 for method in METHODS
+    }
+    assert summary["accuracy_by_method"]["flexible-extract"] == summary["accuracy"]
+    for row in rows:
+        assert row["extracted_answer"] == row["extracted"]["flexible-extract"]
+        assert row["correct"] == row["correct_by_method"]["flexible-extract"]
+    # both rates are over the same time: their ratio is tokens per example
+    assert summary["examples_per_second"] > 0 and summary["tokens_per_second"] > 0
+    ratio = summary["tokens_per_second"] / summary["examples_per_second"]
+    assert ratio == pytest.approx(summary["generated_tokens"] / 3, rel=1e-9)
 
 
 def test_bad_dataset_is_a_one_line_error(tiny_model_dir, tmp_path):
@@ -136,7 +153,10 @@ def test_bad_dataset_is_a_one_line_error(tiny_model_dir, tmp_path):
     command[command.index(str(TEST_JSONL))] = str(bad)
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode != 0
-    assert "bad.jsonl" in result.stderr and "2" in result.stderr
+    assert "Traceback" not in result.stderr
+    # one line that names the file and the bad line number
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"gsm8k-eval evaluate: error: {bad}:2: invalid JSON"), result.stderr
 
 
 def test_one_decode_row_is_refused_by_the_cli(tiny_model_dir, tmp_path):

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from flax import nnx
 from safetensors.numpy import load_file
-from shared_data import GSM8K_DIR
 
 from gsm8k_eval import models
 from gsm8k_eval.models import (
@@ -266,8 +265,6 @@ FINGERPRINT_FIRST4 = [-14.0949, 4.2274, -1.7048, -14.0308]  # ids 0..3
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        pytest.skip(f"{path} not present")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -334,8 +331,8 @@ def test_gemma270m_config_from_gguf(gemma270m: models.LoadedModel) -> None:
 
 
 @pytest.mark.slow
-def test_gemma270m_logit_fingerprint(gemma270m: models.LoadedModel) -> None:
-    question = read_jsonl(GSM8K_DIR / "test.jsonl")[0]["question"]
+def test_gemma270m_logit_fingerprint(gemma270m: models.LoadedModel, gsm8k_dir: Path) -> None:
+    question = read_jsonl(gsm8k_dir / "test.jsonl")[0]["question"]
     prompt = f"<start_of_turn>user\n{question}<end_of_turn>\n<start_of_turn>model\n"
     ids = gemma270m.tokenizer.encode(prompt)
     assert len(ids) == 73
@@ -347,11 +344,11 @@ def test_gemma270m_logit_fingerprint(gemma270m: models.LoadedModel) -> None:
 
 
 @pytest.mark.slow
-def test_gemma270m_predicts_gold_answers(gemma270m: models.LoadedModel) -> None:
+def test_gemma270m_predicts_gold_answers(gemma270m: models.LoadedModel, gsm8k_dir: Path) -> None:
     """Teacher-forced NLL of GSM8K gold answers is low (a random model scores ~12 nats)."""
     tok = gemma270m.tokenizer
     nlls = []
-    for ex in read_jsonl(GSM8K_DIR / "test.jsonl")[:3]:
+    for ex in read_jsonl(gsm8k_dir / "test.jsonl")[:3]:
         prompt = tok.encode(f"Question: {ex['question']}\nAnswer:")
         answer = tok.encode(" " + ex["answer"], add_bos=False)
         logits = full_logits(gemma270m, prompt + answer)[len(prompt) - 1 : -1]
@@ -365,10 +362,10 @@ def test_gemma270m_predicts_gold_answers(gemma270m: models.LoadedModel) -> None:
 
 
 @pytest.mark.slow
-def test_gemma270m_greedy_is_coherent(gemma270m: models.LoadedModel) -> None:
+def test_gemma270m_greedy_is_coherent(gemma270m: models.LoadedModel, gsm8k_dir: Path) -> None:
     tok = gemma270m.tokenizer
-    shots = read_jsonl(GSM8K_DIR / "train.jsonl")[:2]
-    question = read_jsonl(GSM8K_DIR / "test.jsonl")[0]["question"]
+    shots = read_jsonl(gsm8k_dir / "train.jsonl")[:2]
+    question = read_jsonl(gsm8k_dir / "test.jsonl")[0]["question"]
     prompt = "".join(f"Question: {e['question']}\nAnswer: {e['answer']}\n\n" for e in shots)
     prompt += f"Question: {question}\nAnswer:"
     out = cached_greedy(gemma270m, tok.encode(prompt), 24)
@@ -499,18 +496,18 @@ def train_sentencepiece(path: Path, texts: list[str], vocab_size: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sp_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    texts = [ex["question"] for ex in read_jsonl(GSM8K_DIR / "train.jsonl")[:2000]]
+def sp_model(tmp_path_factory: pytest.TempPathFactory, gsm8k_dir: Path) -> Path:
+    texts = [ex["question"] for ex in read_jsonl(gsm8k_dir / "train.jsonl")[:2000]]
     return train_sentencepiece(tmp_path_factory.mktemp("spm") / "sp", texts, 700)
 
 
-def test_sentencepiece_conversion_matches_sentencepiece(sp_model: Path) -> None:
+def test_sentencepiece_conversion_matches_sentencepiece(sp_model: Path, gsm8k_dir: Path) -> None:
     import sentencepiece as spm
 
     sp = spm.SentencePieceProcessor(model_file=str(sp_model))
     tok = models.sentencepiece_tokenizer(str(sp_model))
     assert tok.vocab_size == sp.get_piece_size()
-    texts = [ex["question"] for ex in read_jsonl(GSM8K_DIR / "test.jsonl")]
+    texts = [ex["question"] for ex in read_jsonl(gsm8k_dir / "test.jsonl")]
     texts += ["a  b\n\nc", "ünï 😀", "  leading"]
     for text in texts:
         assert tok.encode(text, add_bos=False) == sp.encode(text), text

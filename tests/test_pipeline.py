@@ -3,14 +3,17 @@ nothing, then a config change that reruns only what depends on it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 from pipeline_helpers import run_root, run_snakemake, tiny_config, write_config
 
+from gsm8k_eval.scoring import gold_answer
+
 
 @pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory):
+def pipeline_run(tmp_path_factory, gsm8k_dir):
     workdir = tmp_path_factory.mktemp("pipeline")
     config_path = write_config(workdir, tiny_config())
     result = run_snakemake(workdir, config_path)
@@ -20,38 +23,40 @@ def pipeline_run(tmp_path_factory):
 def test_dag_produces_every_output(pipeline_run):
     workdir, _, _ = pipeline_run
     results = run_root(workdir)
-    assert (results / "data" / "gsm8k_test.jsonl").exists()
-    assert json.loads((results / "data" / "gsm8k_test.manifest.json").read_text())["sha256"]
-    assert (results / "model" / "model.safetensors").exists()
-    assert json.loads((results / "checkpoints" / "base" / "manifest.json").read_text())
+    data = (results / "data" / "gsm8k_test.jsonl").read_bytes()
+    manifest = json.loads((results / "data" / "gsm8k_test.manifest.json").read_text())
+    assert manifest["sha256"] == hashlib.sha256(data).hexdigest()
+    assert manifest["rows"] == data.count(b"\n") == 1319
+    assert (results / "model" / "model.safetensors").stat().st_size > 0
+    base = json.loads((results / "checkpoints" / "base" / "manifest.json").read_text())
+    assert (base["kind"], base["source"], base["lora"]) == ("base", "base", False)
+    dataset = [
+        json.loads(line)
+        for line in (results / "data" / "gsm8k_test.jsonl").read_text().splitlines()[:6]
+    ]
     for batch_size in (1, 4):
         eval_dir = results / "eval" / "base" / f"bs{batch_size}"
         rows = [json.loads(line) for line in (eval_dir / "rollouts.jsonl").read_text().splitlines()]
         assert [row["id"] for row in rows] == list(range(6))
-        for field in (
-            "id",
-            "question",
-            "prompt",
-            "response",
-            "tokens",
-            "extracted_answer",
-            "gold",
-            "correct",
-        ):
-            assert all(field in row for row in rows), field
+        for row, example in zip(rows, dataset, strict=True):
+            assert row["question"] == example["question"]
+            assert example["question"] in row["prompt"]
+            assert row["gold"] == gold_answer(example["answer"])
+            assert isinstance(row["response"], str)
+            assert len(row["tokens"]) == row["num_steps"] > 0
+            assert row["extracted_answer"] == row["extracted"]["strict"]  # primary: strict
+            assert row["correct"] is row["correct_by_method"]["strict"]
+            assert (row["batch_size"], row["checkpoint"]) == (batch_size, "base")
         summary = json.loads((eval_dir / "summary.json").read_text())
         assert summary["total"] == 6
         assert summary["batch_size"] == batch_size
+        assert summary["checkpoint"] == "base"
         assert summary["correct"] == sum(row["correct"] for row in rows)
-        for field in (
-            "accuracy",
-            "checkpoint",
-            "wall_seconds",
-            "generated_tokens",
-            "tokens_per_second",
-        ):
-            assert field in summary, field
-    assert (results / "invariance" / "base.json").exists()
+        assert summary["accuracy"] == summary["correct"] / 6
+        assert summary["generated_tokens"] == sum(len(row["tokens"]) for row in rows)
+        assert summary["wall_seconds"] > 0 and summary["tokens_per_second"] > 0
+    invariance = json.loads((results / "invariance" / "base.json").read_text())
+    assert (invariance["invariant"], invariance["batch_sizes"]) == (True, [1, 4])
     assert (results / "report" / "gsm8k_eval_report.md").read_text().strip()
     assert sorted(p.name for p in (results / "logs").rglob("*.log"))
 
@@ -59,12 +64,17 @@ def test_dag_produces_every_output(pipeline_run):
 def test_batch_sizes_give_identical_tokens(pipeline_run):
     workdir, _, _ = pipeline_run
 
-    def tokens(bs: int) -> list[list[int]]:
+    def rollouts(bs: int) -> list[dict]:
         path = run_root(workdir) / "eval" / "base" / f"bs{bs}" / "rollouts.jsonl"
-        return [json.loads(line)["tokens"] for line in path.read_text().splitlines()]
+        return [json.loads(line) for line in path.read_text().splitlines()]
 
-    assert tokens(1) == tokens(4)
-    assert any(tokens(1)), "the tiny model generated nothing at all"
+    alone, batched = rollouts(1), rollouts(4)
+    assert [r["tokens"] for r in alone] == [r["tokens"] for r in batched]
+    # float32 logits survive JSON exactly: bit-identical across batch sizes
+    assert [r["token_logits"] for r in alone] == [r["token_logits"] for r in batched]
+    # ... and not trivially so: every row generated tokens, and the prompts' continuations differ
+    assert all(len(r["tokens"]) == len(r["token_logits"]) > 0 for r in alone)
+    assert len({tuple(r["tokens"]) for r in alone}) > 1, "every prompt got the same tokens"
 
 
 def test_rerun_does_nothing(pipeline_run):

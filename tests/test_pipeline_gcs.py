@@ -41,7 +41,7 @@ def _save_tunix_lora_checkpoint(model_dir, actor_dir) -> None:
 
 
 @pytest.fixture(scope="module")
-def gcs_pipeline(tmp_path_factory, gcs_emulator_server):
+def gcs_pipeline(tmp_path_factory, gcs_emulator_server, gsm8k_dir):
     with pytest.MonkeyPatch.context() as patch:
         for name, value in gcs_emulator_server.env().items():
             patch.setenv(name, value)

@@ -8,11 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
-from shared_data import GSM8K_DIR
 
 from gsm8k_eval.prompts import TEMPLATES, PromptBuilder, PromptConfig
 
-SHARED_TRAIN = GSM8K_DIR / "train.jsonl"
 QUESTION = "Tom has 3 apples and buys 2 more. How many apples does he have?"
 TRAIN = [
     {
@@ -66,15 +64,13 @@ def test_tunix_grpo_strips_control_tokens_like_tunix() -> None:
     assert rendered.count("<start_of_turn>") == 2
 
 
-def _tunix_template_constants() -> dict[str, str] | None:
+def _tunix_template_constants() -> dict[str, str]:
     """SYSTEM_PROMPT and TEMPLATE from the installed tunix's GRPO gsm8k data module,
     evaluated from its source without importing it (it pulls in TensorFlow)."""
     spec = importlib.util.find_spec("tunix")
-    if spec is None or not spec.submodule_search_locations:
-        return None
+    assert spec is not None and spec.submodule_search_locations, "google-tunix is a pinned dep"
     source = Path(spec.submodule_search_locations[0]) / "examples" / "data" / "math_dataset.py"
-    if not source.exists():
-        return None
+    assert source.is_file(), f"pinned google-tunix ships {source}; it is gone: re-pin the template"
     module = ast.parse(source.read_text(encoding="utf-8"))
     assigns = [node for node in module.body if isinstance(node, ast.Assign)]
     namespace: dict[str, str] = {}
@@ -84,8 +80,6 @@ def _tunix_template_constants() -> dict[str, str] | None:
 
 def test_tunix_grpo_matches_installed_tunix_source() -> None:
     constants = _tunix_template_constants()
-    if constants is None:
-        pytest.skip("google-tunix with examples/data/math_dataset.py not installed")
     expected = constants["TEMPLATE"].format(
         system_prompt=constants["SYSTEM_PROMPT"], question=QUESTION
     )
@@ -135,14 +129,14 @@ def test_shots_do_not_depend_on_render_order(train_path: Path) -> None:
     assert forward == backward[::-1]
 
 
-@pytest.mark.skipif(not SHARED_TRAIN.exists(), reason="shared GSM8K train split not present")
-def test_fewshot_on_the_real_train_split() -> None:
-    builder = _builder("fewshot", SHARED_TRAIN, num_shots=8, seed=1234)
+def test_fewshot_on_the_real_train_split(gsm8k_dir: Path) -> None:
+    shared_train = gsm8k_dir / "train.jsonl"
+    builder = _builder("fewshot", shared_train, num_shots=8, seed=1234)
     prompt = builder.render(QUESTION)
     assert prompt.endswith(f"Question: {QUESTION}\nAnswer:")
     assert prompt.count("Question: ") == 9
     assert prompt.count("\n#### ") == 8
-    other = _builder("fewshot", SHARED_TRAIN, num_shots=8, seed=4321).render(QUESTION)
+    other = _builder("fewshot", shared_train, num_shots=8, seed=4321).render(QUESTION)
     assert other != prompt and other.endswith("Answer:")
 
 

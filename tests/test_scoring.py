@@ -3,29 +3,43 @@
 from __future__ import annotations
 
 import json
+import re
+from decimal import Decimal, localcontext
+from fractions import Fraction
+from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from shared_data import GSM8K_DIR
 
+from gsm8k_eval.config import SCHEMA_PATH
 from gsm8k_eval.scoring import (
+    LM_EVAL_FALLBACK,
+    LM_EVAL_METHODS,
+    MAX_NUMBER_CHARS,
     METHODS,
     ScoredResponse,
     extract,
     extract_all,
     gold_answer,
+    grade,
     is_correct,
+    lm_eval_exact_match,
+    lm_eval_normalise,
     normalise,
+    parse_number,
     score_response,
     truncate_response,
 )
 
-GSM8K_TEST = GSM8K_DIR / "test.jsonl"
 FEWSHOT_STOPS = ("Question:", "</s>", "<|im_end|>")
 
 # Text biased towards the characters the extractors care about.
-_ALPHABET = st.sampled_from([*"0123456789-.,$%/{}\\#<>: \n", "boxed", "frac", "answer"])
+_ALPHABET = st.sampled_from(
+    [*"0123456789-.,$%/{}\\#<>: \nAİ\x00", "boxed", "frac", "answer", "#### "]
+)
 answer_like_text = st.one_of(st.text(), st.lists(_ALPHABET, max_size=60).map("".join))
 
 
@@ -42,13 +56,45 @@ def test_extraction_never_crashes_and_returns_every_method(text: str) -> None:
         assert extract(text, method) == value
 
 
+def _canonical(value: Fraction) -> str | None:
+    """Independent oracle for normalise's canonical text: integer, shortest terminating
+    decimal (exact, via Decimal), else p/q; None beyond MAX_NUMBER_CHARS."""
+    rest = value.denominator
+    for factor in (2, 5):
+        while rest % factor == 0:
+            rest //= factor
+    if value.denominator == 1:
+        text = str(value.numerator)
+    elif rest == 1:
+        with localcontext() as context:
+            context.prec = 1000
+            text = format((Decimal(value.numerator) / value.denominator).normalize(), "f")
+    else:
+        text = f"{value.numerator}/{value.denominator}"
+    return text if len(text) <= MAX_NUMBER_CHARS else None
+
+
+fractions = st.builds(
+    Fraction,
+    st.integers(min_value=-(10**9), max_value=10**9),
+    st.sampled_from([1, 2, 3, 4, 5, 7, 8, 10, 16, 20, 25, 100, 1000, 3125]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(fractions)
+def test_normalise_writes_values_canonically(value: Fraction) -> None:
+    canonical = _canonical(value)
+    assert normalise(f"{value.numerator}/{value.denominator}") == canonical
+    assert normalise(f"\\frac{{{value.numerator}}}{{{value.denominator}}}") == canonical
+    assert parse_number(canonical) == value  # the canonical text reads back as the value
+
+
 @settings(max_examples=300, deadline=None)
 @given(answer_like_text)
-def test_normalise_is_idempotent(text: str) -> None:
-    once = normalise(text)
-    if once is not None:
-        assert normalise(once) == once
-        assert is_correct(text, once)
+def test_normalise_output_is_canonical_and_keeps_the_value(text: str) -> None:
+    value = parse_number(text)
+    assert normalise(text) == (None if value is None else _canonical(value))
 
 
 @settings(max_examples=200, deadline=None)
@@ -150,11 +196,17 @@ def test_is_correct(pred: str | None, gold: str, expected: bool) -> None:
         ),
         (
             "It costs $18.00 in total.",
-            {"strict": None, "strict-match": None, "flexible-extract": "$18.00"},
+            {
+                "strict": None,
+                "strict-match": "[invalid]",  # lm-eval's fallback ...
+                "strict-match-numeric": None,  # ... the numeric twin has none
+                "flexible-extract": "$18.00",
+                "flexible-extract-numeric": "$18.00",
+            },
         ),
         (
             "First \\boxed{5}, no wait: \\boxed{7}.",
-            {"strict": "7", "strict-match": None, "flexible-extract": "7"},
+            {"strict": "7", "strict-match": "[invalid]", "flexible-extract": "7"},
         ),
         (
             "Half: \\boxed{\\frac{1}{2}}",
@@ -190,11 +242,17 @@ def test_is_correct(pred: str | None, gold: str, expected: bool) -> None:
         ),
         (
             "The answer is 42",
-            {"strict": None, "strict-match": None, "flexible-extract": "42", "answer": None},
+            {"strict": None, "strict-match": "[invalid]", "flexible-extract": "42", "answer": None},
         ),
         (
             "####",
-            {"strict": None, "strict-match": None, "flexible-extract": None},
+            {
+                "strict": None,
+                "strict-match": "[invalid]",
+                "flexible-extract": "[invalid]",
+                "strict-match-numeric": None,
+                "flexible-extract-numeric": None,
+            },
         ),
     ],
 )
@@ -248,13 +306,17 @@ def test_score_response_fields() -> None:
     assert scored.correct is True
     assert scored.correct_by_method == {
         "strict": True,
-        "strict-match": True,
-        "flexible-extract": True,
+        "strict-match": False,  # lm-eval compares strings: "18.00" != "18"
+        "flexible-extract": False,
         "answer": False,
+        "strict-match-numeric": True,
+        "flexible-extract-numeric": True,
     }
     wrong = score_response("#### 17", "18", primary="strict-match")
     assert wrong.extracted_answer == "17"
     assert wrong.correct is False
+    numeric = score_response("#### 18.00", "18", primary="strict-match-numeric")
+    assert (numeric.extracted_answer, numeric.correct) == ("18.00", True)
 
 
 def test_primary_method_selects_the_reported_answer() -> None:
@@ -275,13 +337,214 @@ def test_gold_answer() -> None:
         gold_answer("#### eighteen")
 
 
-@pytest.mark.skipif(not GSM8K_TEST.exists(), reason="shared GSM8K test split not present")
-def test_every_gsm8k_test_gold_normalises_to_a_number() -> None:
-    rows = [json.loads(line) for line in GSM8K_TEST.read_text(encoding="utf-8").splitlines()]
+def test_every_gsm8k_test_gold_normalises_to_a_number(gsm8k_dir: Path) -> None:
+    lines = (gsm8k_dir / "test.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines]
     assert len(rows) == 1319
     golds = [gold_answer(row["answer"]) for row in rows]
-    assert all(g.lstrip("-").isdigit() for g in golds)  # GSM8K golds are integers
+    assert all(re.fullmatch(r"-?[1-9][0-9]*|0", g) for g in golds)  # GSM8K golds are integers
+    assert sum("," in row["answer"].split("####")[-1] for row in rows) == 14
     for row, gold in zip(rows, golds, strict=True):
-        raw = row["answer"].split("####")[-1].strip()
-        assert is_correct(raw, gold)
-        assert score_response(f"#### {raw}", gold).correct_by_method["strict-match"]
+        answer = row["answer"]
+        raw = answer.split("####")[-1].strip()
+        assert raw.replace(",", "") == gold
+        # lm-eval's target is the whole answer; reduced, it is our normalised gold, so
+        # score_response(..., reference=None) grades the lm-eval methods as lm-eval does.
+        assert lm_eval_normalise(answer) == gold
+        scored = score_response(f"So:\n#### {raw}", gold, reference=answer)
+        assert all(scored.correct_by_method[m] for m in METHODS if m != "answer"), scored
+        # a plausible wrong answer is wrong by every method
+        off = score_response(f"#### {int(gold) + 1}", gold, reference=answer)
+        assert not any(off.correct_by_method.values()), off
+
+
+# --------------------------------------------------------------------------- lm-eval grading
+
+
+def test_schema_primary_enum_is_scorings_methods() -> None:
+    schema = yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
+    assert schema["properties"]["scoring"]["properties"]["primary"]["enum"] == list(METHODS)
+
+
+GSM8K_ANSWER_18 = (
+    "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs.\nShe makes 9 * 2 = $<<9*2=18>>18.\n#### 18"
+)
+
+
+@pytest.mark.parametrize(
+    ("response", "answer", "expected"),
+    [
+        # response, gold answer field, {method: correct}; SM = strict-match, FE = flexible-extract
+        ("#### 18", GSM8K_ANSWER_18, {"strict-match": True, "flexible-extract": True}),
+        # lm-eval compares strings: trailing zeros are wrong, numerically right
+        (
+            "#### 18.00",
+            GSM8K_ANSWER_18,
+            {
+                "strict-match": False,
+                "flexible-extract": False,
+                "strict-match-numeric": True,
+                "strict": True,
+            },
+        ),
+        # ... and a malformed grouping is "right" there, no number here
+        (
+            "#### 1,00",
+            "x\n#### 100",
+            {
+                "strict-match": True,
+                "flexible-extract": True,
+                "strict-match-numeric": False,
+                "strict": False,
+            },
+        ),
+        # "$" is ignored, but strict-match's regex cannot start with it
+        (
+            "#### $18",
+            GSM8K_ANSWER_18,
+            {
+                "strict-match": False,
+                "flexible-extract": True,
+                "strict-match-numeric": False,
+                "strict": True,
+            },
+        ),
+        (
+            "The total is $18.",
+            GSM8K_ANSWER_18,
+            {"strict-match": False, "flexible-extract": True, "flexible-extract-numeric": True},
+        ),
+        # one trailing "." is ignored, two are not
+        ("#### 18.", GSM8K_ANSWER_18, {"strict-match": True, "flexible-extract": True}),
+        ("#### 18..", GSM8K_ANSWER_18, {"strict-match": False, "strict-match-numeric": True}),
+        ("#### -18", GSM8K_ANSWER_18, {"strict-match": False, "flexible-extract": False}),
+        # thousands separators vanish on both sides
+        ("#### 1450000", "...\n#### 1,450,000", {"strict-match": True, "flexible-extract": True}),
+        ("#### 1,450,000", "...\n#### 1450000", {"strict-match": True, "flexible-extract": True}),
+        # strict-match takes the first "#### ", flexible-extract the last number
+        (
+            "#### 18\n#### 19",
+            GSM8K_ANSWER_18,
+            {"strict-match": True, "flexible-extract": False, "strict": False},
+        ),
+        ("#### 17\nno, 18", GSM8K_ANSWER_18, {"strict-match": False, "flexible-extract": True}),
+        (
+            "18 eggs, 3 left",
+            GSM8K_ANSWER_18,
+            {"strict-match": False, "flexible-extract": False, "flexible-extract-numeric": False},
+        ),
+        # single digits are numbers only through flexible-extract's second group
+        ("####  7", "#### 7", {"strict-match": False, "flexible-extract": True}),
+        # no match: "[invalid]", which is wrong
+        ("no digits at all", GSM8K_ANSWER_18, {"strict-match": False, "flexible-extract": False}),
+        (
+            "no digits at all",
+            "#### [INVALID]",
+            {"strict-match": True, "flexible-extract": True, "strict-match-numeric": False},
+        ),
+    ],
+)
+def test_lm_eval_grading_table(response: str, answer: str, expected: dict[str, bool]) -> None:
+    gold = normalise(answer.split("####")[-1]) or "not a number"
+    scored = score_response(response, gold, reference=answer)
+    for method, correct in expected.items():
+        assert scored.correct_by_method[method] is correct, (method, scored)
+
+
+def test_lm_eval_case_and_reference_reduction() -> None:
+    # ignore_case applies to both sides; the reference loses everything up to its last "#### "
+    assert lm_eval_exact_match("ABC", "x #### y\n#### abc")
+    assert lm_eval_normalise("Step 1.\n#### 2\n#### $1,000.") == "1000"
+    assert lm_eval_normalise("no marker, $5.") == "no marker 5"
+    assert lm_eval_normalise("####18") == "####18"  # the regex wants "#### " with its space
+    # the regexes apply in order: "$" and "," go before "#### " and the trailing "."
+    assert lm_eval_normalise("18.$") == "18"
+    assert lm_eval_normalise("x #,### 5") == "5"
+    # lm-eval keeps the strings in numpy arrays: trailing NULs drop off between the steps ...
+    assert lm_eval_normalise("18.\x00") == "18"
+    assert lm_eval_exact_match("18\x00", "#### 18")
+    # ... and lower-cases with numpy (pinned numpy 2.4), not str.lower ("İ".lower() == "i̇")
+    assert lm_eval_normalise("İ") == "i"
+    assert lm_eval_normalise("İx") == "i\u0307"  # numpy keeps the string's width: "i̇x"[:2]
+    assert not lm_eval_exact_match("18", "18 eggs")
+    assert grade("strict-match", LM_EVAL_FALLBACK, "18") is False
+    assert grade("strict-match", None, "18") is False
+    assert set(METHODS) > LM_EVAL_METHODS
+
+
+# An independent reading of lm-eval: HF `evaluate`'s exact_match over numpy arrays, and the
+# regex filter written with finditer instead of findall.
+GSM8K_METRIC = {"regexes_to_ignore": [",", r"\$", "(?s).*#### ", r"\.$"], "ignore_case": True}
+
+
+def _hf_exact_match(predictions: list[str], references: list[str]) -> np.ndarray:
+    preds, refs = np.asarray(predictions), np.asarray(references)
+    for pattern in GSM8K_METRIC["regexes_to_ignore"]:
+        preds = np.array([re.sub(pattern, "", x) for x in preds])
+        refs = np.array([re.sub(pattern, "", x) for x in refs])
+    return np.char.lower(preds) == np.char.lower(refs)
+
+
+def _filter_first_hash(text: str) -> str:
+    match = re.search(r"#### (-?[0-9.,]+)", text)
+    return match.group(1).strip() if match else "[invalid]"
+
+
+def _filter_last_number(text: str) -> str:
+    last = None
+    for last in re.finditer(r"(-?[$0-9.,]{2,})|(-?[0-9]+)", text):  # noqa: B007
+        pass
+    return (last.group(1) or last.group(2)).strip() if last else "[invalid]"
+
+
+number_text = st.one_of(
+    st.integers(-(10**7), 10**7).map(str),
+    st.integers(0, 10**9).map(lambda n: f"{n:,}"),
+    st.lists(st.sampled_from([*"0123456789$,.-"]), min_size=1, max_size=8).map("".join),
+)
+answer_field = st.one_of(
+    number_text.map(lambda n: f"Work: 3 * 6 = <<3*6=18>>18.\n#### {n}"),
+    answer_like_text,
+    st.text(),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.one_of(answer_like_text, number_text, st.text()), min_size=1, max_size=4),
+    st.lists(answer_field, min_size=1, max_size=4),
+)
+def test_lm_eval_exact_match_agrees_with_hf_evaluate(preds: list[str], refs: list[str]) -> None:
+    # one prediction and one reference per call, as lm-eval scores each document (numpy's
+    # lower-casing depends on the array's string width, i.e. on what else is in the batch)
+    for pred in preds:
+        for ref in refs:
+            assert lm_eval_exact_match(pred, ref) is bool(_hf_exact_match([pred], [ref])[0])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(answer_like_text, st.text(), number_text.map("#### {}".format)), answer_field)
+def test_lm_eval_methods_agree_with_an_independent_reading(text: str, answer: str) -> None:
+    scored = score_response(text, "0", reference=answer)
+    for method, extract_fn in (
+        ("strict-match", _filter_first_hash),
+        ("flexible-extract", _filter_last_number),
+    ):
+        prediction = extract_fn(text)
+        assert scored.extracted[method] == prediction
+        assert scored.correct_by_method[method] is bool(_hf_exact_match([prediction], [answer])[0])
+        numeric = scored.extracted[f"{method}-numeric"]
+        assert numeric == (None if prediction == "[invalid]" else prediction)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(-(10**9), 10**9), st.integers(-(10**9), 10**9))
+def test_lm_eval_integers_match_exactly_when_equal(n: int, m: int) -> None:
+    answer = f"... = <<x={m}>>{m:,}\n#### {m:,}"
+    for response in (f"#### {n}", f"#### {n:,}", f"I think {n:,}.", f"#### {n}."):
+        scored = score_response(response, str(m), reference=answer)
+        assert scored.correct_by_method["strict-match"] is (n == m and "#" in response)
+        assert scored.correct_by_method["flexible-extract"] is (n == m)
+        assert scored.correct_by_method["flexible-extract-numeric"] is (n == m)
+    padded = score_response(f"#### {n}.0", str(m), reference=answer).correct_by_method
+    assert padded["strict-match"] is False and padded["strict-match-numeric"] is (n == m)

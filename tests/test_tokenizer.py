@@ -9,7 +9,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from shared_data import GSM8K_DIR
 
 from gsm8k_eval.models import fetch_model
 from gsm8k_eval.tokenizer import (
@@ -42,11 +41,8 @@ def gemma_tok(gemma_model_dir: Path) -> Tokenizer:
 
 
 @pytest.fixture(scope="session")
-def gsm8k_test() -> list[dict]:
-    path = GSM8K_DIR / "test.jsonl"
-    if not path.exists():
-        pytest.skip(f"{path} not present")
-    return read_jsonl(path)
+def gsm8k_test(gsm8k_dir: Path) -> list[dict]:
+    return read_jsonl(gsm8k_dir / "test.jsonl")
 
 
 # Tiny tokenizer ------------------------------------------------------------------------------
@@ -169,10 +165,8 @@ def test_gemma_gsm8k_test_token_total(gemma_tok: Tokenizer, gsm8k_test: list[dic
 
 @pytest.mark.slow
 @pytest.mark.parametrize("split", ["test", "train"])
-def test_gemma_round_trips_gsm8k(gemma_tok: Tokenizer, split: str) -> None:
-    path = GSM8K_DIR / f"{split}.jsonl"
-    if not path.exists():
-        pytest.skip(f"{path} not present")
+def test_gemma_round_trips_gsm8k(gemma_tok: Tokenizer, split: str, gsm8k_dir: Path) -> None:
+    path = gsm8k_dir / f"{split}.jsonl"
     texts = [ex[key] for ex in read_jsonl(path) for key in ("question", "answer")]
     decoded = [gemma_tok.decode(ids) for ids in gemma_tok.encode_batch(texts)]
     mismatches = [t for t, d in zip(texts, decoded, strict=True) if t != d]

@@ -13,6 +13,9 @@
 # * PIDs go to STATE_DIR/{munged,slurmctld,slurmd}.pid; stop with tests/cluster/stop_slurm.sh.
 #
 # Prints `export SLURM_CONF=...` and a line `SLURM READY` when the node is idle.
+# Exit status 77 (with a line `[start_slurm] CANNOT INSTALL: ...`) means only that SLURM/munge
+# are missing and apt-get could not install them; any other failure (a daemon that does not
+# start, a node that never gets ready) exits 1: tests may skip on 77 alone.
 # Clients (sbatch, squeue, snakemake) must run with SLURM_CONF=STATE_DIR/slurm.conf.
 #
 # Env knobs: GSM8K_SLURM_CTLD_PORT (6817), GSM8K_SLURM_SLURMD_PORT (6818),
@@ -28,6 +31,7 @@ READY_TIMEOUT="${GSM8K_SLURM_READY_TIMEOUT:-60}"
 
 log() { echo "[start_slurm] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+cannot_install() { log "CANNOT INSTALL: $*"; exit 77; }
 
 [[ "$(id -u)" == 0 ]] || die "must run as root (slurmd needs it)"
 
@@ -36,12 +40,15 @@ for bin in slurmctld slurmd sbatch squeue scontrol munged munge unmunge; do
   command -v "$bin" >/dev/null 2>&1 || need_install=1
 done
 if [[ "$need_install" == 1 ]]; then
-  command -v apt-get >/dev/null 2>&1 || die "slurm/munge missing and apt-get unavailable"
+  command -v apt-get >/dev/null 2>&1 || cannot_install "slurm/munge missing and no apt-get"
   log "installing slurmctld slurmd slurm-client munge (apt-get)"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2 || die "apt-get update failed"
+  apt-get update -qq >&2 || cannot_install "apt-get update failed"
   apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >&2 \
-    || die "apt-get install failed"
+    || cannot_install "apt-get install slurmctld slurmd slurm-client munge failed"
+  for bin in slurmctld slurmd sbatch squeue scontrol munged munge unmunge; do
+    command -v "$bin" >/dev/null 2>&1 || die "apt-get installed SLURM/munge but $bin is missing"
+  done
 fi
 
 # Refuse to start twice on one state dir: stop the previous cluster first.

@@ -265,7 +265,9 @@ def _rollout_row(
     example = work.examples[index]
     gold = gold_answer(example.answer)
     scored_text = truncate_response(generation.text, work.stop_sequences)
-    scored = score_response(scored_text, gold, primary=options.primary_method)
+    scored = score_response(
+        scored_text, gold, primary=options.primary_method, reference=example.answer
+    )
     return {
         "id": example.id,
         "question": example.question,

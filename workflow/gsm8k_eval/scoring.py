@@ -1,16 +1,27 @@
-"""Answer extraction and normalisation for GSM8K responses.
+"""Answer extraction and grading of GSM8K responses.
 
-Every rollout is scored by all methods in ``METHODS``:
+Every rollout is graded by all methods in ``METHODS``:
 
-``strict``            the final answer the model marked: the last balanced ``\\boxed{...}`` or the
-                      text after the last ``####`` (whichever comes later in the response).
-``strict-match``      lm-eval gsm8k: first match of ``#### (\\-?[0-9\\.\\,]+)``.
-``flexible-extract``  lm-eval gsm8k: last match of ``(-?[$0-9.,]{2,})|(-?[0-9]+)``.
-``answer``            tunix GRPO gsm8k eval: first ``[0-9.]+`` run after the first ``<answer>``
-                      (tunix's ``match_numbers``; like tunix it keeps no sign or comma).
+``strict``                    the final answer the model marked: the last balanced ``\\boxed{...}``
+                              or the text after the last ``####`` (whichever comes later);
+                              numeric comparison.
+``strict-match``              exactly lm-eval's gsm8k ``strict-match``: its ``regex`` filter
+                              (``#### (\\-?[0-9\\.\\,]+)``, first match, ``"[invalid]"`` when none)
+                              then ``take_first``, scored by lm-eval's ``exact_match``.
+``flexible-extract``          exactly lm-eval's gsm8k ``flexible-extract``: the last match of
+                              ``(-?[$0-9.,]{2,})|(-?[0-9]+)`` (first non-empty group), same metric.
+``answer``                    tunix GRPO gsm8k eval: first ``[0-9.]+`` run after the first
+                              ``<answer>`` (tunix's ``match_numbers``; no sign or comma); numeric.
+``strict-match-numeric``      lm-eval's ``strict-match`` extraction, numeric comparison.
+``flexible-extract-numeric``  lm-eval's ``flexible-extract`` extraction, numeric comparison.
 
-Extraction returns the raw matched text; correctness compares ``normalise``d numbers
-(exact rationals, so ``18.00`` == ``18`` and ``$1,000`` == ``1000``).
+lm-eval's ``exact_match`` (``lm_eval_exact_match``) is a string comparison: it deletes the
+gsm8k task's ``regexes_to_ignore`` (``,``, ``$``, everything up to the last ``#### ``, one
+trailing ``.``) from the prediction and from the reference -- the task's target, the *whole*
+GSM8K ``answer`` field -- lower-cases both and compares them. So ``#### 18.00`` is wrong against
+gold 18 while ``#### 1,00`` is right against gold 100. The numeric methods compare
+``normalise``d numbers (exact rationals: ``18.00`` == ``18``, ``$1,000`` == ``1000``, and
+``1,00`` is not a number).
 
 Few-shot responses: a base model often continues past its answer with a new
 ``Question: ...`` and answers that too. As lm-eval does with its ``until`` stop sequences,
@@ -25,7 +36,21 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 
-METHODS: tuple[str, ...] = ("strict", "strict-match", "flexible-extract", "answer")
+import numpy as np
+
+METHODS: tuple[str, ...] = (
+    "strict",
+    "strict-match",
+    "flexible-extract",
+    "answer",
+    "strict-match-numeric",
+    "flexible-extract-numeric",
+)
+# Methods graded by lm-eval's exact_match against the whole answer field; the rest are numeric.
+LM_EVAL_METHODS: frozenset[str] = frozenset({"strict-match", "flexible-extract"})
+LM_EVAL_FALLBACK = "[invalid]"  # lm-eval's RegexFilter output when nothing matches
+# lm-eval gsm8k.yaml `exact_match` options: ignore_case true, ignore_punctuation false.
+LM_EVAL_REGEXES_TO_IGNORE: tuple[str, ...] = (",", r"\$", "(?s).*#### ", r"\.$")
 MAX_NUMBER_CHARS = 64  # longer numbers are not GSM8K answers (and int() caps at 4300 digits)
 
 _HASH_LINE = re.compile(r"####[ \t]*([^\n]*)")
@@ -100,25 +125,45 @@ def extract_strict(text: str) -> str | None:
     return max(candidates)[1]
 
 
-def _regex_pick(pattern: re.Pattern[str], text: str, index: int) -> str | None:
-    """lm-eval ``RegexFilter``: ``findall``, pick ``index``, first non-empty group, strip."""
+def _regex_match(pattern: re.Pattern[str], text: str, group_select: int) -> str | None:
+    """lm-eval ``RegexFilter`` on one response, ``None`` where it falls back: ``findall``, take
+    match ``group_select``; of a multi-group match its first non-empty group; strip."""
     matches = pattern.findall(text)
     if not matches:
         return None
-    match = matches[index]
+    match = matches[group_select]
     if isinstance(match, tuple):
-        match = next(group for group in match if group)
+        groups = [group for group in match if group]
+        if not groups:
+            return None
+        match = groups[0]
     return match.strip()
 
 
-def extract_lm_eval_strict(text: str) -> str | None:
-    """lm-eval ``strict-match`` (take_first)."""
-    return _regex_pick(_LM_EVAL_STRICT, text, 0)
+def lm_eval_regex_filter(pattern: re.Pattern[str], text: str, group_select: int = 0) -> str:
+    """lm-eval ``RegexFilter`` (then ``take_first``): the match, or ``"[invalid]"``."""
+    match = _regex_match(pattern, text, group_select)
+    return LM_EVAL_FALLBACK if match is None else match
 
 
-def extract_lm_eval_flexible(text: str) -> str | None:
+def extract_lm_eval_strict(text: str) -> str:
+    """lm-eval ``strict-match``: the first ``#### <number>``; ``"[invalid]"`` if none."""
+    return lm_eval_regex_filter(_LM_EVAL_STRICT, text, 0)
+
+
+def extract_lm_eval_flexible(text: str) -> str:
     """lm-eval ``flexible-extract`` (group_select=-1: the last number-like run)."""
-    return _regex_pick(_LM_EVAL_FLEXIBLE, text, -1)
+    return lm_eval_regex_filter(_LM_EVAL_FLEXIBLE, text, -1)
+
+
+def extract_lm_eval_strict_numeric(text: str) -> str | None:
+    """lm-eval's ``strict-match`` extraction, ``None`` when nothing matches."""
+    return _regex_match(_LM_EVAL_STRICT, text, 0)
+
+
+def extract_lm_eval_flexible_numeric(text: str) -> str | None:
+    """lm-eval's ``flexible-extract`` extraction, ``None`` when nothing matches."""
+    return _regex_match(_LM_EVAL_FLEXIBLE, text, -1)
 
 
 def extract_tunix_answer(text: str) -> str | None:
@@ -132,6 +177,8 @@ _EXTRACTORS: dict[str, Callable[[str], str | None]] = {
     "strict-match": extract_lm_eval_strict,
     "flexible-extract": extract_lm_eval_flexible,
     "answer": extract_tunix_answer,
+    "strict-match-numeric": extract_lm_eval_strict_numeric,
+    "flexible-extract-numeric": extract_lm_eval_flexible_numeric,
 }
 
 
@@ -230,6 +277,36 @@ def is_correct(pred: str | None, gold: str | None) -> bool:
     return pred_norm is not None and pred_norm == normalise(gold)
 
 
+def lm_eval_normalise(text: str) -> str:
+    """What lm-eval's gsm8k ``exact_match`` compares: ``text`` with each of the task's
+    ``regexes_to_ignore`` deleted in turn, then lower-cased.
+
+    lm-eval scores each document with one-element numpy arrays: between these steps trailing
+    NUL characters drop off (numpy's fixed-width ``str`` cannot hold them), and it lower-cases
+    with numpy, which differs from ``str.lower`` for a few characters (``"İ"`` -> ``"i"``, and
+    ``"İx"`` -> ``"i̇"``: the result keeps the input's width). Both are kept here.
+    """
+    for pattern in LM_EVAL_REGEXES_TO_IGNORE:
+        text = re.sub(pattern, "", text).rstrip("\x00")
+    return str(np.char.lower(text))
+
+
+def lm_eval_exact_match(prediction: str, reference: str) -> bool:
+    """lm-eval gsm8k ``exact_match`` of one filtered response against the task's target."""
+    return lm_eval_normalise(prediction) == lm_eval_normalise(reference)
+
+
+def grade(method: str, extracted: str | None, gold: str, reference: str | None = None) -> bool:
+    """Correctness of one extraction: lm-eval's ``exact_match`` against ``reference`` (the whole
+    GSM8K answer field; ``gold`` if not given) for ``LM_EVAL_METHODS``, else numeric."""
+    _check_method(method)
+    if method in LM_EVAL_METHODS:
+        return extracted is not None and lm_eval_exact_match(
+            extracted, gold if reference is None else reference
+        )
+    return is_correct(extracted, gold)
+
+
 def gold_answer(answer_field: str) -> str:
     """Normalised number after ``####`` in a GSM8K ``answer`` field."""
     if "####" not in answer_field:
@@ -249,11 +326,19 @@ def score_response(
     gold: str,
     primary: str = "strict",
     stop_sequences: Iterable[str] = (),
+    reference: str | None = None,
 ) -> ScoredResponse:
-    """Extract with every method (after stop-sequence truncation) and grade against ``gold``."""
+    """Extract with every method (after stop-sequence truncation) and grade against ``gold``.
+
+    ``reference`` is lm-eval's target for the ``LM_EVAL_METHODS``: the whole GSM8K ``answer``
+    field (for every GSM8K example it reduces to the same string as ``gold_answer``; when not
+    given, ``gold`` is used).
+    """
     _check_method(primary)
     extracted = extract_all(truncate_response(text, stop_sequences))
-    correct_by_method = {method: is_correct(value, gold) for method, value in extracted.items()}
+    correct_by_method = {
+        method: grade(method, value, gold, reference) for method, value in extracted.items()
+    }
     return ScoredResponse(
         extracted_answer=extracted[primary],
         extracted=extracted,
