@@ -212,17 +212,23 @@ def test_model_config_gemma3_1b_it() -> None:
     assert cfg.param_dtype == jnp.bfloat16
 
 
+SHAPE_AND_ROPE_FIELDS = (
+    "num_layers", "num_embed", "embed_dim", "hidden_dim", "num_heads", "head_dim",
+    "num_kv_heads", "sliding_window_size", "local_base_frequency", "global_base_frequency",
+    "query_pre_attn_norm",
+)  # fmt: skip
+
+
+def assert_same_shape_and_rope(cfg, ref) -> None:
+    for name in SHAPE_AND_ROPE_FIELDS:
+        assert getattr(cfg, name) == getattr(ref, name), name
+
+
 def test_model_config_gemma3_270m() -> None:
     from tunix.models.gemma3 import model as gemma3
 
     cfg = model_config_from_hf(json.loads(GEMMA3_270M_CONFIG.read_text()))
-    ref = gemma3.ModelConfig.gemma3_270m()
-    for name in (
-        "num_layers", "num_embed", "embed_dim", "hidden_dim", "num_heads", "head_dim",
-        "num_kv_heads", "sliding_window_size", "local_base_frequency", "global_base_frequency",
-        "query_pre_attn_norm",
-    ):  # fmt: skip
-        assert getattr(cfg, name) == getattr(ref, name), name
+    assert_same_shape_and_rope(cfg, gemma3.ModelConfig.gemma3_270m())
 
 
 def test_model_config_multimodal_nested_text_config() -> None:
@@ -324,13 +330,7 @@ def full_logits(loaded: models.LoadedModel, ids: list[int]) -> np.ndarray:
 def test_gemma270m_config_from_gguf(gemma270m: models.LoadedModel) -> None:
     from tunix.models.gemma3 import model as gemma3
 
-    ref = gemma3.ModelConfig.gemma3_270m()
-    for name in (
-        "num_layers", "num_embed", "embed_dim", "hidden_dim", "num_heads", "head_dim",
-        "num_kv_heads", "sliding_window_size", "local_base_frequency", "global_base_frequency",
-        "query_pre_attn_norm",
-    ):  # fmt: skip
-        assert getattr(gemma270m.model_config, name) == getattr(ref, name), name
+    assert_same_shape_and_rope(gemma270m.model_config, gemma3.ModelConfig.gemma3_270m())
 
 
 @pytest.mark.slow
