@@ -6,6 +6,10 @@ that request ``gcs_emulator`` get ``STORAGE_EMULATOR_HOST`` and
 ``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false`` set in ``os.environ`` (so a pipeline subprocess
 started with the inherited environment reaches the emulator too; see ``GcsEmulator.env``).
 
+The emulator's environment also hides any Google Cloud credentials of the machine
+(``NO_CREDENTIALS_ENV``), so the code under test reads the emulator anonymously, as it reads a
+public bucket when no credentials are configured.
+
 Fixtures: ``gcs_emulator_server`` (session: the process), ``gcs_emulator`` (function: env vars
 set), ``gcs_bucket`` (function: a fresh, empty bucket name).
 """
@@ -31,6 +35,14 @@ from typing import Any
 import pytest
 
 READY_TIMEOUT_S = 20.0
+# google-auth finds no application default credentials with these (an empty value of
+# GOOGLE_APPLICATION_CREDENTIALS counts as unset; the metadata server is a closed local port).
+NO_CREDENTIALS_ENV = {
+    "GOOGLE_APPLICATION_CREDENTIALS": "",
+    "CLOUDSDK_CONFIG": str(Path(tempfile.gettempdir()) / "gsm8k-eval-tests-no-gcloud-config"),
+    "GCE_METADATA_HOST": "127.0.0.1:9",
+    "GCE_METADATA_IP": "127.0.0.1:9",
+}
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
 
@@ -78,6 +90,7 @@ class GcsEmulator:
         return {
             "STORAGE_EMULATOR_HOST": self.endpoint,
             "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+            **NO_CREDENTIALS_ENV,
         }
 
     def filesystem(self) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -19,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from gcs_fixtures import NO_CREDENTIALS_ENV
 
 from gsm8k_eval import checkpoints as ck
 from gsm8k_eval.checkpoints import (
@@ -30,6 +32,7 @@ from gsm8k_eval.checkpoints import (
     apply_checkpoint,
     fetch_checkpoint,
 )
+from gsm8k_eval.checkpoints import fetch as ck_fetch
 
 TEST_LORA = LoraConfig(rank=4, alpha=8.0)  # deliberately not the defaults
 STEPS = (1, 2)
@@ -231,6 +234,96 @@ def test_base_is_a_manifest_only_and_leaves_the_model_untouched(tmp_path: Path) 
     assert apply_checkpoint(model, out, LoraConfig()) is model
 
 
+# --- credentials: configured ones are used, none means anonymous (public buckets) --------------
+
+
+def _access_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("gs:// access:")]
+
+
+def test_public_bucket_is_read_anonymously_without_credentials(
+    gcs_run: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert not os.environ["GOOGLE_APPLICATION_CREDENTIALS"]  # the emulator env hides any
+    caplog.set_level("INFO", logger="gsm8k_eval.checkpoints")
+    out = fetch_checkpoint(gcs_run, tmp_path / "ckpt")
+    assert json.loads((out / "manifest.json").read_text())["step"] == 2
+    [line] = _access_lines(caplog)
+    assert line.startswith("gs:// access: anonymous (no Google Cloud credentials configured")
+
+
+class _JsonHandler(http.server.BaseHTTPRequestHandler):
+    """A loopback HTTP endpoint that answers with JSON and logs nothing."""
+
+    def reply(self, status: int, payload: dict) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[int]:
+    """Serves ``handler`` on a free 127.0.0.1 port (yielded) until the block ends."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _TokenHandler(_JsonHandler):
+    """An OAuth token endpoint: every refresh gets a fake access token."""
+
+    requests: list[str]
+
+    def do_POST(self) -> None:
+        self.requests.append(self.rfile.read(int(self.headers["Content-Length"])).decode())
+        self.reply(200, {"access_token": "fake", "expires_in": 3600, "token_type": "Bearer"})
+
+
+def _service_account_key(token_port: int) -> dict[str, str]:
+    """A service-account key file whose token endpoint is the loopback ``_TokenHandler``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return {
+        "type": "service_account", "project_id": "test", "private_key_id": "1",
+        "private_key": pem.decode(), "client_email": "reader@test.iam.gserviceaccount.com",
+        "client_id": "1", "token_uri": f"http://127.0.0.1:{token_port}/token",
+    }
+
+
+def test_configured_credentials_are_used(gcs_run: str, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    handler = type("Token", (_TokenHandler,), {"requests": []})
+    caplog.set_level("INFO", logger="gsm8k_eval.checkpoints")
+    with _serving(handler) as port:
+        key = tmp_path / "key.json"
+        key.write_text(json.dumps(_service_account_key(port)))
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
+        out = fetch_checkpoint(gcs_run, tmp_path / "ckpt")
+    assert json.loads((out / "manifest.json").read_text())["step"] == 2
+    [line] = _access_lines(caplog)
+    assert line == (
+        "gs:// access: Google application default credentials "
+        "(google.oauth2.service_account.Credentials)"
+    )
+    assert handler.requests and "grant_type=urn" in handler.requests[0]  # a token was fetched
+
+
 # --- corruption --------------------------------------------------------------------------------
 
 
@@ -243,14 +336,14 @@ def test_object_changed_on_server_after_listing_is_reported(
     gcs_emulator, gcs_run: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     victim = _param_object(_listing(gcs_emulator, gcs_run))
-    real_list = ck._list_objects
+    real_list = ck_fetch._list_objects
 
     def list_then_overwrite(fs, src):
         objects = real_list(fs, src)
         gcs_emulator.put_bytes(f"{gcs_run}/{victim}", b"overwritten after listing")
         return objects
 
-    monkeypatch.setattr(ck, "_list_objects", list_then_overwrite)
+    monkeypatch.setattr(ck_fetch, "_list_objects", list_then_overwrite)
     with pytest.raises(CheckpointIntegrityError) as err:
         fetch_checkpoint(gcs_run, tmp_path / "ckpt")
     assert victim in str(err.value) and "\n" not in str(err.value)
@@ -259,7 +352,7 @@ def test_object_changed_on_server_after_listing_is_reported(
 
 def test_corrupted_download_is_refetched(gcs_run: str, tunix_run: TunixRun, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    real_download = ck._download_object
+    real_download = ck_fetch._download_object
     corrupted = []
 
     def flip_first_param_byte(fs, obj, dest, callback):
@@ -270,7 +363,7 @@ def test_corrupted_download_is_refetched(gcs_run: str, tunix_run: TunixRun, tmp_
             dest.write_bytes(bytes(data))
             corrupted.append(obj.name)
 
-    monkeypatch.setattr(ck, "_download_object", flip_first_param_byte)
+    monkeypatch.setattr(ck_fetch, "_download_object", flip_first_param_byte)
     out = fetch_checkpoint(gcs_run, tmp_path / "ckpt")
     stats = json.loads((out / "manifest.json").read_text())["fetch_stats"]
     assert corrupted and stats["retried"] == 1
@@ -280,7 +373,7 @@ def test_corrupted_download_is_refetched(gcs_run: str, tunix_run: TunixRun, tmp_
 
 def test_persistent_checksum_mismatch_is_reported(gcs_run: str, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    real_list = ck._list_objects
+    real_list = ck_fetch._list_objects
     calls = []
 
     def wrong_md5(fs, src):
@@ -291,9 +384,9 @@ def test_persistent_checksum_mismatch_is_reported(gcs_run: str, tmp_path: Path,
                                      objects[i].generation)
         return objects
 
-    real_download = ck._download_object
-    monkeypatch.setattr(ck, "_list_objects", wrong_md5)
-    monkeypatch.setattr(ck, "_download_object",
+    real_download = ck_fetch._download_object
+    monkeypatch.setattr(ck_fetch, "_list_objects", wrong_md5)
+    monkeypatch.setattr(ck_fetch, "_download_object",
                         lambda *a: calls.append(a[1].name) or real_download(*a))
     with pytest.raises(CheckpointIntegrityError, match="failed verification 3 times") as err:
         fetch_checkpoint(gcs_run, tmp_path / "ckpt")
@@ -314,8 +407,8 @@ def test_corrupted_local_copy_is_detected(gcs_run: str, tmp_path: Path,
         apply_checkpoint(_base_model(), out, TEST_LORA)
 
     downloads = []
-    real_download = ck._download_object
-    monkeypatch.setattr(ck, "_download_object",
+    real_download = ck_fetch._download_object
+    monkeypatch.setattr(ck_fetch, "_download_object",
                         lambda *a: downloads.append(a[1].name) or real_download(*a))
     fetch_checkpoint(gcs_run, tmp_path / "ckpt")  # rerun: only the bad file is fetched again
     assert downloads == [victim]
@@ -328,7 +421,7 @@ _KILLED_FETCH = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from gsm8k_eval import checkpoints as ck
+    from gsm8k_eval.checkpoints import fetch as ck
 
     source, out, marker, after = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
     real = ck._download_object
@@ -374,8 +467,8 @@ def test_killed_fetch_resumes_without_refetching_verified_files(
     (staging / truncated).write_bytes((staging / truncated).read_bytes()[:1])
 
     downloads = []
-    real_download = ck._download_object
-    monkeypatch.setattr(ck, "_download_object",
+    real_download = ck_fetch._download_object
+    monkeypatch.setattr(ck_fetch, "_download_object",
                         lambda *a: downloads.append(a[1].name) or real_download(*a))
     fetch_checkpoint(gcs_run, out)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -416,35 +509,24 @@ def test_missing_bucket_path_and_step_are_one_line_errors(gcs_run: str, gcs_buck
     assert not any((tmp_path / n).exists() for n in "abcde")
 
 
-class _DenyHandler(http.server.BaseHTTPRequestHandler):
+class _DenyHandler(_JsonHandler):
     status = 403
 
     def do_GET(self) -> None:
-        body = json.dumps({"error": {"code": self.status, "message": "caller does not have "
-                                     "storage.objects.list access"}}).encode()
-        self.send_response(self.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args) -> None:
-        pass
+        message = "caller does not have storage.objects.list access"
+        self.reply(self.status, {"error": {"code": self.status, "message": message}})
 
 
 @pytest.fixture(params=[401, 403])
 def denying_server(request: pytest.FixtureRequest) -> Iterator[str]:
-    handler = type("Deny", (_DenyHandler,), {"status": request.param})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with _serving(type("Deny", (_DenyHandler,), {"status": request.param})) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_denied_access_is_a_one_line_error(denying_server: str, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in NO_CREDENTIALS_ENV.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", denying_server)
     with pytest.raises(CheckpointAccessError) as err:
         fetch_checkpoint("gs://private-bucket/tunix/run/actor", tmp_path / "ckpt")

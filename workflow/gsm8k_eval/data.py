@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gsm8k_eval.io import atomic_write_bytes, sha256_file
+from gsm8k_eval.io import atomic_write_bytes, sha256_file, write_json
 
 HF_PREFIX = "hf:"
 LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
@@ -220,8 +220,7 @@ def download_dataset(
         )
     manifest = _manifest(source, split, loaded, rows=len(loaded.rows), sha256=digest)
     atomic_write_bytes(Path(out_path), payload)
-    manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8")
-    atomic_write_bytes(Path(manifest_path), manifest_bytes)
+    write_json(Path(manifest_path), manifest, sort_keys=True)
 
 
 def _manifest(source: str, split: str, loaded: _Loaded, *, rows: int, sha256: str) -> dict:

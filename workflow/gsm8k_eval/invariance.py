@@ -21,13 +21,12 @@ Divergences are sorted worst first: correctness flips, then the earliest first d
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gsm8k_eval.io import write_json
+from gsm8k_eval.io import iter_jsonl, write_json
 
 DEFAULT_CONTEXT_CHARS = 60
 DEFAULT_TOKEN_WINDOW = 4
@@ -204,14 +203,11 @@ def _rate(count: int, total: int) -> float:
 def load_rollout_records(path: Path) -> dict[int, RolloutRecord]:
     """Read a rollouts.jsonl into {id: record}; duplicate ids are an error."""
     records: dict[int, RolloutRecord] = {}
-    with Path(path).open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            record = RolloutRecord.from_json(json.loads(line))
-            if record.id in records:
-                raise RolloutMismatchError(f"{path}:{line_no}: duplicate id {record.id}")
-            records[record.id] = record
+    for line_no, row in iter_jsonl(Path(path)):
+        record = RolloutRecord.from_json(row)
+        if record.id in records:
+            raise RolloutMismatchError(f"{path}:{line_no}: duplicate id {record.id}")
+        records[record.id] = record
     return records
 
 

@@ -6,9 +6,9 @@
   only on its own length (the next multiple of `Layout.bucket_step`, at most `max_prompt_length`);
 * the decode KV cache has a fixed size, `max_prompt_length + max_generation_steps`, and every
   prompt ends at cache index `max_prompt_length`, so a row's cache layout is set by configuration;
-* decode runs on a row count padded up to a multiple of `Layout.row_multiple` (>= 2): XLA:CPU
-  computes a row of a matmul with M >= 2 rows identically for every M, but M = 1 takes another
-  kernel;
+* every decode runs on exactly `Layout.decode_rows` rows (>= 2): a batch is cut into chunks of
+  that size and short chunks are padded with dummy rows, so no shape depends on the batch (M = 1
+  would take another matmul kernel on XLA:CPU);
 * positions come from the mask (pads never get a position, never are attended to);
 * logits are computed in float32 for the last position only, argmax in float32.
 
@@ -394,33 +394,6 @@ class FixedSampler:
         ]
 
 
-class TunixTokenizer:
-    """Our `Tokenizer` (properties `bos_id`/`eos_id`/`pad_id`) in the method-style interface that
-    `tunix.generate.tokenizer_adapter.TokenizerAdapter` expects."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self._tokenizer = tokenizer
-
-    def _id(self, name: str) -> int:
-        value = getattr(self._tokenizer, name)
-        return int(value() if callable(value) else value)
-
-    def encode(self, text: str, **kwargs: Any) -> list[int]:
-        return list(self._tokenizer.encode(text, add_bos=False))
-
-    def decode(self, ids: Sequence[int], **kwargs: Any) -> str:
-        return self._tokenizer.decode([int(i) for i in ids])
-
-    def bos_id(self) -> int:
-        return self._id("bos_id")
-
-    def eos_id(self) -> int:
-        return self._id("eos_id")
-
-    def pad_id(self) -> int:
-        return self._id("pad_id")
-
-
 def _stock_sampler_class() -> type:
     """tunix's `Sampler`, taking token ids instead of strings and keeping its token buffer."""
     from tunix.generate import sampler as tunix_sampler
@@ -472,7 +445,7 @@ class TunixSampler:
         )
         self._sampler = _stock_sampler_class()(
             self.model,
-            TunixTokenizer(self.tokenizer),
+            self.tokenizer,  # its callable ids satisfy tunix's TokenizerAdapter
             CacheConfig(cache_size=cache_size, num_layers=layers, num_kv_heads=heads,
                         head_dim=head_dim),
         )

@@ -74,18 +74,10 @@ class Tokenizer:
     def token_to_id(self, token: str) -> int | None:
         return self._tok.token_to_id(token)
 
-    def id_to_token(self, token_id: int) -> str | None:
-        return self._tok.id_to_token(token_id)
-
     def encode(self, text: str, add_bos: bool = True, **_: object) -> list[int]:
         """Token ids of ``text``; special tokens written in the text are parsed as such."""
         ids = self._tok.encode(text, add_special_tokens=False).ids
         return [self._bos, *ids] if add_bos else ids
-
-    def encode_batch(self, texts: Sequence[str], add_bos: bool = True) -> list[list[int]]:
-        encodings = self._tok.encode_batch(list(texts), add_special_tokens=False)
-        prefix = [self._bos] if add_bos else []
-        return [prefix + e.ids for e in encodings]
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True, **_: object) -> str:
         """Text of ``ids``; by default control tokens (pad, bos, eos, turn markers) are dropped."""
