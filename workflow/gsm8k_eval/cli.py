@@ -195,7 +195,12 @@ def _add_evaluate(sub) -> None:
         choices=["strict", "strict-match", "flexible-extract", "answer"],
     )
     p.add_argument("--shard-size", type=_positive_int, default=64)
-    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "gpu", "cuda", "rocm", "tpu"],
+        default="auto",
+        help="gpu: whichever GPU backend is installed (CUDA, else ROCm)",
+    )
     p.add_argument("--dataset-manifest", type=Path, default=None)
     p.add_argument("--model-source", default=None, help="recorded in summary.json")
     p.add_argument("--config-hash", default=None, help="recorded in summary.json")
@@ -234,16 +239,16 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         dataset_manifest=args.dataset_manifest,
         config_hash=args.config_hash,
         model_source=args.model_source,
+        device=args.device,
     )
     evaluate(options)
 
 
 def _select_device(device: str) -> None:
-    """Pin JAX's platform before JAX is imported (`cpu` also hides GPUs from it)."""
-    if device == "cpu":
-        os.environ["JAX_PLATFORMS"] = "cpu"
-    elif device == "gpu":
-        os.environ["JAX_PLATFORMS"] = "cuda,rocm"
+    """Pin JAX's platform and add GPU determinism flags before JAX is imported."""
+    from gsm8k_eval.device import select_device
+
+    select_device(device)
 
 
 # --- check-invariance -------------------------------------------------------------------------
