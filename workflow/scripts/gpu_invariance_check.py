@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
     parser.add_argument(
         "--isolated-prompts", type=int, default=None,
-        help="prompts of each own-process run (default 32, tiny: 8)",
+        help="prompts of each own-process run (default 16, tiny: 8)",
     )
     parser.add_argument(
         "--deterministic", action="store_true", help="add the pipeline's GPU determinism flags"
@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    defaults = ("1,8", 8, 8, 64, 8) if args.tiny else ("1,8,32,64", 64, 64, 512, 32)
+    defaults = ("1,8", 8, 8, 64, 8) if args.tiny else ("1,8,32,64", 64, 64, 512, 16)
     args.batch_sizes = args.batch_sizes or defaults[0]
     args.prompts = args.prompts or defaults[1]
     args.steps = args.steps or defaults[2]
