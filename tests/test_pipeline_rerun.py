@@ -46,6 +46,7 @@ def test_changing_the_checkpoint_step_reruns_evaluate(tmp_path):
     assert summary10["checkpoint_manifest"]["step"] == 10
     assert summary10["resumed_shards"] == 0
     assert step10 != step5, "the rerun reused the step-5 rollouts"
-    assert summary10["fingerprint"]["checkpoint_sha256"] != summary5["fingerprint"][
-        "checkpoint_sha256"
-    ]
+    assert (
+        summary10["fingerprint"]["checkpoint_sha256"]
+        != summary5["fingerprint"]["checkpoint_sha256"]
+    )

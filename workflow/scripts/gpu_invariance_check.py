@@ -40,7 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--decode-rows", type=int, default=8)
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
     parser.add_argument(
-        "--isolated-prompts", type=int, default=None,
+        "--isolated-prompts",
+        type=int,
+        default=None,
         help="prompts of each own-process run (default 16, tiny: 8)",
     )
     parser.add_argument(
@@ -68,8 +70,15 @@ def build_model(tiny: bool, dtype: str):
 
     config = gemma3.ModelConfig.gemma3_1b_it()
     if tiny:
-        config = replace(config, num_layers=6, num_embed=512, embed_dim=64, hidden_dim=128,
-                         head_dim=32, sliding_window_size=8)
+        config = replace(
+            config,
+            num_layers=6,
+            num_embed=512,
+            embed_dim=64,
+            hidden_dim=128,
+            head_dim=32,
+            sliding_window_size=8,
+        )
     config = replace(config, param_dtype=getattr(jnp, dtype))
     model = nnx.eval_shape(lambda: gemma3.Gemma3(config, rngs=nnx.Rngs(0)))
     state = nnx.state(model)
@@ -156,8 +165,15 @@ def run_isolated(args: argparse.Namespace, argv: list[str]) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="gpu-invariance-") as tmp:
         for bs in batch_sizes(args):
             out = Path(tmp) / f"bs{bs}.json"
-            command = [sys.executable, str(Path(__file__).resolve()), *argv,
-                       "--worker", str(bs), "--worker-out", str(out)]
+            command = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                *argv,
+                "--worker",
+                str(bs),
+                "--worker-out",
+                str(out),
+            ]
             subprocess.run(command, check=True, timeout=600)
             results.append(json.loads(out.read_text()))
     return results
@@ -197,12 +213,19 @@ def check(args: argparse.Namespace, isolated: list[dict]) -> dict:
         out = run_all(sampler, prompts, bs)
         seconds = time.perf_counter() - t0
         tokens = sum(len(g.tokens) for g in out)
-        throughput.append({"batch_size": bs, "seconds": round(seconds, 3), "tokens": tokens,
-                           "tokens_per_s": round(tokens / seconds, 1)})
+        throughput.append(
+            {
+                "batch_size": bs,
+                "seconds": round(seconds, 3),
+                "tokens": tokens,
+                "tokens_per_s": round(tokens / seconds, 1),
+            }
+        )
         if reference is None:
             reference = [bits(g) for g in out]
-        mismatches += [{"batch_size": bs, "prompt": i} for i, g in enumerate(out)
-                       if bits(g) != reference[i]]
+        mismatches += [
+            {"batch_size": bs, "prompt": i} for i, g in enumerate(out) if bits(g) != reference[i]
+        ]
     control = negative_control(model, prompts[:8], sampler_config)
     across = compare_isolated(isolated, reference)
     return {
