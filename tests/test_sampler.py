@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -312,8 +313,31 @@ def test_stock_tunix_sampler_runs_behind_our_interface():
     fixed = FixedSampler(model, StandInTokenizer(), TINY).generate(prompts)
     # Same model, same greedy rule: the first tokens agree (float32, tiny model).
     assert [g.tokens[:4] for g in out] == [g.tokens[:4] for g in fixed]
-    assert set(sampler.last_timing) == {"prefill_seconds", "decode_seconds"}
-    assert all(seconds > 0 for seconds in sampler.last_timing.values()), sampler.last_timing
+    assert set(sampler.last_timing) == {"prefill_seconds", "decode_seconds", "compile_seconds"}
+    first_compile = sampler.last_timing["compile_seconds"]
+    assert first_compile > 0  # first call: tunix's prefill and decode programs compiled
+    sampler.generate(prompts)
+    # stock tunix compiles a small jit(equal) again on every call (seen with jax.monitoring)
+    assert sampler.last_timing["compile_seconds"] < first_compile
+    assert sampler.last_timing["decode_seconds"] > 0
+
+
+def test_fixed_sampler_times_compilation_apart():
+    """Compilation is reported on its own; prefill and decode seconds exclude it."""
+    sampler = FixedSampler(tiny_model("float32"), StandInTokenizer(), TINY)
+    prompts = random_prompts((5, 40, 90), seed=3)
+    began = time.time()
+    first = sampler.generate(prompts)
+    elapsed = time.time() - began
+    timing = dict(sampler.last_timing)
+    assert set(timing) == {"prefill_seconds", "decode_seconds", "compile_seconds"}
+    assert timing["compile_seconds"] > 0 and timing["prefill_seconds"] > 0
+    assert sum(timing.values()) <= elapsed
+    assert sum(timing.values()) > 0.9 * elapsed  # the windows cover the call
+    again = sampler.generate(prompts)
+    assert sampler.last_timing["compile_seconds"] == 0.0  # same shapes: nothing compiled
+    assert sampler.last_timing["decode_seconds"] > 0
+    assert [g.tokens for g in again] == [g.tokens for g in first]
 
 
 def test_tokenizer_adapters():
@@ -335,15 +359,36 @@ def test_gpu_invariance_script_tiny_on_cpu(tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     script = REPO / "workflow" / "scripts" / "gpu_invariance_check.py"
     proc = subprocess.run(
-        [sys.executable, str(script), "--tiny", "--out", str(out)],
+        [sys.executable, str(script), "--tiny", "--deterministic", "--out", str(out)],
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(out.read_text())
     assert result["invariant"] is True
+    assert result["invariant_in_process"] is True
     assert result["mismatches"] == []
     assert {row["batch_size"] for row in result["throughput"]} == {1, 8}
+    across = result["separate_processes"]  # every batch size in its own process too
+    assert (across["batch_sizes"], across["prompts"], across["invariant"]) == ([1, 8], 8, True)
+    assert across["mismatches"] == []
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == result
+
+
+def test_gpu_invariance_script_flags_a_process_that_differs():
+    """The cross-process comparison can fail: one logit bit off in the bs=8 process."""
+    import importlib.util
+
+    path = REPO / "workflow" / "scripts" / "gpu_invariance_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_invariance_check", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    reference = [((5, 1), (10, 11)), ((3,), (12,))]
+    same = {"batch_size": 1, "bits": [[[5, 1], [10, 11]], [[3], [12]]], "seconds": 1.0}
+    other = {"batch_size": 8, "bits": [[[5, 1], [10, 11]], [[3], [13]]], "seconds": 1.0}
+    result = script.compare_isolated([same, other], reference)
+    assert result["invariant"] is False
+    assert result["mismatches"] == [{"batch_size": 8, "prompt": 1}]
+    assert script.compare_isolated([same], reference)["invariant"] is True
 
 
 def test_benchmark_script_runs_and_reports_ratios(tmp_path):

@@ -273,6 +273,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         dataset_manifest=args.dataset_manifest,
         config_hash=args.config_hash,
         model_source=args.model_source,
+        device=args.device,
     )
     evaluate(options)
 
@@ -296,11 +297,10 @@ def _check_evaluate_inputs(args: argparse.Namespace) -> None:
 
 
 def _select_device(device: str) -> None:
-    """Pin JAX's platform before JAX is imported (`cpu` also hides GPUs from it)."""
-    if device == "cpu":
-        os.environ["JAX_PLATFORMS"] = "cpu"
-    elif device == "gpu":
-        os.environ["JAX_PLATFORMS"] = "cuda,rocm"
+    """Pin JAX's platform and add GPU determinism flags before JAX is imported."""
+    from gsm8k_eval.device import select_device
+
+    select_device(device)
 
 
 # --- check-invariance -------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -19,9 +18,13 @@ from typing import Any
 
 from tqdm import tqdm
 
+from gsm8k_eval import device, fingerprint, schema
 from gsm8k_eval.io import atomic_write_text, read_json, read_jsonl, write_json
+from gsm8k_eval.timing import COMPILE_KEY, timed
 
 log = logging.getLogger(__name__)
+
+DIGEST_CACHE = ".file-digests.json"
 
 VERSIONED_PACKAGES = ("gsm8k-eval", "jax", "jaxlib", "flax", "google-tunix", "qwix", "numpy")
 ENVIRONMENT_VARIABLES = (
@@ -30,6 +33,12 @@ ENVIRONMENT_VARIABLES = (
     "CUDA_VISIBLE_DEVICES",
     "JAX_PLATFORMS",
 )
+
+
+def _schema(key: str, convert: Any = None) -> Any:
+    """A dataclass field whose default is the config schema's (the one place defaults live)."""
+    value = schema.default(key)
+    return field(default=convert(value) if convert else value)
 
 
 @dataclass(frozen=True)
@@ -42,27 +51,26 @@ class EvaluateOptions:
     batch_size: int
     checkpoint_dir: Path | None = None  # None: the base model, no LoRA
     checkpoint_name: str = "base"
-    limit: int | None = None
-    sampler: str = "fixed"
-    dtype: str = "float32"
-    max_generation_steps: int = 768
-    max_prompt_length: int = 1024
-    eos_tokens: tuple[int, ...] = (1, 106)
-    decode_rows: int = 8
-    prompt_template: str = "chat"
-    num_shots: int = 8
-    prompt_seed: int = 1234
+    limit: int | None = _schema("limit")
+    sampler: str = _schema("sampling.sampler")
+    dtype: str = _schema("sampling.dtype")
+    max_generation_steps: int = _schema("sampling.max_generation_steps")
+    max_prompt_length: int = _schema("sampling.max_prompt_length")
+    eos_tokens: tuple[int, ...] = _schema("sampling.eos_tokens", tuple)
+    decode_rows: int = _schema("sampling.decode_rows")
+    prompt_template: str = _schema("prompt.template")
+    num_shots: int = _schema("prompt.num_shots")
+    prompt_seed: int = _schema("prompt.seed")
     fewshot_path: Path | None = None
-    lora_rank: int = 16
-    lora_alpha: float = 16.0
-    lora_module_path: str = (
-        ".*q_einsum|.*kv_einsum|.*gate_proj|.*down_proj|.*up_proj|.*attn_vec_einsum"
-    )
-    primary_method: str = "strict"
-    shard_size: int = 64
+    lora_rank: int = _schema("lora.rank")
+    lora_alpha: float = _schema("lora.alpha")
+    lora_module_path: str = _schema("lora.module_path")
+    primary_method: str = _schema("scoring.primary")
+    shard_size: int = _schema("evaluation.shard_size")
     dataset_manifest: Path | None = None
     config_hash: str | None = None
     model_source: str | None = None
+    device: str | None = None  # as asked for (--device); None: not checked
 
     @property
     def shard_examples(self) -> int:
@@ -72,7 +80,11 @@ class EvaluateOptions:
 
 @dataclass
 class ShardStats:
-    """Timing and token counts of one shard, kept beside it so a resumed run can add them."""
+    """Timing and token counts of one shard, kept beside it so a resumed run can add them.
+
+    `wall_seconds` includes JIT compilation, `compile_seconds` is that part, and
+    `prefill_seconds`/`decode_seconds` exclude it. `fingerprint`: what the shard was made with.
+    """
 
     examples: int
     generated_tokens: int
@@ -80,6 +92,18 @@ class ShardStats:
     wall_seconds: float
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
+    compile_seconds: float = 0.0
+    fingerprint: str | None = None
+
+
+@dataclass
+class ShardRun:
+    """The shards' stats in order, how many were reused, and the fingerprint they share."""
+
+    stats: list[ShardStats]
+    resumed: int
+    fingerprint: dict[str, Any]
+    digest: str
 
 
 @dataclass
@@ -92,43 +116,46 @@ class Workload:
     sampler: Any
     stop_sequences: tuple[str, ...]
     tokenizer: Any
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def evaluate(options: EvaluateOptions) -> Path:
     """Run (or resume) one evaluation and write rollouts.jsonl and summary.json."""
     _log_environment()
     options.output_dir.mkdir(parents=True, exist_ok=True)
+    backend = device.check_backend(options.device)
     workload = _prepare(options)
-    shard_dir = _prepare_shard_dir(options)
-    stats = _run_shards(options, workload, shard_dir)
-    rollouts_path = _merge_shards(options, shard_dir, len(workload.examples))
-    _write_summary(options, read_jsonl(rollouts_path), stats)
+    current = _current_fingerprint(options, workload.prompts)
+    shard_dir = _prepare_shard_dir(options, current)
+    run = _run_shards(options, workload, shard_dir, current)
+    rollouts_path = _merge_shards(options, shard_dir, len(workload.examples), run.digest)
+    _write_summary(options, read_jsonl(rollouts_path), run, backend)
     return rollouts_path
 
 
-def _prepare_shard_dir(options: EvaluateOptions) -> Path:
-    """The shard folder, emptied if its shards came from other options or other code."""
+def _current_fingerprint(options: EvaluateOptions, prompts: list[str]) -> dict[str, Any]:
+    """The fingerprint of this evaluation (file digests cached beside the outputs)."""
+    cache = fingerprint.DigestCache.load(options.output_dir / DIGEST_CACHE)
+    current = fingerprint.shard_fingerprint(asdict(options), prompts, cache)
+    cache.save()
+    return current
+
+
+def _prepare_shard_dir(options: EvaluateOptions, current: dict[str, Any]) -> Path:
+    """The shard folder, emptied if its shards were made with other inputs."""
     shard_dir = options.output_dir / "shards"
-    fingerprint = _fingerprint(options)
     marker = shard_dir / "fingerprint.json"
-    if marker.exists() and read_json(marker) != fingerprint:
-        log.info("options or code changed since the shards were written: starting afresh")
+    try:
+        previous = read_json(marker)
+    except (OSError, ValueError):
+        previous = None
+    if previous is not None and previous != current:
+        changed = fingerprint.differences(previous, current)
+        log.info("shards were made with other inputs (%s): starting afresh", ", ".join(changed))
         shutil.rmtree(shard_dir)
     shard_dir.mkdir(parents=True, exist_ok=True)
-    if not marker.exists():
-        write_json(marker, fingerprint)
+    if previous != current:
+        write_json(marker, current)
     return shard_dir
-
-
-def _fingerprint(options: EvaluateOptions) -> dict[str, Any]:
-    """What a shard's content depends on: the options and this package's source code."""
-    fields = {k: str(v) for k, v in asdict(options).items() if k != "output_dir"}
-    source = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.rglob("*")):
-        if path.suffix in {".py", ".j2"}:
-            source.update(path.read_bytes())
-    return {"options": fields, "code_sha256": source.hexdigest()}
 
 
 def _log_environment() -> None:
@@ -192,19 +219,31 @@ def _shard_paths(shard_dir: Path, index: int) -> tuple[Path, Path]:
     return stem.with_suffix(".jsonl"), stem.with_suffix(".stats.json")
 
 
-def _finished_shard(rows_path: Path, stats_path: Path, ids: Sequence[int]) -> bool:
-    """A shard counts as done only if both files exist and hold exactly the expected ids."""
+def _finished_shard(
+    rows_path: Path, stats_path: Path, ids: Sequence[int], digest: str
+) -> ShardStats | None:
+    """A finished shard's stats if both files exist, hold exactly the expected ids and were made
+    with fingerprint `digest`; None when it must be (re)generated."""
     if not (rows_path.exists() and stats_path.exists()):
-        return False
+        return None
     try:
-        return [row["id"] for row in read_jsonl(rows_path)] == list(ids)
-    except (ValueError, KeyError):
-        return False
+        stats = ShardStats(**read_json(stats_path))
+        rows_ok = [row["id"] for row in read_jsonl(rows_path)] == list(ids)
+    except (ValueError, KeyError, TypeError):
+        return None
+    if stats.fingerprint != digest:
+        log.info("%s was made with other inputs: regenerating it", stats_path.name)
+        return None
+    return stats if rows_ok else None
 
 
-def _run_shards(options: EvaluateOptions, work: Workload, shard_dir: Path) -> list[ShardStats]:
+def _run_shards(
+    options: EvaluateOptions, work: Workload, shard_dir: Path, current: dict[str, Any]
+) -> ShardRun:
+    digest = fingerprint.fingerprint_digest(current)
     total = len(work.examples)
     done_stats: list[ShardStats] = []
+    resumed = 0
     progress = tqdm(
         total=total,
         desc=f"{options.checkpoint_name} bs={options.batch_size}",
@@ -216,11 +255,14 @@ def _run_shards(options: EvaluateOptions, work: Workload, shard_dir: Path) -> li
     for index, start, end in _shard_ranges(total, options.shard_examples):
         rows_path, stats_path = _shard_paths(shard_dir, index)
         ids = [work.examples[i].id for i in range(start, end)]
-        if _finished_shard(rows_path, stats_path, ids):
-            done_stats.append(ShardStats(**read_json(stats_path)))
+        finished = _finished_shard(rows_path, stats_path, ids, digest)
+        if finished is not None:
+            done_stats.append(finished)
+            resumed += 1
             progress.update(end - start)
             continue
         rows, stats = _generate_shard(options, work, start, end, progress)
+        stats.fingerprint = digest
         write_json(stats_path, asdict(stats))
         atomic_write_text(rows_path, "".join(_jsonl_line(row) for row in rows))
         done_stats.append(stats)
@@ -228,7 +270,7 @@ def _run_shards(options: EvaluateOptions, work: Workload, shard_dir: Path) -> li
         elapsed = time.perf_counter() - started
         progress.set_postfix(tok_s=f"{generated / max(elapsed, 1e-9):.1f}")
     progress.close()
-    return done_stats
+    return ShardRun(done_stats, resumed, current, digest)
 
 
 def _generate_shard(
@@ -238,10 +280,11 @@ def _generate_shard(
     stats = ShardStats(examples=0, generated_tokens=0, prompt_tokens=0, wall_seconds=0.0)
     for batch_start in range(start, end, options.batch_size):
         batch = range(batch_start, min(batch_start + options.batch_size, end))
-        began = time.perf_counter()
-        generations = work.sampler.generate([work.prompt_ids[i] for i in batch])
-        stats.wall_seconds += time.perf_counter() - began
-        _add_sampler_timing(work.sampler, stats)
+        window: dict[str, float] = {}
+        with timed(window, "seconds"):
+            generations = work.sampler.generate([work.prompt_ids[i] for i in batch])
+        stats.wall_seconds += window["seconds"] + window[COMPILE_KEY]
+        _add_sampler_timing(work.sampler, stats, window[COMPILE_KEY])
         for i, generation in zip(batch, generations, strict=True):
             rows.append(_rollout_row(options, work, i, generation))
             stats.generated_tokens += len(generation.tokens)
@@ -251,10 +294,13 @@ def _generate_shard(
     return rows, stats
 
 
-def _add_sampler_timing(sampler: Any, stats: ShardStats) -> None:
+def _add_sampler_timing(sampler: Any, stats: ShardStats, measured_compile: float) -> None:
+    """The sampler's `last_timing` split; compile time as the sampler reports it, else as JAX
+    reported it during the call."""
     timing = getattr(sampler, "last_timing", None) or {}
     stats.prefill_seconds += float(timing.get("prefill_seconds", 0.0))
     stats.decode_seconds += float(timing.get("decode_seconds", 0.0))
+    stats.compile_seconds += float(timing.get(COMPILE_KEY, measured_compile))
 
 
 def _rollout_row(
@@ -292,11 +338,19 @@ def _jsonl_line(row: dict[str, Any]) -> str:
     return json.dumps(row, ensure_ascii=False, sort_keys=False) + "\n"
 
 
-def _merge_shards(options: EvaluateOptions, shard_dir: Path, total: int) -> Path:
-    """Concatenate finished shards into rollouts.jsonl (byte-identical however often resumed)."""
+def _merge_shards(options: EvaluateOptions, shard_dir: Path, total: int, digest: str) -> Path:
+    """Concatenate finished shards into rollouts.jsonl (byte-identical however often resumed);
+    refuses shards made with another fingerprint than `digest`."""
     parts = []
     for index, _, _ in _shard_ranges(total, options.shard_examples):
-        rows_path, _ = _shard_paths(shard_dir, index)
+        rows_path, stats_path = _shard_paths(shard_dir, index)
+        made_with = read_json(stats_path).get("fingerprint")
+        if made_with != digest:
+            raise RuntimeError(
+                f"{stats_path} was made with fingerprint {str(made_with)[:12]}, not "
+                f"{digest[:12]}: refusing to merge shards made with different inputs "
+                f"(delete {shard_dir} and rerun)"
+            )
         parts.append(rows_path.read_text(encoding="utf-8"))
     out = options.output_dir / "rollouts.jsonl"
     atomic_write_text(out, "".join(parts))
@@ -304,14 +358,17 @@ def _merge_shards(options: EvaluateOptions, shard_dir: Path, total: int) -> Path
 
 
 def _write_summary(
-    options: EvaluateOptions, rows: list[dict[str, Any]], stats: list[ShardStats]
+    options: EvaluateOptions, rows: list[dict[str, Any]], run: ShardRun, backend: str
 ) -> None:
     from gsm8k_eval.scoring import METHODS
     from gsm8k_eval.stats import wilson_interval
 
+    stats = run.stats
     total = len(rows)
     correct = sum(bool(row["correct"]) for row in rows)
     wall = sum(s.wall_seconds for s in stats)
+    compile_seconds = sum(s.compile_seconds for s in stats)
+    generating = max(wall - compile_seconds, 0.0)
     generated = sum(s.generated_tokens for s in stats)
     prefill = sum(s.prefill_seconds for s in stats)
     decode = sum(s.decode_seconds for s in stats)
@@ -331,10 +388,14 @@ def _write_summary(
         },
         "primary_method": options.primary_method,
         "wall_seconds": wall,
+        "compile_seconds": compile_seconds,
+        "generation_seconds": generating,
+        "shards": len(stats),
+        "resumed_shards": run.resumed,
         "generated_tokens": generated,
         "prompt_tokens": sum(s.prompt_tokens for s in stats),
-        "tokens_per_second": generated / wall if wall else 0.0,
-        "examples_per_second": total / wall if wall else 0.0,
+        "tokens_per_second": generated / generating if generating else 0.0,
+        "examples_per_second": total / generating if generating else 0.0,
         "prefill_tokens_per_second": _rate(sum(s.prompt_tokens for s in stats), prefill),
         "decode_tokens_per_second": _rate(generated, decode),
         "peak_memory_mb": _peak_memory_mb(),
@@ -354,6 +415,10 @@ def _write_summary(
         "checkpoint_manifest": _checkpoint_manifest(options.checkpoint_dir),
         "config_hash": options.config_hash,
         "environment": {name: os.environ.get(name) for name in ENVIRONMENT_VARIABLES},
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "determinism": device.determinism_settings(options.device, backend),
+        "fingerprint_sha256": run.digest,
+        "fingerprint": run.fingerprint,
     }
     write_json(options.output_dir / "summary.json", summary)
 
@@ -370,8 +435,8 @@ def _peak_memory_mb() -> float:
 def _device_description() -> str:
     import jax
 
-    device = jax.devices()[0]
-    return f"{device.platform}:{getattr(device, 'device_kind', 'unknown')} x{jax.device_count()}"
+    first = jax.devices()[0]
+    return f"{first.platform}:{getattr(first, 'device_kind', 'unknown')} x{jax.device_count()}"
 
 
 def _versions() -> dict[str, str]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -30,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from gsm8k_eval.timing import timed
 
 Cache = dict[str, dict[str, jax.Array]]
 
@@ -341,7 +342,7 @@ class FixedSampler:
     def generate(self, prompts: list[list[int]]) -> list[Generation]:
         """Greedy continuations of `prompts` (token ids, BOS included), one per prompt."""
         _check_lengths([len(p) for p in prompts], self.config.max_prompt_length)
-        self.last_timing = {"prefill_seconds": 0.0, "decode_seconds": 0.0}
+        self.last_timing = {"prefill_seconds": 0.0, "decode_seconds": 0.0, "compile_seconds": 0.0}
         step = self.layout.decode_rows if self.layout.batch_invariant else max(len(prompts), 1)
         out: list[Generation] = []
         for begin in range(0, len(prompts), step):
@@ -360,10 +361,9 @@ class FixedSampler:
         )
         return lowered.compile().as_text()
 
-    def _generate_chunk(self, prompts: list[list[int]]) -> list[Generation]:
+    def _prefill_chunk(self, prompts: list[list[int]], plan: _Plan) -> tuple[Cache, Any, Any]:
+        """Prefill every group of a chunk into a fresh decode cache; first tokens and logits."""
         cfg = self.config
-        plan = _plan([len(p) for p in prompts], cfg, self.layout)
-        t0 = time.perf_counter()
         cache = _empty_cache(self.model, plan.rows, plan.prompt_region + cfg.max_generation_steps)
         first = np.zeros(plan.rows, np.int32)
         first_logit = np.zeros(plan.rows, np.float32)
@@ -375,19 +375,24 @@ class FixedSampler:
             )
             first[list(group)] = np.asarray(token)
             first_logit[list(group)] = np.asarray(logit)
-        t1 = time.perf_counter()
+        return cache, first, first_logit
+
+    def _generate_chunk(self, prompts: list[list[int]]) -> list[Generation]:
+        cfg = self.config
+        plan = _plan([len(p) for p in prompts], cfg, self.layout)
+        with timed(self.last_timing, "prefill_seconds"):
+            cache, first, first_logit = self._prefill_chunk(prompts, plan)
         lengths = np.zeros(plan.rows, np.int32)
         lengths[: len(prompts)] = [len(p) for p in prompts]
         done = np.arange(plan.rows) >= len(prompts)
-        tokens, logits, _ = self._decode(
-            self._state, self._head, cache, jnp.asarray(first), jnp.asarray(first_logit),
-            jnp.asarray(done),
-            jnp.asarray(lengths), jnp.asarray(cfg.eos_tokens, jnp.int32),
-            region=plan.prompt_region, steps=cfg.max_generation_steps, hidden=self._hidden,
-        )
-        tokens, logits = np.asarray(tokens), np.asarray(logits)
-        self.last_timing["prefill_seconds"] += t1 - t0
-        self.last_timing["decode_seconds"] += time.perf_counter() - t1
+        with timed(self.last_timing, "decode_seconds"):
+            tokens, logits, _ = self._decode(
+                self._state, self._head, cache, jnp.asarray(first), jnp.asarray(first_logit),
+                jnp.asarray(done),
+                jnp.asarray(lengths), jnp.asarray(cfg.eos_tokens, jnp.int32),
+                region=plan.prompt_region, steps=cfg.max_generation_steps, hidden=self._hidden,
+            )
+            tokens, logits = np.asarray(tokens), np.asarray(logits)
         return [
             _finish(tokens[i], logits[i], cfg.eos_tokens, self.tokenizer.decode)
             for i in range(len(prompts))
@@ -407,9 +412,8 @@ def _stock_sampler_class() -> type:
 
         def _timed(self, name: str, fn: Any) -> Any:
             def run(*args: Any, **kwargs: Any) -> Any:
-                t0 = time.perf_counter()
-                state = jax.block_until_ready(fn(*args, **kwargs))
-                self.seconds[name] = time.perf_counter() - t0
+                with timed(self.seconds, name):
+                    state = jax.block_until_ready(fn(*args, **kwargs))
                 self.last_token_buffer = state.token_buffer
                 return state
 
@@ -457,6 +461,8 @@ class TunixSampler:
         _check_lengths([len(p) for p in prompts], cfg.max_prompt_length)
         if not prompts:
             return []
+        self._sampler.seconds = {"prefill_seconds": 0.0, "decode_seconds": 0.0,
+                                 "compile_seconds": 0.0}
         output = self._sampler(
             [list(p) for p in prompts],
             max_generation_steps=cfg.max_generation_steps,

@@ -17,6 +17,8 @@ rule evaluate:
         gpu=targets.gpu_request(PIPELINE),
     params:
         options=PATHS.evaluate_arguments(PIPELINE),
+        # The generating code: editing it reruns the evaluations (render-only modules excluded).
+        code=fingerprint.code_digest(),
         output_dir=lambda wc: PATHS.eval_dir(wc.checkpoint, wc.batch_size),
     shell:
         "python -m gsm8k_eval evaluate --dataset {input.dataset:q} --dataset-manifest {input.manifest:q}"

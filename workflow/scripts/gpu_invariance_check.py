@@ -2,12 +2,16 @@
 
 A random-weight Gemma 3 with the real 1B shape (`ModelConfig.gemma3_1b_it()` dims) in bfloat16;
 every prompt alone (bs=1) vs inside batches of 8, 32, 64: tokens and float32 logits must be
-bitwise equal. Also times each batch size and runs a small negative control (the batch-dependent
-layout). Prints one JSON object as its last stdout line (and writes it to --out).
+bitwise equal, across processes and inside one. First every batch size runs in its own process
+(as the pipeline's evaluate jobs do, each compiling and autotuning on its own) on the first
+`--isolated-prompts` prompts; then all batch sizes run in this process, which is the reference.
+Also times each batch size and runs a small negative control (the batch-dependent layout).
+Prints one JSON object as its last stdout line (and writes it to --out).
 
-    python workflow/scripts/gpu_invariance_check.py --out gpu_result.json     # GPU, < 8 min
-    JAX_PLATFORMS=cpu python workflow/scripts/gpu_invariance_check.py --tiny   # CPU smoke test
+    python workflow/scripts/gpu_invariance_check.py --deterministic --out gpu.json  # GPU, < 8 min
+    JAX_PLATFORMS=cpu python workflow/scripts/gpu_invariance_check.py --tiny         # CPU test
 
+`--deterministic` adds the XLA flags that `gsm8k-eval evaluate` adds on GPUs (gsm8k_eval.device).
 If invariance fails on a GPU, rerun with the XLA flags listed in docs/sampler.md.
 """
 
@@ -16,9 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # gsm8k_eval, also uninstalled
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,13 +39,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-prompt-length", type=int, default=None)
     parser.add_argument("--decode-rows", type=int, default=8)
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
+    parser.add_argument(
+        "--isolated-prompts",
+        type=int,
+        default=None,
+        help="prompts of each own-process run (default 16, tiny: 8)",
+    )
+    parser.add_argument(
+        "--deterministic", action="store_true", help="add the pipeline's GPU determinism flags"
+    )
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    defaults = ("1,8", 8, 8, 64) if args.tiny else ("1,8,32,64", 64, 64, 512)
+    defaults = ("1,8", 8, 8, 64, 8) if args.tiny else ("1,8,32,64", 64, 64, 512, 16)
     args.batch_sizes = args.batch_sizes or defaults[0]
     args.prompts = args.prompts or defaults[1]
     args.steps = args.steps or defaults[2]
     args.max_prompt_length = args.max_prompt_length or defaults[3]
+    args.isolated_prompts = min(args.isolated_prompts or defaults[4], args.prompts)
     return args
 
 
@@ -49,8 +70,15 @@ def build_model(tiny: bool, dtype: str):
 
     config = gemma3.ModelConfig.gemma3_1b_it()
     if tiny:
-        config = replace(config, num_layers=6, num_embed=512, embed_dim=64, hidden_dim=128,
-                         head_dim=32, sliding_window_size=8)
+        config = replace(
+            config,
+            num_layers=6,
+            num_embed=512,
+            embed_dim=64,
+            hidden_dim=128,
+            head_dim=32,
+            sliding_window_size=8,
+        )
     config = replace(config, param_dtype=getattr(jnp, dtype))
     model = nnx.eval_shape(lambda: gemma3.Gemma3(config, rngs=nnx.Rngs(0)))
     state = nnx.state(model)
@@ -106,17 +134,78 @@ def bits(generation) -> tuple:
     return tuple(generation.tokens), tuple(logits.tolist())
 
 
-def check(args: argparse.Namespace) -> dict:
-    import jax
-
+def _setup(args: argparse.Namespace):
+    """The model, prompts and sampler: identical in every process (fixed seeds)."""
     from gsm8k_eval.sampler import FixedSampler, Layout, SamplerConfig
 
-    start = time.perf_counter()
     model, config = build_model(args.tiny, args.dtype)
     prompts = make_prompts(args.prompts, args.max_prompt_length, config.num_embed)
     sampler_config = SamplerConfig(args.max_prompt_length, args.steps, eos_tokens=(1,))
     sampler = FixedSampler(model, _Ids(), sampler_config, Layout(decode_rows=args.decode_rows))
-    sizes = [int(s) for s in args.batch_sizes.split(",")]
+    return model, prompts, sampler_config, sampler
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One batch size in this process (compiled here): write its outputs' bits as JSON."""
+    start = time.perf_counter()
+    _, prompts, _, sampler = _setup(args)
+    out = run_all(sampler, prompts[: args.isolated_prompts], args.worker)
+    result = {
+        "batch_size": args.worker,
+        "bits": [bits(g) for g in out],
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    args.worker_out.write_text(json.dumps(result))
+
+
+def run_isolated(args: argparse.Namespace, argv: list[str]) -> list[dict]:
+    """Every batch size in its own process, one after another, before this process starts JAX
+    (so no process holds the GPU's memory while another runs)."""
+    results = []
+    with tempfile.TemporaryDirectory(prefix="gpu-invariance-") as tmp:
+        for bs in batch_sizes(args):
+            out = Path(tmp) / f"bs{bs}.json"
+            command = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                *argv,
+                "--worker",
+                str(bs),
+                "--worker-out",
+                str(out),
+            ]
+            subprocess.run(command, check=True, timeout=600)
+            results.append(json.loads(out.read_text()))
+    return results
+
+
+def compare_isolated(isolated: list[dict], reference: list[tuple]) -> dict:
+    """Each own-process run against this process's first batch size, prompt by prompt."""
+    mismatches = [
+        {"batch_size": run["batch_size"], "prompt": i}
+        for run in isolated
+        for i, got in enumerate(run["bits"])
+        if (tuple(got[0]), tuple(got[1])) != reference[i]
+    ]
+    return {
+        "prompts": len(isolated[0]["bits"]) if isolated else 0,
+        "batch_sizes": [run["batch_size"] for run in isolated],
+        "invariant": bool(isolated) and not mismatches,
+        "mismatches": mismatches,
+        "seconds": {str(run["batch_size"]): run["seconds"] for run in isolated},
+    }
+
+
+def batch_sizes(args: argparse.Namespace) -> list[int]:
+    return [int(s) for s in args.batch_sizes.split(",")]
+
+
+def check(args: argparse.Namespace, isolated: list[dict]) -> dict:
+    import jax
+
+    start = time.perf_counter()
+    model, prompts, sampler_config, sampler = _setup(args)
+    sizes = batch_sizes(args)
     sampler.generate(prompts[: max(sizes)])  # compile every bucket and the decode program
     reference, throughput, mismatches = None, [], []
     for bs in sizes:
@@ -124,13 +213,21 @@ def check(args: argparse.Namespace) -> dict:
         out = run_all(sampler, prompts, bs)
         seconds = time.perf_counter() - t0
         tokens = sum(len(g.tokens) for g in out)
-        throughput.append({"batch_size": bs, "seconds": round(seconds, 3), "tokens": tokens,
-                           "tokens_per_s": round(tokens / seconds, 1)})
+        throughput.append(
+            {
+                "batch_size": bs,
+                "seconds": round(seconds, 3),
+                "tokens": tokens,
+                "tokens_per_s": round(tokens / seconds, 1),
+            }
+        )
         if reference is None:
             reference = [bits(g) for g in out]
-        mismatches += [{"batch_size": bs, "prompt": i} for i, g in enumerate(out)
-                       if bits(g) != reference[i]]
+        mismatches += [
+            {"batch_size": bs, "prompt": i} for i, g in enumerate(out) if bits(g) != reference[i]
+        ]
     control = negative_control(model, prompts[:8], sampler_config)
+    across = compare_isolated(isolated, reference)
     return {
         "device": str(jax.devices()[0]),
         "platform": jax.default_backend(),
@@ -142,8 +239,10 @@ def check(args: argparse.Namespace) -> dict:
         "steps": args.steps,
         "max_prompt_length": args.max_prompt_length,
         "decode_rows": args.decode_rows,
-        "invariant": not mismatches,
+        "invariant": not mismatches and across["invariant"],
+        "invariant_in_process": not mismatches,
         "mismatches": mismatches,
+        "separate_processes": across,
         "throughput": throughput,
         "negative_control": control,
         "distinct_outputs": len(set(reference)),
@@ -163,12 +262,37 @@ def negative_control(model, prompts, config) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    result = check(args)
+    if args.deterministic:
+        from gsm8k_eval.device import GPU_DETERMINISM_FLAGS, merge_xla_flags
+
+        flags = merge_xla_flags(os.environ.get("XLA_FLAGS", ""), GPU_DETERMINISM_FLAGS)
+        os.environ["XLA_FLAGS"] = flags  # the workers inherit it
+    if args.worker is not None:
+        worker(args)
+        return
+    started = time.perf_counter()
+    isolated = run_isolated(args, _without_option(argv, "--out"))
+    result = check(args, isolated)
+    result["total_seconds"] = round(time.perf_counter() - started, 1)
     text = json.dumps(result, sort_keys=True)
     if args.out:
         args.out.write_text(text + "\n")
     print(text)
+
+
+def _without_option(argv: list[str], name: str) -> list[str]:
+    """argv without `name VALUE` / `name=VALUE`."""
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == name:
+            skip = True
+        elif not item.startswith(name + "="):
+            out.append(item)
+    return out
 
 
 if __name__ == "__main__":
