@@ -156,6 +156,7 @@ def test_check_backend_turns_a_failed_backend_into_a_one_line_error(monkeypatch)
 def test_cli_reports_a_missing_gpu_backend_in_one_line(tmp_path):
     """A backend whose plugin is not installed fails before anything is loaded."""
     absent = next(k for k in ("rocm", "tpu", "cuda") if k not in device.installed_backends())
+    (tmp_path / "d.jsonl").write_text("")  # inputs exist: the device is what is wrong
     command = [
         sys.executable,
         "-m",
