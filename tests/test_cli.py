@@ -201,3 +201,12 @@ def test_schema_defaults_are_read_from_the_schema_file():
         == (raw["properties"]["sampling"]["properties"]["max_generation_steps"]["default"])
     )
     assert schema.defaults()["sampling"]["decode_rows"] == schema.default("sampling.decode_rows")
+
+
+def test_every_model_source_kind_is_documented_in_the_schema():
+    from gsm8k_eval.models import sources
+
+    documented = schema.description("model.source")
+    for kind in sources.FETCHERS:
+        spelled = "model.gguf" if kind == "gguf" else f"{kind}:"
+        assert spelled in documented, kind

