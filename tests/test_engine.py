@@ -180,3 +180,18 @@ def test_write_rows_writes_each_row_at_its_cursor():
     expected = buffer.copy()
     expected[0, 0], expected[1, 5], expected[2, 2] = update[0, 0], update[1, 0], update[2, 0]
     np.testing.assert_array_equal(out, expected)
+
+
+def test_negative_control_shared_cursor_differs(monkeypatch):
+    """Without the per-row cache write (tunix writes every row at row 0's cursor), rows admitted
+    at different times are wrong: the per-row cursor is what makes refilling possible."""
+    import contextlib
+
+    import gsm8k_eval.engine as engine_module
+
+    model = tiny_model("float32")
+    prompts = random_prompts(LENGTHS[:6], seed=1)
+    oracle = FixedSampler(model, StandInTokenizer(), TINY).generate(prompts)
+    monkeypatch.setattr(engine_module, "per_row_cache_update", contextlib.nullcontext)
+    out = engine(model).generate(prompts, max_in_flight=3, max_new_tokens=[5, 24] * 3)
+    assert any(a.tokens != b.tokens[: len(a.tokens)] for a, b in zip(out, oracle, strict=True))

@@ -49,6 +49,7 @@ class EvaluateOptions:
     max_prompt_length: int = 1024
     eos_tokens: tuple[int, ...] = (1, 106)
     decode_rows: int = 8
+    segment_steps: int | None = None  # None: the engine's default
     prompt_template: str = "chat"
     num_shots: int = 8
     prompt_seed: int = 1234
@@ -80,6 +81,8 @@ class ShardStats:
     wall_seconds: float
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
+    useful_row_steps: float = 0.0  # engine: kept decode tokens
+    executed_row_steps: float = 0.0  # engine: decode_rows x executed decode steps
 
 
 @dataclass
@@ -169,7 +172,12 @@ def _prepare(options: EvaluateOptions) -> Workload:
         pad_id=loaded.tokenizer.pad_id,
     )
     sampler = make_sampler(
-        options.sampler, model, loaded.tokenizer, sampler_config, options.decode_rows
+        options.sampler,
+        model,
+        loaded.tokenizer,
+        sampler_config,
+        options.decode_rows,
+        options.segment_steps,
     )
     prompt_ids = [loaded.tokenizer.encode(prompt) for prompt in prompts]
     return Workload(
@@ -234,20 +242,24 @@ def _run_shards(options: EvaluateOptions, work: Workload, shard_dir: Path) -> li
 def _generate_shard(
     options: EvaluateOptions, work: Workload, start: int, end: int, progress: tqdm
 ) -> tuple[list[dict[str, Any]], ShardStats]:
+    """The whole shard in one sampler call: `batch_size` prompts in flight, cut at stops."""
     rows: list[dict[str, Any]] = []
     stats = ShardStats(examples=0, generated_tokens=0, prompt_tokens=0, wall_seconds=0.0)
-    for batch_start in range(start, end, options.batch_size):
-        batch = range(batch_start, min(batch_start + options.batch_size, end))
-        began = time.perf_counter()
-        generations = work.sampler.generate([work.prompt_ids[i] for i in batch])
-        stats.wall_seconds += time.perf_counter() - began
-        _add_sampler_timing(work.sampler, stats)
-        for i, generation in zip(batch, generations, strict=True):
-            rows.append(_rollout_row(options, work, i, generation))
-            stats.generated_tokens += len(generation.tokens)
-            stats.prompt_tokens += len(work.prompt_ids[i])
-        stats.examples += len(batch)
-        progress.update(len(batch))
+    shard = range(start, end)
+    began = time.perf_counter()
+    generations = work.sampler.generate(
+        [work.prompt_ids[i] for i in shard],
+        stop_sequences=work.stop_sequences,
+        max_in_flight=options.batch_size,
+    )
+    stats.wall_seconds += time.perf_counter() - began
+    _add_sampler_timing(work.sampler, stats)
+    for i, generation in zip(shard, generations, strict=True):
+        rows.append(_rollout_row(options, work, i, generation))
+        stats.generated_tokens += len(generation.tokens)
+        stats.prompt_tokens += len(work.prompt_ids[i])
+    stats.examples += len(shard)
+    progress.update(len(shard))
     return rows, stats
 
 
@@ -255,6 +267,8 @@ def _add_sampler_timing(sampler: Any, stats: ShardStats) -> None:
     timing = getattr(sampler, "last_timing", None) or {}
     stats.prefill_seconds += float(timing.get("prefill_seconds", 0.0))
     stats.decode_seconds += float(timing.get("decode_seconds", 0.0))
+    stats.useful_row_steps += float(timing.get("useful_row_steps", 0.0))
+    stats.executed_row_steps += float(timing.get("executed_row_steps", 0.0))
 
 
 def _rollout_row(
@@ -335,6 +349,9 @@ def _write_summary(
         "examples_per_second": total / wall if wall else 0.0,
         "prefill_tokens_per_second": _rate(sum(s.prompt_tokens for s in stats), prefill),
         "decode_tokens_per_second": _rate(generated, decode),
+        "slot_utilization": _rate(
+            sum(s.useful_row_steps for s in stats), sum(s.executed_row_steps for s in stats)
+        ),
         "peak_memory_mb": _peak_memory_mb(),
         "device": _device_description(),
         "versions": _versions(),
@@ -344,7 +361,7 @@ def _write_summary(
         "max_generation_steps": options.max_generation_steps,
         "max_prompt_length": options.max_prompt_length,
         "eos_tokens": list(options.eos_tokens),
-        "decode_rows": options.decode_rows if options.sampler == "fixed" else None,
+        "decode_rows": options.decode_rows if options.sampler != "tunix" else None,
         "prompt_template": options.prompt_template,
         "num_shots": options.num_shots,
         "model_source": options.model_source,

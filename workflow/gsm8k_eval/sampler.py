@@ -59,9 +59,37 @@ class Generation:
 
 
 class Sampler(Protocol):
-    """What the evaluation needs from a sampler."""
+    """What the evaluation needs from a sampler: continuations of a whole shard of prompts,
+    at most `max_in_flight` at a time (the batch size), cut at the first stop sequence."""
 
-    def generate(self, prompts: list[list[int]]) -> list[Generation]: ...
+    def generate(
+        self,
+        prompts: list[list[int]],
+        stop_sequences: Sequence[str] = (),
+        max_in_flight: int | None = None,
+    ) -> list[Generation]: ...
+
+
+def _in_batches(
+    sampler: Any,
+    prompts: list[list[int]],
+    max_in_flight: int | None,
+    stop_sequences: Sequence[str],
+) -> list[Generation]:
+    """A static sampler's `_generate` over batches of `max_in_flight` prompts (default: all),
+    cut at the first stop sequence afterwards; `last_timing` sums the batches."""
+    from gsm8k_eval.stops import apply_stops
+
+    _check_lengths([len(p) for p in prompts], sampler.config.max_prompt_length)
+    step = max_in_flight or max(len(prompts), 1)
+    out: list[Generation] = []
+    timing: dict[str, float] = {}
+    for begin in range(0, len(prompts), step):
+        out.extend(sampler._generate(prompts[begin : begin + step]))
+        for key, value in sampler.last_timing.items():
+            timing[key] = timing.get(key, 0.0) + value
+    sampler.last_timing = timing
+    return [apply_stops(g, stop_sequences, sampler.tokenizer.decode) for g in out]
 
 
 @dataclass(frozen=True)
@@ -338,8 +366,17 @@ class FixedSampler:
             partial(_decode, self._graphdef), static_argnames=("region", "steps", "hidden")
         )
 
-    def generate(self, prompts: list[list[int]]) -> list[Generation]:
-        """Greedy continuations of `prompts` (token ids, BOS included), one per prompt."""
+    def generate(
+        self,
+        prompts: list[list[int]],
+        stop_sequences: Sequence[str] = (),
+        max_in_flight: int | None = None,
+    ) -> list[Generation]:
+        """Greedy continuations of `prompts` (token ids, BOS included), one per prompt; batches
+        of `max_in_flight` (default: all), cut at the first stop sequence after decoding."""
+        return _in_batches(self, prompts, max_in_flight, stop_sequences)
+
+    def _generate(self, prompts: list[list[int]]) -> list[Generation]:
         _check_lengths([len(p) for p in prompts], self.config.max_prompt_length)
         self.last_timing = {"prefill_seconds": 0.0, "decode_seconds": 0.0}
         step = self.layout.decode_rows if self.layout.batch_invariant else max(len(prompts), 1)
@@ -478,8 +515,17 @@ class TunixSampler:
         )
         self._sampler.install_timers()
 
-    def generate(self, prompts: list[list[int]]) -> list[Generation]:
-        """Greedy continuations through stock tunix (its own bucketing and cache layout)."""
+    def generate(
+        self,
+        prompts: list[list[int]],
+        stop_sequences: Sequence[str] = (),
+        max_in_flight: int | None = None,
+    ) -> list[Generation]:
+        """Greedy continuations through stock tunix (its own bucketing and cache layout), in
+        batches of `max_in_flight` (default: all), cut at the first stop sequence afterwards."""
+        return _in_batches(self, prompts, max_in_flight, stop_sequences)
+
+    def _generate(self, prompts: list[list[int]]) -> list[Generation]:
         cfg = self.config
         _check_lengths([len(p) for p in prompts], cfg.max_prompt_length)
         if not prompts:
@@ -503,12 +549,23 @@ class TunixSampler:
 
 
 def make_sampler(
-    name: str, model: nnx.Module, tokenizer: Any, config: SamplerConfig, decode_rows: int = 8
+    name: str,
+    model: nnx.Module,
+    tokenizer: Any,
+    config: SamplerConfig,
+    decode_rows: int = 8,
+    segment_steps: int | None = None,
 ) -> Sampler:
-    """`"fixed"`: the batch-invariant `FixedSampler` (decoding `decode_rows` rows per call);
-    `"tunix"`: stock tunix (negative control)."""
+    """`"fixed"`: the batch-invariant continuous-batching `Engine` (`decode_rows` slots, decode
+    segments of `segment_steps` steps); `"static"`: the static `FixedSampler` (the engine's test
+    oracle); `"tunix"`: stock tunix (negative control)."""
     if name == "fixed":
+        from gsm8k_eval.engine import DEFAULT_SEGMENT_STEPS, Engine
+
+        steps = DEFAULT_SEGMENT_STEPS if segment_steps is None else segment_steps
+        return Engine(model, tokenizer, config, Layout(decode_rows=decode_rows), steps)
+    if name == "static":
         return FixedSampler(model, tokenizer, config, Layout(decode_rows=decode_rows))
     if name == "tunix":
         return TunixSampler(model, tokenizer, config)
-    raise ValueError(f"unknown sampler {name!r}; expected 'fixed' or 'tunix'")
+    raise ValueError(f"unknown sampler {name!r}; expected 'fixed', 'static' or 'tunix'")
