@@ -11,8 +11,8 @@ from test_sampler import (
     LENGTHS,
     TINY,
     StandInTokenizer,
-    randomize,
     random_prompts,
+    randomize,
     same,
     tiny_model,
 )
