@@ -4,6 +4,8 @@ Tiny random Gemma 3 (float32 and bfloat16); the real 270M test is marked slow.""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from flax import nnx
@@ -11,6 +13,7 @@ from test_sampler import (
     LENGTHS,
     TINY,
     StandInTokenizer,
+    gsm8k_prompts,
     random_prompts,
     randomize,
     same,
@@ -195,3 +198,37 @@ def test_negative_control_shared_cursor_differs(monkeypatch):
     monkeypatch.setattr(engine_module, "per_row_cache_update", contextlib.nullcontext)
     out = engine(model).generate(prompts, max_in_flight=3, max_new_tokens=[5, 24] * 3)
     assert any(a.tokens != b.tokens[: len(a.tokens)] for a, b in zip(out, oracle, strict=True))
+
+
+# -- the real model (slow) -----------------------------------------------------------------------
+
+# The issue's full case is 16 prompts x 128 tokens (GSM8K_SLOW_PROMPTS=16 GSM8K_SLOW_TOKENS=128);
+# the defaults keep CI time modest: at bs=1 the engine still steps all 8 slots.
+SLOW_PROMPTS = int(os.environ.get("GSM8K_SLOW_PROMPTS", "8"))
+SLOW_TOKENS = int(os.environ.get("GSM8K_SLOW_TOKENS", "48"))
+FEWSHOT_STOPS = ("Question:", "</s>", "<|im_end|>")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_real_gemma3_270m_engine_is_invariant(real_model_dir, dtype):
+    """Two-shot GSM8K, stop at `Question:`: bs 1, 3 and 8 give the same bits; float32 tokens
+    (and logits) equal the static oracle's."""
+    from gsm8k_eval.models import load_model
+
+    loaded = load_model(real_model_dir, dtype)
+    prompts = gsm8k_prompts(loaded.tokenizer, SLOW_PROMPTS)
+    config = SamplerConfig(max_prompt_length=512, max_generation_steps=SLOW_TOKENS, pad_id=0)
+    sampler = Engine(loaded.model, loaded.tokenizer, config)
+    runs = {bs: sampler.generate(prompts, FEWSHOT_STOPS, max_in_flight=bs) for bs in (8, 3, 1)}
+    for bs in (1, 3):
+        assert not mismatches(runs[bs], runs[8]), f"{dtype}: bs={bs} vs bs=8"
+    reasons = [g.stop_reason for g in runs[8]]
+    print(f"{dtype} stop reasons: {reasons}")
+    assert len({tuple(g.tokens) for g in runs[8]}) == SLOW_PROMPTS
+    if dtype == "float32":
+        static = FixedSampler(loaded.model, loaded.tokenizer, config)
+        oracle = static.generate(prompts, FEWSHOT_STOPS, max_in_flight=8)
+        assert [g.tokens for g in runs[8]] == [g.tokens for g in oracle]
+        assert not mismatches(runs[8], oracle), "tokens equal, logit bits differ from the oracle"

