@@ -71,6 +71,14 @@ def test_invariant_to_batch_size_order_and_slot(setup, bs):
     assert sampler.compiled_programs == [("prefill", 128), ("prefill", 64), ("segment",)]
 
 
+@pytest.mark.parametrize("steps", [1, 24])
+def test_segment_length_does_not_change_bits(setup, steps):
+    """One step per segment (a host round trip each step) or the whole generation in one."""
+    dtype, model, prompts, oracle = setup
+    sampler = Engine(model, StandInTokenizer(), TINY, segment_steps=steps)
+    assert not mismatches(sampler.generate(prompts[:5], max_in_flight=3), oracle[:5]), dtype
+
+
 def test_neighbours_with_other_budgets_do_not_matter(setup):
     """Rows ending at every step (per-prompt budgets) refill slots at odd times: a prompt's
     output is the oracle's prefix of its budget, bitwise."""

@@ -1,9 +1,12 @@
-"""One-GPU batch-invariance and throughput check of FixedSampler (prepared for an H100/H200).
+"""One-GPU batch-invariance and throughput check of the engine (prepared for an H100/H200).
 
 A random-weight Gemma 3 with the real 1B shape (`ModelConfig.gemma3_1b_it()` dims) in bfloat16;
 every prompt alone (bs=1) vs inside batches of 8, 32, 64: tokens and float32 logits must be
 bitwise equal. Also times each batch size and runs a small negative control (the batch-dependent
-layout). Prints one JSON object as its last stdout line (and writes it to --out).
+layout). `--sampler static` checks the static `FixedSampler` instead of the continuous-batching
+engine (`fixed`, the default); for batch sizes above 8 give the engine that many slots
+(`--decode-rows 64`: batch sizes above `decode_rows` are capped). Prints one JSON object as its
+last stdout line (and writes it to --out).
 
     python workflow/scripts/gpu_invariance_check.py --out gpu_result.json     # GPU, < 8 min
     JAX_PLATFORMS=cpu python workflow/scripts/gpu_invariance_check.py --tiny   # CPU smoke test
@@ -29,6 +32,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="default 64 (tiny: 8)")
     parser.add_argument("--max-prompt-length", type=int, default=None)
     parser.add_argument("--decode-rows", type=int, default=8)
+    parser.add_argument("--sampler", default="fixed", choices=("fixed", "static"))
+    parser.add_argument("--segment-steps", type=int, default=None, help="engine segment length")
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
@@ -93,10 +98,8 @@ def make_prompts(n: int, max_len: int, vocab: int) -> list[list[int]]:
 
 
 def run_all(sampler, prompts: list[list[int]], bs: int):
-    out = []
-    for i in range(0, len(prompts), bs):
-        out.extend(sampler.generate(prompts[i : i + bs]))
-    return out
+    """All prompts in one call, `bs` in flight (the engine) or in batches of `bs` (static)."""
+    return sampler.generate(prompts, max_in_flight=bs)
 
 
 def bits(generation) -> tuple:
@@ -109,13 +112,14 @@ def bits(generation) -> tuple:
 def check(args: argparse.Namespace) -> dict:
     import jax
 
-    from gsm8k_eval.sampler import FixedSampler, Layout, SamplerConfig
+    from gsm8k_eval.sampler import SamplerConfig, make_sampler
 
     start = time.perf_counter()
     model, config = build_model(args.tiny, args.dtype)
     prompts = make_prompts(args.prompts, args.max_prompt_length, config.num_embed)
     sampler_config = SamplerConfig(args.max_prompt_length, args.steps, eos_tokens=(1,))
-    sampler = FixedSampler(model, _Ids(), sampler_config, Layout(decode_rows=args.decode_rows))
+    sampler = make_sampler(args.sampler, model, _Ids(), sampler_config, args.decode_rows,
+                           args.segment_steps)
     sizes = [int(s) for s in args.batch_sizes.split(",")]
     sampler.generate(prompts[: max(sizes)])  # compile every bucket and the decode program
     reference, throughput, mismatches = None, [], []
@@ -125,7 +129,8 @@ def check(args: argparse.Namespace) -> dict:
         seconds = time.perf_counter() - t0
         tokens = sum(len(g.tokens) for g in out)
         throughput.append({"batch_size": bs, "seconds": round(seconds, 3), "tokens": tokens,
-                           "tokens_per_s": round(tokens / seconds, 1)})
+                           "tokens_per_s": round(tokens / seconds, 1),
+                           "slot_utilization": sampler.last_timing.get("slot_utilization")})
         if reference is None:
             reference = [bits(g) for g in out]
         mismatches += [{"batch_size": bs, "prompt": i} for i, g in enumerate(out)
@@ -142,6 +147,7 @@ def check(args: argparse.Namespace) -> dict:
         "steps": args.steps,
         "max_prompt_length": args.max_prompt_length,
         "decode_rows": args.decode_rows,
+        "sampler": args.sampler,
         "invariant": not mismatches,
         "mismatches": mismatches,
         "throughput": throughput,
