@@ -79,6 +79,21 @@ def test_segment_length_does_not_change_bits(setup, steps):
     assert not mismatches(sampler.generate(prompts[:5], max_in_flight=3), oracle[:5]), dtype
 
 
+@pytest.mark.parametrize("rows", [2, 16])
+def test_other_slot_counts_equal_the_oracle_with_as_many_rows(rows):
+    """`decode_rows` is configuration: with 2 or 16 slots the engine equals the static sampler
+    decoding as many rows, at bs 1 and at full occupancy."""
+    from gsm8k_eval.sampler import Layout
+
+    model = tiny_model("float32")
+    prompts = random_prompts(LENGTHS[2:8], seed=1)
+    oracle = FixedSampler(model, StandInTokenizer(), TINY, Layout(decode_rows=rows))
+    expected = oracle.generate(prompts)
+    sampler = engine(model, layout=Layout(decode_rows=rows), choose_slot=random_slot(rows))
+    for bs in (1, rows):
+        assert not mismatches(sampler.generate(prompts, max_in_flight=bs), expected), (rows, bs)
+
+
 def test_neighbours_with_other_budgets_do_not_matter(setup):
     """Rows ending at every step (per-prompt budgets) refill slots at odd times: a prompt's
     output is the oracle's prefix of its budget, bitwise."""
