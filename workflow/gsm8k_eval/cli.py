@@ -203,6 +203,7 @@ def _add_evaluate(sub) -> None:
     _schema_option(p, "--max-prompt-length", "sampling.max_prompt_length", type=_positive_int)
     _schema_option(p, "--eos-tokens", "sampling.eos_tokens", type=_int_list)
     _schema_option(p, "--decode-rows", "sampling.decode_rows", type=_at_least_two)
+    _schema_option(p, "--segment-steps", "sampling.segment_steps", type=_positive_int)
     _schema_option(p, "--dtype", "sampling.dtype")
     _schema_option(p, "--sampler", "sampling.sampler")
     _schema_option(p, "--prompt-template", "prompt.template")
@@ -261,6 +262,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         max_prompt_length=args.max_prompt_length,
         eos_tokens=tuple(args.eos_tokens),
         decode_rows=args.decode_rows,
+        segment_steps=args.segment_steps,
         prompt_template=args.prompt_template,
         num_shots=args.num_shots,
         prompt_seed=args.prompt_seed,

@@ -88,6 +88,7 @@ class SamplingSpec:
     max_prompt_length: int
     eos_tokens: tuple[int, ...]
     decode_rows: int
+    segment_steps: int
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ class EvaluateOptions:
     max_prompt_length: int = _schema("sampling.max_prompt_length")
     eos_tokens: tuple[int, ...] = _schema("sampling.eos_tokens", tuple)
     decode_rows: int = _schema("sampling.decode_rows")
+    segment_steps: int = _schema("sampling.segment_steps")
     prompt_template: str = _schema("prompt.template")
     num_shots: int = _schema("prompt.num_shots")
     prompt_seed: int = _schema("prompt.seed")
@@ -94,6 +95,8 @@ class ShardStats:
     decode_seconds: float = 0.0
     compile_seconds: float = 0.0
     fingerprint: str | None = None
+    useful_row_steps: float = 0.0  # engine: kept decode tokens
+    executed_row_steps: float = 0.0  # engine: decode_rows x executed decode steps
 
 
 @dataclass
@@ -196,7 +199,12 @@ def _prepare(options: EvaluateOptions) -> Workload:
         pad_id=loaded.tokenizer.pad_id,
     )
     sampler = make_sampler(
-        options.sampler, model, loaded.tokenizer, sampler_config, options.decode_rows
+        options.sampler,
+        model,
+        loaded.tokenizer,
+        sampler_config,
+        options.decode_rows,
+        options.segment_steps,
     )
     prompt_ids = [loaded.tokenizer.encode(prompt) for prompt in prompts]
     return Workload(
@@ -276,21 +284,25 @@ def _run_shards(
 def _generate_shard(
     options: EvaluateOptions, work: Workload, start: int, end: int, progress: tqdm
 ) -> tuple[list[dict[str, Any]], ShardStats]:
+    """The whole shard in one sampler call: `batch_size` prompts in flight, cut at stops."""
     rows: list[dict[str, Any]] = []
     stats = ShardStats(examples=0, generated_tokens=0, prompt_tokens=0, wall_seconds=0.0)
-    for batch_start in range(start, end, options.batch_size):
-        batch = range(batch_start, min(batch_start + options.batch_size, end))
-        window: dict[str, float] = {}
-        with timed(window, "seconds"):
-            generations = work.sampler.generate([work.prompt_ids[i] for i in batch])
-        stats.wall_seconds += window["seconds"] + window[COMPILE_KEY]
-        _add_sampler_timing(work.sampler, stats, window[COMPILE_KEY])
-        for i, generation in zip(batch, generations, strict=True):
-            rows.append(_rollout_row(options, work, i, generation))
-            stats.generated_tokens += len(generation.tokens)
-            stats.prompt_tokens += len(work.prompt_ids[i])
-        stats.examples += len(batch)
-        progress.update(len(batch))
+    shard = range(start, end)
+    window: dict[str, float] = {}
+    with timed(window, "seconds"):
+        generations = work.sampler.generate(
+            [work.prompt_ids[i] for i in shard],
+            stop_sequences=work.stop_sequences,
+            max_in_flight=options.batch_size,
+        )
+    stats.wall_seconds += window["seconds"] + window[COMPILE_KEY]
+    _add_sampler_timing(work.sampler, stats, window[COMPILE_KEY])
+    for i, generation in zip(shard, generations, strict=True):
+        rows.append(_rollout_row(options, work, i, generation))
+        stats.generated_tokens += len(generation.tokens)
+        stats.prompt_tokens += len(work.prompt_ids[i])
+    stats.examples += len(shard)
+    progress.update(len(shard))
     return rows, stats
 
 
@@ -301,6 +313,8 @@ def _add_sampler_timing(sampler: Any, stats: ShardStats, measured_compile: float
     stats.prefill_seconds += float(timing.get("prefill_seconds", 0.0))
     stats.decode_seconds += float(timing.get("decode_seconds", 0.0))
     stats.compile_seconds += float(timing.get(COMPILE_KEY, measured_compile))
+    stats.useful_row_steps += float(timing.get("useful_row_steps", 0.0))
+    stats.executed_row_steps += float(timing.get("executed_row_steps", 0.0))
 
 
 def _rollout_row(
@@ -398,6 +412,9 @@ def _write_summary(
         "examples_per_second": total / generating if generating else 0.0,
         "prefill_tokens_per_second": _rate(sum(s.prompt_tokens for s in stats), prefill),
         "decode_tokens_per_second": _rate(generated, decode),
+        "slot_utilization": _rate(
+            sum(s.useful_row_steps for s in stats), sum(s.executed_row_steps for s in stats)
+        ),
         "peak_memory_mb": _peak_memory_mb(),
         "device": _device_description(),
         "versions": _versions(),
@@ -407,7 +424,7 @@ def _write_summary(
         "max_generation_steps": options.max_generation_steps,
         "max_prompt_length": options.max_prompt_length,
         "eos_tokens": list(options.eos_tokens),
-        "decode_rows": options.decode_rows if options.sampler == "fixed" else None,
+        "decode_rows": options.decode_rows if options.sampler != "tunix" else None,
         "prompt_template": options.prompt_template,
         "num_shots": options.num_shots,
         "model_source": options.model_source,

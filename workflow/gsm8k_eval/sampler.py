@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from gsm8k_eval import schema
 from gsm8k_eval.timing import timed
 
 Cache = dict[str, dict[str, jax.Array]]
@@ -42,9 +43,15 @@ STOP_MAX_STEPS = "max_steps"
 class SamplerConfig:
     """Generation settings; the prompt bucket and cache size never depend on the batch."""
 
-    max_prompt_length: int = 1024
-    max_generation_steps: int = 768
-    eos_tokens: tuple[int, ...] = (1, 106)
+    max_prompt_length: int = field(
+        default_factory=lambda: schema.default("sampling.max_prompt_length")
+    )
+    max_generation_steps: int = field(
+        default_factory=lambda: schema.default("sampling.max_generation_steps")
+    )
+    eos_tokens: tuple[int, ...] = field(
+        default_factory=lambda: tuple(schema.default("sampling.eos_tokens"))
+    )
     pad_id: int = 0
 
 
@@ -60,9 +67,37 @@ class Generation:
 
 
 class Sampler(Protocol):
-    """What the evaluation needs from a sampler."""
+    """What the evaluation needs from a sampler: continuations of a whole shard of prompts,
+    at most `max_in_flight` at a time (the batch size), cut at the first stop sequence."""
 
-    def generate(self, prompts: list[list[int]]) -> list[Generation]: ...
+    def generate(
+        self,
+        prompts: list[list[int]],
+        stop_sequences: Sequence[str] = (),
+        max_in_flight: int | None = None,
+    ) -> list[Generation]: ...
+
+
+def _in_batches(
+    sampler: Any,
+    prompts: list[list[int]],
+    max_in_flight: int | None,
+    stop_sequences: Sequence[str],
+) -> list[Generation]:
+    """A static sampler's `_generate` over batches of `max_in_flight` prompts (default: all),
+    cut at the first stop sequence afterwards; `last_timing` sums the batches."""
+    from gsm8k_eval.stops import apply_stops
+
+    _check_lengths([len(p) for p in prompts], sampler.config.max_prompt_length)
+    step = max_in_flight or max(len(prompts), 1)
+    out: list[Generation] = []
+    timing: dict[str, float] = {}
+    for begin in range(0, len(prompts), step):
+        out.extend(sampler._generate(prompts[begin : begin + step]))
+        for key, value in sampler.last_timing.items():
+            timing[key] = timing.get(key, 0.0) + value
+    sampler.last_timing = timing
+    return [apply_stops(g, stop_sequences, sampler.tokenizer.decode) for g in out]
 
 
 @dataclass(frozen=True)
@@ -339,8 +374,17 @@ class FixedSampler:
             partial(_decode, self._graphdef), static_argnames=("region", "steps", "hidden")
         )
 
-    def generate(self, prompts: list[list[int]]) -> list[Generation]:
-        """Greedy continuations of `prompts` (token ids, BOS included), one per prompt."""
+    def generate(
+        self,
+        prompts: list[list[int]],
+        stop_sequences: Sequence[str] = (),
+        max_in_flight: int | None = None,
+    ) -> list[Generation]:
+        """Greedy continuations of `prompts` (token ids, BOS included), one per prompt; batches
+        of `max_in_flight` (default: all), cut at the first stop sequence after decoding."""
+        return _in_batches(self, prompts, max_in_flight, stop_sequences)
+
+    def _generate(self, prompts: list[list[int]]) -> list[Generation]:
         _check_lengths([len(p) for p in prompts], self.config.max_prompt_length)
         self.last_timing = {"prefill_seconds": 0.0, "decode_seconds": 0.0, "compile_seconds": 0.0}
         step = self.layout.decode_rows if self.layout.batch_invariant else max(len(prompts), 1)
@@ -455,8 +499,17 @@ class TunixSampler:
         )
         self._sampler.install_timers()
 
-    def generate(self, prompts: list[list[int]]) -> list[Generation]:
-        """Greedy continuations through stock tunix (its own bucketing and cache layout)."""
+    def generate(
+        self,
+        prompts: list[list[int]],
+        stop_sequences: Sequence[str] = (),
+        max_in_flight: int | None = None,
+    ) -> list[Generation]:
+        """Greedy continuations through stock tunix (its own bucketing and cache layout), in
+        batches of `max_in_flight` (default: all), cut at the first stop sequence afterwards."""
+        return _in_batches(self, prompts, max_in_flight, stop_sequences)
+
+    def _generate(self, prompts: list[list[int]]) -> list[Generation]:
         cfg = self.config
         _check_lengths([len(p) for p in prompts], cfg.max_prompt_length)
         if not prompts:
@@ -482,12 +535,23 @@ class TunixSampler:
 
 
 def make_sampler(
-    name: str, model: nnx.Module, tokenizer: Any, config: SamplerConfig, decode_rows: int = 8
+    name: str,
+    model: nnx.Module,
+    tokenizer: Any,
+    config: SamplerConfig,
+    decode_rows: int = 8,
+    segment_steps: int | None = None,
 ) -> Sampler:
-    """`"fixed"`: the batch-invariant `FixedSampler` (decoding `decode_rows` rows per call);
-    `"tunix"`: stock tunix (negative control)."""
+    """`"fixed"`: the batch-invariant continuous-batching `Engine` (`decode_rows` slots, decode
+    segments of `segment_steps` steps); `"static"`: the static `FixedSampler` (the engine's test
+    oracle); `"tunix"`: stock tunix (negative control)."""
     if name == "fixed":
+        from gsm8k_eval.engine import DEFAULT_SEGMENT_STEPS, Engine
+
+        steps = DEFAULT_SEGMENT_STEPS if segment_steps is None else segment_steps
+        return Engine(model, tokenizer, config, Layout(decode_rows=decode_rows), steps)
+    if name == "static":
         return FixedSampler(model, tokenizer, config, Layout(decode_rows=decode_rows))
     if name == "tunix":
         return TunixSampler(model, tokenizer, config)
-    raise ValueError(f"unknown sampler {name!r}; expected 'fixed' or 'tunix'")
+    raise ValueError(f"unknown sampler {name!r}; expected 'fixed', 'static' or 'tunix'")

@@ -170,6 +170,7 @@ def _evaluate_flags(cfg: PipelineConfig) -> list[tuple[str, object]]:
         ("--max-prompt-length", s.max_prompt_length),
         ("--eos-tokens", ",".join(str(t) for t in s.eos_tokens)),
         ("--decode-rows", s.decode_rows),
+        ("--segment-steps", s.segment_steps),
         ("--prompt-template", p.template),
         ("--num-shots", p.num_shots),
         ("--prompt-seed", p.seed),

@@ -1,7 +1,10 @@
-"""Throughput of the fixed sampler vs stock tunix (and HF transformers where torch exists).
+"""Throughput of the engine (`fixed`) vs the static sampler, stock tunix and HF transformers.
 
 All samplers run in this one process on the same prompts, so ratios are comparable even on a
-noisy machine. Each (sampler, batch size) is warmed up on one batch first (compilation excluded).
+noisy machine. Each (sampler, batch size) is warmed up first (compilation excluded). The JAX
+samplers get all prompts in one `generate` call with `bs` in flight (as the evaluate stage
+does); every system stops at the stop sequences (`--stops`; HF: `generate(stop_strings=...)`)
+and tokens/s counts the useful tokens, up to and including the token completing the stop.
 
     .venv/bin/python workflow/scripts/bench_sampler.py --model-dir results/model \\
         --prompts 16 --tokens 64 --batch-sizes 1,8,32 --dtype float32 \\
@@ -39,6 +42,8 @@ class Row:
     peak_rss_mb: float
     prefill_seconds: float | None = None  # JAX samplers: time in prefill / decode calls
     decode_seconds: float | None = None
+    slot_utilization: float | None = None  # engine: useful / executed decode row-steps
+    stopped: int | None = None  # generations ended by a stop sequence
 
     @property
     def examples_per_s(self) -> float:
@@ -81,10 +86,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--batch-sizes", default="1,8,32")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-    parser.add_argument("--samplers", default="fixed,tunix,hf")
+    parser.add_argument("--samplers", default="fixed,static,tunix,hf",
+                        help="fixed: the engine; static: FixedSampler; tunix: stock; hf")
     parser.add_argument("--decode-rows", default="8",
-                        help="fixed sampler decode rows; a list (8,32) adds 'fixed-r32', run only "
-                             "at batch sizes that fill its rows")
+                        help="engine slots; a list (8,32) adds 'fixed-r32', run only at batch "
+                             "sizes that fill its rows")
+    parser.add_argument("--segment-steps", type=int, default=None,
+                        help="engine decode segment length (default: the engine's)")
+    parser.add_argument("--stops", default="Question:,</s>,<|im_end|>",
+                        help="comma-separated stop sequences ('' for none); tokens/s counts "
+                             "tokens up to the stop")
     parser.add_argument("--max-prompt-length", type=int, default=512)
     parser.add_argument("--shots", type=int, default=2)
     parser.add_argument("--hf-python", default=sys.executable)
@@ -110,7 +121,7 @@ def build_prompts(model_dir: Path, n: int, shots: int) -> list[list[int]]:
 def time_batches(generate, prompts: list[list[int]], bs: int, rss: PeakRss, name: str,
                  warmup: list[list[int]] | None = None, sampler=None) -> Row:
     """Warm up on the first batch (and `warmup`), then time all prompts in batches of `bs`;
-    with `sampler`, also sum its `last_timing` phases."""
+    with `sampler`, also sum its `last_timing` phases. `generate` returns the useful tokens."""
     generate(prompts[:bs])
     if warmup:
         generate(warmup)
@@ -122,7 +133,24 @@ def time_batches(generate, prompts: list[list[int]], bs: int, rss: PeakRss, name
             phases[key] = phases.get(key, 0.0) + value
     seconds = time.perf_counter() - start
     return Row(name, bs, seconds, len(prompts), tokens, rss.peak / 2**20,
-               phases.get("prefill_seconds"), phases.get("decode_seconds"))
+               phases.get("prefill_seconds"), phases.get("decode_seconds"),
+               phases.get("slot_utilization"))
+
+
+def time_shard(sampler, prompts: list[list[int]], bs: int, rss: PeakRss, name: str,
+               stops: tuple[str, ...], warmup: list[list[int]]) -> Row:
+    """Warm up on `warmup` (every bucket, the decode program), then time one `generate` call
+    over all prompts with `bs` in flight, as the evaluate stage does; tokens up to the stop."""
+    sampler.generate(warmup, stops, max_in_flight=bs)
+    rss.reset()
+    start = time.perf_counter()
+    out = sampler.generate(prompts, stops, max_in_flight=bs)
+    seconds = time.perf_counter() - start
+    timing = sampler.last_timing
+    return Row(name, bs, seconds, len(prompts), sum(len(g.tokens) for g in out),
+               rss.peak / 2**20, timing.get("prefill_seconds"), timing.get("decode_seconds"),
+               timing.get("slot_utilization"),
+               sum(g.stop_reason == "stop_sequence" for g in out))
 
 
 def jax_rows(args: argparse.Namespace, prompts, sizes: list[int], rss: PeakRss) -> list[Row]:
@@ -131,14 +159,15 @@ def jax_rows(args: argparse.Namespace, prompts, sizes: list[int], rss: PeakRss) 
 
     loaded = load_model(args.model_dir, args.dtype)
     config = SamplerConfig(args.max_prompt_length, args.tokens, pad_id=int(loaded.tokenizer.pad_id))
+    stops = tuple(s for s in args.stops.split(",") if s)
     rows = []
     decode_rows = [int(r) for r in args.decode_rows.split(",")]
     variants = [(f"fixed-r{r}" if i else "fixed", "fixed", r) for i, r in enumerate(decode_rows)]
-    for label, name, r in [*variants, ("tunix", "tunix", 8)]:
+    for label, name, r in [*variants, ("static", "static", 8), ("tunix", "tunix", 8)]:
         if name not in args.samplers.split(","):
             continue
-        sampler = make_sampler(name, loaded.model, loaded.tokenizer, config, decode_rows=r)
-        generate = lambda batch, s=sampler: [g.tokens for g in s.generate(batch)]  # noqa: E731
+        sampler = make_sampler(name, loaded.model, loaded.tokenizer, config, decode_rows=r,
+                               segment_steps=args.segment_steps)
         for bs in sizes:
             if label.startswith("fixed-r") and bs < r:
                 continue
@@ -146,8 +175,10 @@ def jax_rows(args: argparse.Namespace, prompts, sizes: list[int], rss: PeakRss) 
                 print(f"tunix bs={bs} skipped: its prefill logits need "
                       f"{stock_logits_gb(bs, prompts, loaded):.0f} GB", flush=True)
                 continue
-            warmup = one_per_bucket(prompts, args.max_prompt_length) if name == "fixed" else None
-            rows.append(time_batches(generate, prompts, bs, rss, label, warmup, sampler))
+            warmup = prompts[:bs]
+            if name != "tunix":
+                warmup += one_per_bucket(prompts, args.max_prompt_length)
+            rows.append(time_shard(sampler, prompts, bs, rss, label, stops, warmup))
             print(fmt(rows[-1]), flush=True)
     return rows
 
@@ -170,7 +201,7 @@ def hf_rows(args: argparse.Namespace, prompts, sizes: list[int]) -> list[Row]:
     """Run the HF worker in `--hf-python`; [] when torch is not importable there."""
     payload = json.dumps({"prompts": prompts, "sizes": sizes})
     command = [args.hf_python, __file__, "--hf-worker", "--model-dir", str(args.model_dir),
-               "--tokens", str(args.tokens), "--dtype", args.dtype]
+               "--tokens", str(args.tokens), "--dtype", args.dtype, "--stops", args.stops]
     proc = subprocess.run(command, input=payload, capture_output=True, text=True)
     if proc.returncode != 0:
         print(f"HF transformers part skipped: {proc.stderr.strip().splitlines()[-1:]}")
@@ -183,12 +214,22 @@ def hf_worker(args: argparse.Namespace) -> None:
     if importlib.util.find_spec("torch") is None:
         sys.exit("torch is not importable")
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from gsm8k_eval.stops import first_stop
 
     payload = json.loads(sys.stdin.read())
     dtype = getattr(torch, args.dtype)
     model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=dtype).eval()
+    tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
+    stops = [s for s in args.stops.split(",") if s]
+    extra = {"stop_strings": stops, "tokenizer": tokenizer} if stops else {}
     rss = PeakRss()
+
+    def useful(tokens: list[int]) -> list[int]:
+        """Up to the EOS, then up to the token completing a stop (the engine's rule)."""
+        tokens = _cut(tokens)
+        return tokens[: first_stop(tokens, stops, tokenizer.decode) or len(tokens)]
 
     def generate(batch: list[list[int]]) -> list[list[int]]:
         width = max(len(p) for p in batch)
@@ -196,8 +237,9 @@ def hf_worker(args: argparse.Namespace) -> None:
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
         with torch.inference_mode():
             out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
-                                 max_new_tokens=args.tokens, eos_token_id=[1, 106], pad_token_id=0)
-        return [_cut(row[width:].tolist()) for row in out]
+                                 max_new_tokens=args.tokens, eos_token_id=[1, 106], pad_token_id=0,
+                                 **extra)
+        return [useful(row[width:].tolist()) for row in out]
 
     rows = [asdict(time_batches(generate, payload["prompts"], bs, rss, "hf")) for bs in
             payload["sizes"]]
@@ -214,8 +256,11 @@ def _cut(tokens: list[int]) -> list[int]:
 def fmt(row: Row) -> str:
     phases = " / ".join("-" if s is None else f"{s:.1f}" for s in (row.prefill_seconds,
                                                                      row.decode_seconds))
+    util = "-" if row.slot_utilization is None else f"{row.slot_utilization:.2f}"
+    stopped = "-" if row.stopped is None else str(row.stopped)
     return (f"| {row.sampler} | {row.batch_size} | {row.seconds:.1f} | {phases} "
-            f"| {row.examples_per_s:.3f} | {row.tokens_per_s:.1f} | {row.peak_rss_mb:.0f} |")
+            f"| {row.examples_per_s:.3f} | {row.tokens_per_s:.1f} | {util} | {stopped} "
+            f"| {row.peak_rss_mb:.0f} |")
 
 
 def ratio(rows: list[Row], a: tuple[str, int], b: tuple[str, int]) -> str:
@@ -226,12 +271,14 @@ def ratio(rows: list[Row], a: tuple[str, int], b: tuple[str, int]) -> str:
 
 
 def report(rows: list[Row]) -> dict[str, str]:
-    print("| sampler | bs | seconds | prefill / decode s | examples/s | tokens/s | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|")
+    print("| sampler | bs | seconds | prefill / decode s | examples/s | useful tokens/s "
+          "| slot util. | stopped | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(fmt(row))
     ratios = {
         "fixed bs8 / fixed bs1": ratio(rows, ("fixed", 8), ("fixed", 1)),
+        "fixed bs8 / static bs8": ratio(rows, ("fixed", 8), ("static", 8)),
         "fixed bs8 / tunix bs8": ratio(rows, ("fixed", 8), ("tunix", 8)),
         "fixed bs8 / hf bs8": ratio(rows, ("fixed", 8), ("hf", 8)),
         "fixed bs32 / tunix bs32": ratio(rows, ("fixed", 32), ("tunix", 32)),

@@ -1,4 +1,4 @@
-"""One-GPU batch-invariance and throughput check of FixedSampler (prepared for an H100/H200).
+"""One-GPU batch-invariance and throughput check of the engine (prepared for an H100/H200).
 
 A random-weight Gemma 3 with the real 1B shape (`ModelConfig.gemma3_1b_it()` dims) in bfloat16;
 every prompt alone (bs=1) vs inside batches of 8, 32, 64: tokens and float32 logits must be
@@ -7,6 +7,9 @@ bitwise equal, across processes and inside one. First every batch size runs in i
 `--isolated-prompts` prompts; then all batch sizes run in this process, which is the reference.
 Also times each batch size and runs a small negative control (the batch-dependent layout).
 Prints one JSON object as its last stdout line (and writes it to --out).
+`--sampler static` checks the static `FixedSampler` instead of the continuous-batching engine
+(`fixed`, the default); for batch sizes above 8 give the engine that many slots
+(`--decode-rows 64`: batch sizes above `decode_rows` are capped).
 
     python workflow/scripts/gpu_invariance_check.py --deterministic --out gpu.json  # GPU, < 8 min
     JAX_PLATFORMS=cpu python workflow/scripts/gpu_invariance_check.py --tiny         # CPU test
@@ -38,6 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="default 64 (tiny: 8)")
     parser.add_argument("--max-prompt-length", type=int, default=None)
     parser.add_argument("--decode-rows", type=int, default=8)
+    parser.add_argument("--sampler", default="fixed", choices=("fixed", "static"))
+    parser.add_argument("--segment-steps", type=int, default=None, help="engine segment length")
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
     parser.add_argument(
         "--isolated-prompts",
@@ -121,10 +126,8 @@ def make_prompts(n: int, max_len: int, vocab: int) -> list[list[int]]:
 
 
 def run_all(sampler, prompts: list[list[int]], bs: int):
-    out = []
-    for i in range(0, len(prompts), bs):
-        out.extend(sampler.generate(prompts[i : i + bs]))
-    return out
+    """All prompts in one call, `bs` in flight (the engine) or in batches of `bs` (static)."""
+    return sampler.generate(prompts, max_in_flight=bs)
 
 
 def bits(generation) -> tuple:
@@ -136,12 +139,14 @@ def bits(generation) -> tuple:
 
 def _setup(args: argparse.Namespace):
     """The model, prompts and sampler: identical in every process (fixed seeds)."""
-    from gsm8k_eval.sampler import FixedSampler, Layout, SamplerConfig
+    from gsm8k_eval.sampler import SamplerConfig, make_sampler
 
     model, config = build_model(args.tiny, args.dtype)
     prompts = make_prompts(args.prompts, args.max_prompt_length, config.num_embed)
     sampler_config = SamplerConfig(args.max_prompt_length, args.steps, eos_tokens=(1,))
-    sampler = FixedSampler(model, _Ids(), sampler_config, Layout(decode_rows=args.decode_rows))
+    sampler = make_sampler(
+        args.sampler, model, _Ids(), sampler_config, args.decode_rows, args.segment_steps
+    )
     return model, prompts, sampler_config, sampler
 
 
@@ -219,6 +224,7 @@ def check(args: argparse.Namespace, isolated: list[dict]) -> dict:
                 "seconds": round(seconds, 3),
                 "tokens": tokens,
                 "tokens_per_s": round(tokens / seconds, 1),
+                "slot_utilization": sampler.last_timing.get("slot_utilization"),
             }
         )
         if reference is None:
@@ -239,6 +245,7 @@ def check(args: argparse.Namespace, isolated: list[dict]) -> dict:
         "steps": args.steps,
         "max_prompt_length": args.max_prompt_length,
         "decode_rows": args.decode_rows,
+        "sampler": args.sampler,
         "invariant": not mismatches and across["invariant"],
         "invariant_in_process": not mismatches,
         "mismatches": mismatches,

@@ -1,0 +1,257 @@
+"""The continuous-batching engine: bitwise equal to the static `FixedSampler` oracle and
+invariant to batch size, admission order, slot, neighbours, segment boundaries and stops.
+Tiny random Gemma 3 (float32 and bfloat16); the real 270M test is marked slow."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from flax import nnx
+from test_sampler import (
+    LENGTHS,
+    TINY,
+    StandInTokenizer,
+    gsm8k_prompts,
+    random_prompts,
+    randomize,
+    same,
+    tiny_model,
+)
+
+from gsm8k_eval.attention import write_rows
+from gsm8k_eval.engine import Engine
+from gsm8k_eval.sampler import STOP_EOS, STOP_MAX_STEPS, FixedSampler, Generation, SamplerConfig
+from gsm8k_eval.stops import STOP_SEQUENCE, apply_stops, cut_at_stop, first_stop, settle
+
+SEGMENT = 5  # small, so that generations cross several segment boundaries
+DECODE = StandInTokenizer().decode
+
+
+def engine(model, config=TINY, **kwargs) -> Engine:
+    return Engine(model, StandInTokenizer(), config, segment_steps=SEGMENT, **kwargs)
+
+
+def random_slot(seed: int):
+    rng = np.random.default_rng(seed)
+    return lambda free: int(rng.choice(free))
+
+
+def mismatches(outputs: list[Generation], expected: list[Generation]) -> list[int]:
+    return [i for i, (a, b) in enumerate(zip(outputs, expected, strict=True)) if not same(a, b)]
+
+
+@pytest.fixture(scope="module", params=["float32", "bfloat16"])
+def setup(request):
+    """Model, prompts and the static oracle's outputs (one FixedSampler call, 10 prompts)."""
+    model = tiny_model(request.param)
+    prompts = random_prompts(LENGTHS, seed=1)
+    oracle = FixedSampler(model, StandInTokenizer(), TINY).generate(prompts)
+    return request.param, model, prompts, oracle
+
+
+# -- equal to the oracle, invariant --------------------------------------------------------------
+
+
+def test_engine_equals_static_oracle_bitwise(setup):
+    dtype, model, prompts, oracle = setup
+    out = engine(model).generate(prompts, max_in_flight=8)
+    assert not mismatches(out, oracle), dtype
+
+
+@pytest.mark.parametrize("bs", [1, 2, 3, 8])
+def test_invariant_to_batch_size_order_and_slot(setup, bs):
+    """Random admission order and random free slot, 8 physical rows: same bits as the oracle."""
+    dtype, model, prompts, oracle = setup
+    order = np.random.default_rng(bs).permutation(len(prompts)).tolist()
+    sampler = engine(model, choose_slot=random_slot(bs))
+    out = sampler.generate([prompts[i] for i in order], max_in_flight=bs)
+    assert not mismatches(out, [oracle[i] for i in order]), f"{dtype} bs={bs} order={order}"
+    assert sampler.compiled_programs == [("prefill", 128), ("prefill", 64), ("segment",)]
+
+
+@pytest.mark.parametrize("steps", [1, 24])
+def test_segment_length_does_not_change_bits(setup, steps):
+    """One step per segment (a host round trip each step) or the whole generation in one."""
+    dtype, model, prompts, oracle = setup
+    sampler = Engine(model, StandInTokenizer(), TINY, segment_steps=steps)
+    assert not mismatches(sampler.generate(prompts[:5], max_in_flight=3), oracle[:5]), dtype
+
+
+@pytest.mark.parametrize("rows", [2, 16])
+def test_other_slot_counts_equal_the_oracle_with_as_many_rows(rows):
+    """`decode_rows` is configuration: with 2 or 16 slots the engine equals the static sampler
+    decoding as many rows, at bs 1 and at full occupancy."""
+    from gsm8k_eval.sampler import Layout
+
+    model = tiny_model("float32")
+    prompts = random_prompts(LENGTHS[2:8], seed=1)
+    oracle = FixedSampler(model, StandInTokenizer(), TINY, Layout(decode_rows=rows))
+    expected = oracle.generate(prompts)
+    sampler = engine(model, layout=Layout(decode_rows=rows), choose_slot=random_slot(rows))
+    for bs in (1, rows):
+        assert not mismatches(sampler.generate(prompts, max_in_flight=bs), expected), (rows, bs)
+
+
+def test_neighbours_with_other_budgets_do_not_matter(setup):
+    """Rows ending at every step (per-prompt budgets) refill slots at odd times: a prompt's
+    output is the oracle's prefix of its budget, bitwise."""
+    dtype, model, prompts, oracle = setup
+    budgets = [1 + (7 * i) % TINY.max_generation_steps for i in range(len(prompts))]
+    out = engine(model).generate(prompts * 2, max_in_flight=8, max_new_tokens=budgets * 2)
+    for i, g in enumerate(out):
+        ref, n = oracle[i % len(prompts)], budgets[i % len(prompts)]
+        assert g.tokens == ref.tokens[:n] and g.stop_reason == STOP_MAX_STEPS, (dtype, i)
+        assert np.array_equal(np.float32(g.token_logits), np.float32(ref.token_logits[:n]))
+
+
+def test_cap_above_decode_rows_and_utilization(setup):
+    _, model, prompts, oracle = setup
+    sampler = engine(model)
+    out = sampler.generate(prompts, max_in_flight=32)  # capped at decode_rows = 8
+    assert not mismatches(out, oracle)
+    timing = sampler.last_timing
+    assert {"prefill_seconds", "decode_seconds", "compile_seconds"} <= set(timing)
+    steps = sum(len(g.tokens) - 1 for g in out)
+    assert timing["useful_row_steps"] == steps
+    assert timing["slot_utilization"] == steps / timing["executed_row_steps"]
+    assert 0.5 < timing["slot_utilization"] <= 1.0
+    sampler.generate(prompts[:2], max_in_flight=1)
+    assert sampler.last_timing["slot_utilization"] <= 1 / 8  # one prompt in 8 physical rows
+
+
+# -- stops ---------------------------------------------------------------------------------------
+
+
+def test_stop_sequence_fires_mid_segment(setup):
+    """A stop string made of generated tokens 6-7 (the 8th token completes it: mid-segment)."""
+    dtype, model, prompts, oracle = setup
+    target = 4
+    stop = f"{oracle[target].tokens[6]} {oracle[target].tokens[7]}"
+    out = engine(model).generate(prompts, stop_sequences=("", stop), max_in_flight=3)
+    expected = [apply_stops(g, [stop], DECODE) for g in oracle]
+    assert not mismatches(out, expected), dtype
+    got = out[target]
+    n = first_stop(oracle[target].tokens, [stop], DECODE)
+    assert 0 < n <= 8 and n % SEGMENT != 0
+    assert got.stop_reason == STOP_SEQUENCE and got.tokens == oracle[target].tokens[:n]
+    assert stop not in got.text and stop in DECODE(got.tokens)
+    assert got.text == cut_at_stop(DECODE(got.tokens), [stop])
+    assert any(g.stop_reason == STOP_MAX_STEPS for g in out)  # the others ran on
+
+
+def test_eos_at_first_token(setup):
+    """A prompt whose prefill token is EOS never occupies a slot; the others are unchanged."""
+    dtype, model, prompts, oracle = setup
+    eos = oracle[2].tokens[0]
+    config = SamplerConfig(128, TINY.max_generation_steps, eos_tokens=(eos,), pad_id=0)
+    expected = FixedSampler(model, StandInTokenizer(), config).generate(prompts)
+    out = engine(model, config).generate(prompts, max_in_flight=2)
+    assert not mismatches(out, expected), dtype
+    assert out[2].tokens == [eos] and out[2].stop_reason == STOP_EOS and out[2].text == ""
+
+
+def test_too_long_prompt_is_refused_before_anything_runs(setup):
+    _, model, prompts, oracle = setup
+    sampler = engine(model)
+    with pytest.raises(ValueError, match=r"prompt 1 has 129 tokens.*max_prompt_length=128"):
+        sampler.generate([prompts[0], [2] * 129])
+    assert sampler.compiled_programs == [] and sampler._cache is None
+    assert not mismatches(sampler.generate(prompts[:2]), oracle[:2])
+
+
+def test_settle_rules():
+    decode = DECODE
+    logits = [0.5, 0.25, 0.125, 1.0]
+    # stop completed by token 3 ("7 8"), before the EOS (1) that follows
+    done = settle([5, 7, 8, 1], logits, 24, (1,), ["7 8"], decode)
+    assert (done.tokens, done.text, done.stop_reason) == ([5, 7, 8], "5 ", STOP_SEQUENCE)
+    assert done.token_logits == logits[:3] and done.num_steps == 3
+    done = settle([5, 7, 1], logits[:3], 24, (1,), ["7 8"], decode)
+    assert (done.tokens, done.text, done.stop_reason) == ([5, 7, 1], "5 7", STOP_EOS)
+    assert settle([5, 7], logits[:2], 24, (1,), ["7 8"], decode) is None
+    done = settle([5, 7], logits[:2], 2, (1,), [], decode)
+    assert done.stop_reason == STOP_MAX_STEPS and done.text == "5 7"
+    assert first_stop([5, 7, 8, 9], ["7 8"], decode, checked=2) == 3
+    assert cut_at_stop("a Question: b </s>", ["</s>", "Question:"]) == "a "
+
+
+# -- LoRA and the per-row cache write ------------------------------------------------------------
+
+
+def test_lora_model_equals_oracle_and_is_invariant():
+    qwix = pytest.importorskip("qwix")
+    base = tiny_model("float32", seed=4)
+    provider = qwix.LoraProvider(
+        module_path=".*q_einsum|.*kv_einsum|.*gate_proj|.*down_proj|.*up_proj|.*attn_vec_einsum",
+        rank=4,
+        alpha=8.0,
+    )
+    lora = qwix.apply_lora_to_model(base, provider, rngs=nnx.Rngs(0), **base.get_model_input())
+    randomize(lora, seed=5, variables=nnx.LoRAParam)
+    prompts = random_prompts((9, 80, 33, 120), seed=3)
+    oracle = FixedSampler(lora, StandInTokenizer(), TINY).generate(prompts)
+    sampler = engine(lora, choose_slot=random_slot(0))
+    assert not mismatches(sampler.generate(prompts, max_in_flight=1), oracle)
+    assert not mismatches(sampler.generate(prompts, max_in_flight=3), oracle)
+    base_out = engine(base).generate(prompts)
+    assert any(a.tokens != b.tokens for a, b in zip(oracle, base_out, strict=True))
+
+
+def test_write_rows_writes_each_row_at_its_cursor():
+    buffer = np.zeros((3, 6, 2), np.float32)
+    update = np.arange(1, 7, dtype=np.float32).reshape(3, 1, 2)
+    out = np.asarray(write_rows(buffer, update, np.array([0, 5, 8])))  # 8 wraps to 2
+    expected = buffer.copy()
+    expected[0, 0], expected[1, 5], expected[2, 2] = update[0, 0], update[1, 0], update[2, 0]
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_negative_control_shared_cursor_differs(monkeypatch):
+    """Without the per-row cache write (tunix writes every row at row 0's cursor), rows admitted
+    at different times are wrong: the per-row cursor is what makes refilling possible."""
+    import contextlib
+
+    import gsm8k_eval.engine as engine_module
+
+    model = tiny_model("float32")
+    prompts = random_prompts(LENGTHS[:6], seed=1)
+    oracle = FixedSampler(model, StandInTokenizer(), TINY).generate(prompts)
+    monkeypatch.setattr(engine_module, "per_row_cache_update", contextlib.nullcontext)
+    out = engine(model).generate(prompts, max_in_flight=3, max_new_tokens=[5, 24] * 3)
+    assert any(a.tokens != b.tokens[: len(a.tokens)] for a, b in zip(out, oracle, strict=True))
+
+
+# -- the real model (slow) -----------------------------------------------------------------------
+
+# The issue's full case is 16 prompts x 128 tokens (GSM8K_SLOW_PROMPTS=16 GSM8K_SLOW_TOKENS=128);
+# the defaults keep CI time modest: at bs=1 the engine still steps all 8 slots.
+SLOW_PROMPTS = int(os.environ.get("GSM8K_SLOW_PROMPTS", "8"))
+SLOW_TOKENS = int(os.environ.get("GSM8K_SLOW_TOKENS", "48"))
+FEWSHOT_STOPS = ("Question:", "</s>", "<|im_end|>")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_real_gemma3_270m_engine_is_invariant(real_model_dir, dtype):
+    """Two-shot GSM8K, stop at `Question:`: bs 1, 3 and 8 give the same bits; float32 tokens
+    (and logits) equal the static oracle's."""
+    from gsm8k_eval.models import load_model
+
+    loaded = load_model(real_model_dir, dtype)
+    prompts = gsm8k_prompts(loaded.tokenizer, SLOW_PROMPTS)
+    config = SamplerConfig(max_prompt_length=512, max_generation_steps=SLOW_TOKENS, pad_id=0)
+    sampler = Engine(loaded.model, loaded.tokenizer, config)
+    runs = {bs: sampler.generate(prompts, FEWSHOT_STOPS, max_in_flight=bs) for bs in (8, 3, 1)}
+    for bs in (1, 3):
+        assert not mismatches(runs[bs], runs[8]), f"{dtype}: bs={bs} vs bs=8"
+    reasons = [g.stop_reason for g in runs[8]]
+    print(f"{dtype} stop reasons: {reasons}")
+    assert len({tuple(g.tokens) for g in runs[8]}) == SLOW_PROMPTS
+    if dtype == "float32":
+        static = FixedSampler(loaded.model, loaded.tokenizer, config)
+        oracle = static.generate(prompts, FEWSHOT_STOPS, max_in_flight=8)
+        assert [g.tokens for g in runs[8]] == [g.tokens for g in oracle]
+        assert not mismatches(runs[8], oracle), "tokens equal, logit bits differ from the oracle"

@@ -1,0 +1,347 @@
+"""Continuous-batching greedy engine, bit-for-bit batch invariant.
+
+Reads as state → prefill → decode segment → scheduler:
+
+* **State.** A fixed number of physical slots (`Layout.decode_rows`), one KV-cache row each, of
+  `max_prompt_length + max_generation_steps` positions. Every prompt ends at cache index
+  `max_prompt_length` (as in the static `FixedSampler`), so its keys sit at indices that depend
+  on that prompt only. Per slot: last token, tokens generated so far (its own cache cursor),
+  prompt length, token budget, active flag.
+* **Prefill.** Each prompt is prefilled alone in its own length bucket (the static sampler's
+  program) and its K/V written into its slot; the cache is donated.
+* **Decode segment.** One jitted `while_loop` of at most `segment_steps` greedy steps over all
+  slots. The model is called per row under `jax.vmap` (batch 1 inside), so tunix's shared cache
+  cursor `cache['end_index'][0]` becomes each row's own cursor and each row writes its K/V at its
+  own position; projections, norms, RoPE and MLP are tunix's own modules (qwix LoRA still
+  intercepts them). The float32 head runs on the last hidden state of all rows at once.
+* **Scheduler.** Between segments the host reads the new tokens, ends rows at EOS, a stop
+  sequence or their token budget, and refills free slots with the next prompts.
+
+No shape depends on the batch: one segment program and one prefill program per bucket serve
+every batch size, admission order and slot. See docs/sampler.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from gsm8k_eval import schema
+from gsm8k_eval.attention import per_row_cache_update
+from gsm8k_eval.sampler import (
+    Cache,
+    Generation,
+    Layout,
+    SamplerConfig,
+    _check_lengths,
+    _empty_cache,
+    _greedy,
+    _last_logits,
+    _left_pad,
+    _prefill,
+    _supports_hidden_states,
+    _transposed_head,
+    bucket_for,
+)
+from gsm8k_eval.stops import settle
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SEGMENT_STEPS: int = schema.default("sampling.segment_steps")
+
+
+# -- state ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Slots:
+    """Per-slot decode state ([R] arrays), carried between segments."""
+
+    last: Any  # int32: the token to feed next
+    step: Any  # int32: tokens generated so far (the cache cursor is region + step - 1)
+    length: Any  # int32: prompt length (0: empty slot)
+    limit: Any  # int32: token budget of the row
+    active: Any  # bool
+
+    @classmethod
+    def empty(cls, rows: int) -> Slots:
+        """Host-side state of `rows` empty slots (they decode a dummy token, never read)."""
+        return cls(
+            last=np.zeros(rows, np.int32),
+            step=np.ones(rows, np.int32),
+            length=np.zeros(rows, np.int32),
+            limit=np.ones(rows, np.int32),
+            active=np.zeros(rows, np.bool_),
+        )
+
+    def to_host(self) -> Slots:
+        return Slots(
+            *(np.array(x) for x in (self.last, self.step, self.length, self.limit, self.active))
+        )
+
+
+jax.tree_util.register_dataclass(
+    Slots, data_fields=["last", "step", "length", "limit", "active"], meta_fields=[]
+)
+
+
+# -- decode segment ------------------------------------------------------------------------------
+
+
+def _segment(
+    graphdef, state, head, cache: Cache, slots: Slots, eos, *, region: int, steps: int, hidden: bool
+):
+    """Up to `steps` greedy steps on every slot; stops early when no slot is active.
+
+    Returns the cache, the slots, the tokens and float32 logits emitted at each step ([R, steps];
+    an active row emits from step 0 until it stops) and the number of steps executed.
+    """
+    rows = slots.last.shape[0]
+    size = next(iter(cache.values()))["k"].shape[1]
+    key_index = jnp.arange(size)[None, :]
+    start = region - slots.length  # first valid cache index of each row
+
+    def body(carry):
+        i, s, cache, tokens, logits = carry
+        model = nnx.merge(graphdef, state)
+        write = region + s.step - 1  # each row's own cursor
+        cache = {name: {**layer, "end_index": write} for name, layer in cache.items()}
+        mask = ((key_index >= start[:, None]) & (key_index <= write[:, None]))[:, None, :]
+        positions = (s.length + s.step - 1)[:, None]
+        with per_row_cache_update():
+            out, cache = _last_logits(model, s.last[:, None], positions, cache, mask, hidden, head)
+        token, logit = _greedy(out)
+        emit = s.active
+        step = s.step + emit
+        s = Slots(
+            last=jnp.where(emit, token, s.last),
+            step=step,
+            length=s.length,
+            limit=s.limit,
+            active=emit & ~jnp.isin(token, eos) & (step < s.limit),
+        )
+        tokens = tokens.at[:, i].set(jnp.where(emit, token, 0))
+        logits = logits.at[:, i].set(jnp.where(emit, logit, 0.0))
+        return i + 1, s, cache, tokens, logits
+
+    def cond(carry):
+        return (carry[0] < steps) & jnp.any(carry[1].active)
+
+    init = (
+        jnp.int32(0),
+        slots,
+        cache,
+        jnp.zeros((rows, steps), jnp.int32),
+        jnp.zeros((rows, steps), jnp.float32),
+    )
+    executed, slots, cache, tokens, logits = jax.lax.while_loop(cond, body, init)
+    return cache, slots, tokens, logits, executed
+
+
+# -- scheduler -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Running:
+    """A prompt occupying a slot."""
+
+    index: int
+    tokens: list[int]
+    logits: list[float]
+    limit: int
+    checked: int = 0  # tokens already known to contain no stop sequence
+
+
+def _lowest_free(free: list[int]) -> int:
+    return min(free)
+
+
+@dataclass
+class Engine:
+    """Continuous-batching batch-invariant greedy sampler (`make_sampler("fixed", ...)`).
+
+    `generate(prompts, stop_sequences, max_in_flight)`: at most `max_in_flight` prompts
+    (default and cap: `layout.decode_rows`) occupy slots at once; a finished slot is refilled
+    with the next prompt between decode segments of `segment_steps` steps. Outputs never depend
+    on `max_in_flight`, on the order of admission or on the slot a prompt lands in.
+    """
+
+    model: nnx.Module
+    tokenizer: Any
+    config: SamplerConfig = field(default_factory=SamplerConfig)
+    layout: Layout = field(default_factory=Layout)
+    segment_steps: int = DEFAULT_SEGMENT_STEPS
+    choose_slot: Callable[[list[int]], int] = _lowest_free  # tests vary it
+    last_timing: dict[str, float] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        if not self.layout.batch_invariant:
+            raise ValueError("the engine is batch invariant by design; use FixedSampler")
+        if self.segment_steps < 1:
+            raise ValueError(f"segment_steps must be >= 1, got {self.segment_steps}")
+        self._graphdef, self._state = nnx.split(self.model)
+        self._hidden = _supports_hidden_states(self.model)
+        self._head = _transposed_head(self.model, self.layout) if self._hidden else None
+        cfg = self.config
+        self._region = cfg.max_prompt_length
+        self._eos = jnp.asarray(cfg.eos_tokens, jnp.int32)
+        self._prefill_jit = jax.jit(
+            partial(
+                _prefill,
+                self._graphdef,
+                region=self._region,
+                pad_id=cfg.pad_id,
+                hidden=self._hidden,
+            ),
+            donate_argnums=(2,),
+        )
+        self._segment_jit = jax.jit(
+            partial(
+                _segment,
+                self._graphdef,
+                region=self._region,
+                steps=self.segment_steps,
+                hidden=self._hidden,
+            ),
+            donate_argnums=(2,),
+        )
+        self._compiled: dict[Any, Any] = {}
+        self._cache: Cache | None = None
+
+    # programs, compiled ahead of time so that compile time is measured on its own
+
+    def _program(self, key: Any, jitted: Any, *args: Any) -> Any:
+        if key not in self._compiled:
+            t0 = time.perf_counter()
+            self._compiled[key] = jitted.lower(*args).compile()
+            self.last_timing["compile_seconds"] += time.perf_counter() - t0
+        return self._compiled[key]
+
+    @property
+    def compiled_programs(self) -> list[Any]:
+        """Keys of the programs compiled so far: ("segment",) and ("prefill", bucket)."""
+        return sorted(self._compiled, key=str)
+
+    def _take_cache(self) -> Cache:
+        cache, self._cache = self._cache, None
+        if cache is None:
+            size = self._region + self.config.max_generation_steps
+            cache = _empty_cache(self.model, self.layout.decode_rows, size)
+        return cache
+
+    def _prefill(self, prompt: list[int], slot: int) -> tuple[int, float]:
+        """Prefill `prompt` alone and write its K/V into `slot`; its first token and logit."""
+        bucket = bucket_for(len(prompt), self.layout.bucket_step, self.config.max_prompt_length)
+        tokens = jnp.asarray(_left_pad([prompt], bucket, self.config.pad_id))
+        args = (self._state, self._head, self._take_cache(), tokens, jnp.int32(slot))
+        program = self._program(("prefill", bucket), self._prefill_jit, *args)
+        t0 = time.perf_counter()
+        self._cache, token, logit = program(*args)
+        first, first_logit = int(token[0]), float(logit[0])
+        self.last_timing["prefill_seconds"] += time.perf_counter() - t0
+        return first, first_logit
+
+    def _run_segment(self, slots: Slots) -> tuple[Slots, np.ndarray, np.ndarray, int]:
+        args = (self._state, self._head, self._take_cache(), slots, self._eos)
+        program = self._program(("segment",), self._segment_jit, *args)
+        t0 = time.perf_counter()
+        self._cache, new, tokens, logits, executed = program(*args)
+        out = new.to_host(), np.asarray(tokens), np.asarray(logits), int(executed)
+        self.last_timing["decode_seconds"] += time.perf_counter() - t0
+        return out
+
+    def generate(
+        self,
+        prompts: list[list[int]],
+        stop_sequences: Sequence[str] = (),
+        max_in_flight: int | None = None,
+        max_new_tokens: Sequence[int] | None = None,
+    ) -> list[Generation]:
+        """Greedy continuations of `prompts` (token ids, BOS included), in input order.
+
+        `max_new_tokens`: optional per-prompt budgets (each at most `max_generation_steps`).
+        A `ValueError` for a too-long or empty prompt is raised before anything is computed.
+        """
+        cfg, rows = self.config, self.layout.decode_rows
+        _check_lengths([len(p) for p in prompts], cfg.max_prompt_length)
+        limits = list(max_new_tokens or [cfg.max_generation_steps] * len(prompts))
+        if len(limits) != len(prompts) or not all(
+            1 <= n <= cfg.max_generation_steps for n in limits
+        ):
+            raise ValueError(f"max_new_tokens must give 1..{cfg.max_generation_steps} per prompt")
+        in_flight = min(max_in_flight or rows, rows)
+        if max_in_flight and max_in_flight > rows:
+            log.warning(
+                "batch size %d > decode_rows %d: %d prompts in flight at a time",
+                max_in_flight,
+                rows,
+                rows,
+            )
+        self.last_timing = dict.fromkeys(
+            ("prefill_seconds", "decode_seconds", "compile_seconds"), 0.0
+        )
+        stops = tuple(s for s in stop_sequences if s)
+        results: list[Generation | None] = [None] * len(prompts)
+        pending = deque(range(len(prompts)))
+        running: dict[int, _Running] = {}
+        slots = Slots.empty(rows)
+        useful = executed_rows = 0
+
+        def finish(slot: int | None, run: _Running) -> bool:
+            done = settle(
+                run.tokens,
+                run.logits,
+                run.limit,
+                cfg.eos_tokens,
+                stops,
+                self.tokenizer.decode,
+                run.checked,
+            )
+            if done is None:
+                run.checked = len(run.tokens)
+                return False
+            results[run.index] = done
+            if slot is not None:
+                del running[slot]
+                slots.active[slot] = False
+            return True
+
+        while pending or running:
+            while pending and len(running) < in_flight:
+                index = pending.popleft()
+                slot = self.choose_slot([r for r in range(rows) if r not in running])
+                first, logit = self._prefill(prompts[index], slot)
+                run = _Running(index, [first], [logit], limits[index])
+                if not finish(None, run):
+                    running[slot] = run
+                    slots.last[slot], slots.step[slot] = first, 1
+                    slots.length[slot], slots.limit[slot] = len(prompts[index]), run.limit
+                    slots.active[slot] = True
+            if not running:
+                continue
+            before = slots.step.copy()
+            slots, tokens, logits, steps = self._run_segment(slots)
+            executed_rows += steps * rows
+            for slot, run in list(running.items()):
+                n = int(slots.step[slot] - before[slot])
+                run.tokens += tokens[slot, :n].tolist()
+                run.logits += logits[slot, :n].tolist()
+                finish(slot, run)
+        for generation in results:
+            useful += max(len(generation.tokens) - 1, 0)
+        self.last_timing.update(
+            useful_row_steps=float(useful),
+            executed_row_steps=float(executed_rows),
+            slot_utilization=useful / executed_rows if executed_rows else 1.0,
+        )
+        return list(results)
