@@ -50,6 +50,10 @@ def _env_pins(env_file: Path) -> dict[str, str]:
     return _pins(next(d["pip"] for d in env["dependencies"] if isinstance(d, dict)))
 
 
+# Top-level names shared by many distributions: resolved one level deeper (google.auth).
+NAMESPACES = {"google"}
+
+
 def _normalise(distribution: str) -> str:
     return re.sub(r"[-_.]+", "-", distribution).lower()
 
@@ -133,7 +137,7 @@ def _third_party(start: set[str], analysed: frozenset[str] = frozenset()) -> set
         top = name.split(".")[0]
         if top != PACKAGE:
             if top not in sys.stdlib_module_names and top != "__future__":
-                found.add(top)
+                found.add(".".join(name.split(".")[:2]) if top in NAMESPACES else top)
         elif name not in seen and _module_file(name):
             seen.add(name)
             todo += sorted(_all_imports(name))
@@ -141,11 +145,26 @@ def _third_party(start: set[str], analysed: frozenset[str] = frozenset()) -> set
 
 
 def _distributions(import_names: set[str]) -> dict[str, set[str]]:
-    """Import name -> the installed distributions providing it (normalised names)."""
+    """Import name -> the installed distributions providing it (normalised names).
+
+    A namespace package's name (`google.auth`) maps to the distributions that ship files under
+    it, not to every distribution that shares the namespace."""
     installed = importlib.metadata.packages_distributions()
-    missing = sorted(name for name in import_names if name not in installed)
+    tops = {name: name.split(".")[0] for name in import_names}
+    missing = sorted(name for name, top in tops.items() if top not in installed)
     assert not missing, f"imported but not installed in this environment: {missing}"
-    return {name: {_normalise(d) for d in installed[name]} for name in import_names}
+    return {name: _providers(name, installed[tops[name]]) for name in import_names}
+
+
+def _providers(name: str, candidates: list[str]) -> set[str]:
+    if "." not in name:
+        return {_normalise(d) for d in candidates}
+    prefix = name.replace(".", "/") + "/"
+    return {
+        _normalise(d)
+        for d in candidates
+        if any(str(f).startswith(prefix) for f in importlib.metadata.files(d) or [])
+    }
 
 
 def _stage_handlers() -> dict[str, object]:
