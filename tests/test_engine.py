@@ -8,15 +8,14 @@ import os
 
 import numpy as np
 import pytest
-from flax import nnx
 from test_sampler import (
     LENGTHS,
     TINY,
     StandInTokenizer,
     gsm8k_prompts,
     random_prompts,
-    randomize,
     same,
+    tiny_lora_model,
     tiny_model,
 )
 
@@ -181,15 +180,8 @@ def test_settle_rules():
 
 
 def test_lora_model_equals_oracle_and_is_invariant():
-    qwix = pytest.importorskip("qwix")
+    lora = tiny_lora_model()
     base = tiny_model("float32", seed=4)
-    provider = qwix.LoraProvider(
-        module_path=".*q_einsum|.*kv_einsum|.*gate_proj|.*down_proj|.*up_proj|.*attn_vec_einsum",
-        rank=4,
-        alpha=8.0,
-    )
-    lora = qwix.apply_lora_to_model(base, provider, rngs=nnx.Rngs(0), **base.get_model_input())
-    randomize(lora, seed=5, variables=nnx.LoRAParam)
     prompts = random_prompts((9, 80, 33, 120), seed=3)
     oracle = FixedSampler(lora, StandInTokenizer(), TINY).generate(prompts)
     sampler = engine(lora, choose_slot=random_slot(0))

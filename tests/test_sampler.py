@@ -19,6 +19,7 @@ from flax import nnx
 from shared_data import GSM8K_DIR
 from tunix.models.gemma3 import model as gemma3
 
+from gsm8k_eval.checkpoints import LoraConfig
 from gsm8k_eval.sampler import (
     STOP_EOS,
     STOP_MAX_STEPS,
@@ -270,17 +271,20 @@ def test_matches_plain_forward_pass():
 # -- LoRA ----------------------------------------------------------------------------------------
 
 
-def test_lora_model_is_applied_and_invariant():
+def tiny_lora_model():
+    """The tiny float32 model with random qwix LoRA weights on every default LoRA module."""
     import qwix
 
     base = tiny_model("float32", seed=4)
-    provider = qwix.LoraProvider(
-        module_path=".*q_einsum|.*kv_einsum|.*gate_proj|.*down_proj|.*up_proj|.*attn_vec_einsum",
-        rank=4,
-        alpha=8.0,
-    )
+    provider = qwix.LoraProvider(module_path=LoraConfig().module_path, rank=4, alpha=8.0)
     lora = qwix.apply_lora_to_model(base, provider, rngs=nnx.Rngs(0), **base.get_model_input())
     randomize(lora, seed=5, variables=nnx.LoRAParam)
+    return lora
+
+
+def test_lora_model_is_applied_and_invariant():
+    lora = tiny_lora_model()
+    base = tiny_model("float32", seed=4)
     prompts = random_prompts((9, 80, 33), seed=3)
     sampler = FixedSampler(lora, StandInTokenizer(), TINY)
     alone = [sampler.generate([p])[0] for p in prompts]
