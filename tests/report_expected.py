@@ -87,14 +87,21 @@ def read_rollouts(path: Path) -> list[dict[str, Any]]:
 
 def load_fixture(root: Path) -> dict[tuple[str, int], tuple[list[dict], dict]]:
     runs = {}
-    for summary_path in sorted((root / "eval").glob("*/bs*/summary.json")):
+    for summary_path in sorted((root / "eval").glob("*/*/bs*/summary.json")):
         summary = json.loads(summary_path.read_text())
         rows = read_rollouts(summary_path.parent / "rollouts.jsonl")
         runs[(summary["checkpoint"], summary["batch_size"])] = (rows, summary)
     return dict(sorted(runs.items(), key=lambda kv: (kv[0][0] != "base", kv[0])))
 
 
-THROUGHPUT_HEADER = ["checkpoint", "batch size", "examples/s", "tokens/s", "generated tokens"]
+THROUGHPUT_HEADER = [
+    "checkpoint",
+    "sampler",
+    "batch size",
+    "examples/s",
+    "tokens/s",
+    "generated tokens",
+]
 THROUGHPUT_HEADER += ["wall time (s)", "peak memory (MB)"]
 
 
@@ -123,7 +130,7 @@ def method_value(rows: list[dict], summary: dict, method: str) -> str:
 def expect_runs(exp: Expected, runs: dict[tuple[str, int], tuple[list[dict], dict]]) -> None:
     names = method_names(runs)
     primary = {s["primary_method"] for _, s in runs.values()}
-    exp.methods_header = ["checkpoint", "batch size"]
+    exp.methods_header = ["checkpoint", "sampler", "batch size"]
     exp.methods_header += [f"{m} (primary)" if m in primary else m for m in names]
     exp.throughput_header = list(THROUGHPUT_HEADER)
     compile_s, slots = optional(runs, "compile_seconds"), optional(runs, "slot_utilization")
@@ -132,11 +139,17 @@ def expect_runs(exp: Expected, runs: dict[tuple[str, int], tuple[list[dict], dic
         peak = summary["peak_memory_mb"]
         k, n = sum(r["correct"] for r in rows), len(rows)
         model = summary["model_source"] or "n/a"
-        exp.summary.append([model, ckpt, str(bs), str(k), str(n), pct(k / n), wilson(k, n)])
-        exp.methods.append([ckpt, str(bs), *(method_value(rows, summary, m) for m in names)])
+        sampler = summary["sampler"]
+        exp.summary.append(
+            [model, ckpt, sampler, str(bs), str(k), str(n), pct(k / n), wilson(k, n)]
+        )
+        exp.methods.append(
+            [ckpt, sampler, str(bs), *(method_value(rows, summary, m) for m in names)]
+        )
         exp.throughput.append(
             [
                 ckpt,
+                sampler,
                 str(bs),
                 f"{summary['examples_per_second']:.2f}",
                 f"{summary['tokens_per_second']:.1f}",
@@ -152,7 +165,7 @@ def expect_runs(exp: Expected, runs: dict[tuple[str, int], tuple[list[dict], dic
             value = summary.get("slot_utilization")
             exp.throughput[-1].append("n/a" if value is None else pct(value))
         max_steps = sum(r["stop_reason"] == "max_steps" for r in rows)
-        exp.add(max_steps, n, bs, *exp.summary[-1][2:], *exp.methods[-1], *exp.throughput[-1])
+        exp.add(max_steps, n, bs, *exp.summary[-1][3:], *exp.methods[-1], *exp.throughput[-1])
         exp.masks.extend(question(r["id"]) for r in rows)
         exp.masks.extend(shorten(r["question"]) for r in rows)
 
@@ -219,6 +232,58 @@ def expect_invariance(exp: Expected, runs: dict) -> None:
             exp.add(*row)
 
 
+def flat(text: str, width: int) -> str:
+    """The report's `shorten` filter at `width` (re-implemented)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
+def mcnemar_p(b: int, c: int) -> float:
+    return 1.0 if b + c == 0 else min(1.0, binomtest(c, b + c, 0.5).pvalue)
+
+
+def expect_batch_dependence(exp: Expected, runs: dict) -> None:
+    """The batch-dependence table, the headline and the flipped examples (one sampler)."""
+    changed_total = total = 0
+    for ckpt in dict.fromkeys(c for c, _ in runs):
+        sizes = sorted(bs for c, bs in runs if c == ckpt)
+        ref_rows = {r["id"]: r for r in runs[(ckpt, sizes[0])][0]}
+        for bs in sizes[1:]:
+            rows = {r["id"]: r for r in runs[(ckpt, bs)][0]}
+            pairs = [(ref_rows[i], rows[i]) for i in sorted(ref_rows)]
+            n, same = len(pairs), sum(a["tokens"] == b["tokens"] for a, b in pairs)
+            changed_total, total = changed_total + n - same, total + n
+            firsts = sorted(
+                (first_diff(a["tokens"], b["tokens"]), a["id"], a, b)
+                for a, b in pairs
+                if a["tokens"] != b["tokens"]
+            )
+            ks = [k for k, *_ in firsts]
+            to_wrong = sum(a["correct"] and not b["correct"] for a, b in pairs)
+            to_right = sum(b["correct"] and not a["correct"] for a, b in pairs)
+            acc_a = sum(a["correct"] for a, _ in pairs) / n
+            acc_b = sum(b["correct"] for _, b in pairs) / n
+            exp.add(n, same, pct(same / n), pct(acc_a), pct(acc_b), pp(acc_b - acc_a))
+            exp.add(p_text(mcnemar_p(to_wrong, to_right)), to_wrong + to_right, to_wrong, to_right)
+            if ks:
+                median = (ks[(len(ks) - 1) // 2] + ks[len(ks) // 2]) / 2
+                exp.add(min(ks), f"{median:g}", max(ks), len(ks))
+            flipped = [f for f in firsts if f[2]["correct"] != f[3]["correct"]]
+            for k, _, a, b in (flipped or firsts)[:3]:
+                exp.add(a["id"], k, a["tokens"][k], b["tokens"][k], a["gold"])
+                exp.add(f"{a['token_logits'][k]:.4f}", f"{b['token_logits'][k]:.4f}")
+                exp.add(a["extracted_answer"], b["extracted_answer"])
+                c = first_diff(list(a["response"]), list(b["response"]))
+                exp.masks.append(flat(a["question"], 400))
+                texts = [a["response"][max(0, c - CONTEXT_CHARS) : c]]
+                texts += [
+                    a["response"][c : c + CONTEXT_CHARS],
+                    b["response"][c : c + CONTEXT_CHARS],
+                ]
+                exp.masks += [flat(t, 200).replace("`", "'") for t in texts]
+    exp.add(changed_total, total)
+
+
 def expect_comparisons(exp: Expected, runs: dict) -> None:
     base = {bs: rows for (c, bs), (rows, _) in runs.items() if c == "base"}
     for (ckpt, bs), (rows, _) in runs.items():
@@ -268,6 +333,7 @@ def expected_for(root: Path) -> Expected:
     runs = load_fixture(root)
     expect_runs(exp, runs)
     expect_invariance(exp, runs)
+    expect_batch_dependence(exp, runs)
     expect_comparisons(exp, runs)
     expect_best(exp, runs)
     expect_inputs(exp, root, runs)

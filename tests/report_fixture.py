@@ -168,7 +168,8 @@ def write_summary(
 def write_run(
     root: Path, checkpoint: str, bs: int, rows: list[dict[str, Any]], settings: dict[str, Any]
 ) -> Path:
-    run_dir = root / "eval" / checkpoint / f"bs{bs}"
+    sampler = {**SUMMARY_SETTINGS, **settings}["sampler"]
+    run_dir = root / "eval" / checkpoint / sampler / f"bs{bs}"
     run_dir.mkdir(parents=True)
     (run_dir / "rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     write_summary(run_dir, rows, checkpoint, bs, settings)
@@ -179,21 +180,28 @@ def write_tree(
     root: Path,
     runs: dict[tuple[str, int], list[dict[str, Any]]],
     settings: dict[str, Any] | None = None,
+    *,
+    checkpoints: bool = True,
 ) -> None:
     """results/{eval,invariance,checkpoints,data} for the given runs; `settings` override
-    SUMMARY_SETTINGS in every summary."""
+    SUMMARY_SETTINGS in every summary (its `sampler` names the runs' folder). Call it once per
+    sampler with `checkpoints=False` after the first to add another sampler's runs."""
+    sampler = {**SUMMARY_SETTINGS, **(settings or {})}["sampler"]
     by_ckpt: dict[str, dict[int, Path]] = {}
     for (ckpt, bs), rows in runs.items():
         by_ckpt.setdefault(ckpt, {})[bs] = write_run(root, ckpt, bs, rows, settings or {})
     for ckpt, paths in by_ckpt.items():
-        check_invariance(paths, root / "invariance" / f"{ckpt}.json", checkpoint=ckpt)
+        out = root / "invariance" / ckpt / f"{sampler}.json"
+        check_invariance(paths, out, checkpoint=ckpt, sampler=sampler)
+        if not checkpoints:
+            continue
         manifest = {"source": "base"}
         if ckpt != "base":
             objects = [{"name": f"part{j}", "size": 10 + j} for j in range(3)]
             manifest = {"source": LORA_SOURCE, "step": 500, "objects": objects}
         (root / "checkpoints" / ckpt).mkdir(parents=True)
         (root / "checkpoints" / ckpt / "manifest.json").write_text(json.dumps(manifest))
-    (root / "data").mkdir()
+    (root / "data").mkdir(exist_ok=True)
     (root / "data" / "manifest.json").write_text(json.dumps(DATASET))
 
 
@@ -206,7 +214,7 @@ def render(
         results = Path(root.name)
         inputs = ReportInputs(
             eval_dirs=[results / "eval"],
-            invariance_paths=sorted((results / "invariance").glob("*.json")),
+            invariance_paths=sorted((results / "invariance").rglob("*.json")),
             checkpoint_manifests=sorted((results / "checkpoints").glob("*/manifest.json")),
             dataset_manifest=results / "data" / "manifest.json",
             config=config,

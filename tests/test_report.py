@@ -74,7 +74,13 @@ def full(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Expected]
 def test_summary_methods_throughput_tables(full: tuple[Path, str, Expected]) -> None:
     _, md, exp = full
     assert table_rows(md, "model") == exp.summary
-    assert exp.methods_header == ["checkpoint", "batch size", "flexible", "strict (primary)"]
+    assert exp.methods_header == [
+        "checkpoint",
+        "sampler",
+        "batch size",
+        "flexible",
+        "strict (primary)",
+    ]
     assert [rows for h, rows in tables(md) if h == exp.methods_header] == [exp.methods]
     assert exp.throughput_header == THROUGHPUT_HEADER  # no optional columns without the fields
     assert [rows for h, rows in tables(md) if h == exp.throughput_header] == [exp.throughput]
@@ -85,13 +91,15 @@ def test_invariance_tables_and_worst_divergence(full: tuple[Path, str, Expected]
     _, md, exp = full
     inv = section(md, "## Batch invariance")
     for ckpt, rows in exp.invariance.items():
-        sub = section(inv, f"### {ckpt}")
+        sub = section(inv, f"### {ckpt} (fixed sampler)")
         assert table_rows(sub, "batch sizes") == rows
     assert set(exp.worst) == {"base"}  # lora_final is invariant
-    assert "all batch sizes produced identical tokens" in section(inv, "### lora_final")
+    assert "all batch sizes produced identical tokens" in section(
+        inv, "### lora_final (fixed sampler)"
+    )
     w = exp.worst["base"]
     assert (w["id"], w["k"], w["bs"]) == (7, 25, 4)  # the planted flip outranks the earlier one
-    sub = section(inv, "### base")
+    sub = section(inv, "### base (fixed sampler)")
     assert table_rows(sub, "batch size", "token id at first difference") == w["logits"]
     assert f"first differing token is at index {w['k']}" in " ".join(sub.split())
     assert f"`[{', '.join(map(str, w['ref_tokens']))}]`" in sub
@@ -184,7 +192,7 @@ def test_sections_and_provenance(full: tuple[Path, str, Expected]) -> None:
     assert f"> **External reference, not a result of this pipeline.** {EXTERNAL_REFERENCE}" in (
         external
     )
-    assert "results/eval/base/bs4/rollouts.jsonl" in section(md, "## Output files")
+    assert "results/eval/base/fixed/bs4/rollouts.jsonl" in section(md, "## Output files")
 
 
 def test_degenerate_base_only_one_batch_size_accuracy_zero(tmp_path: Path) -> None:
@@ -194,7 +202,7 @@ def test_degenerate_base_only_one_batch_size_accuracy_zero(tmp_path: Path) -> No
     md = render(root)
     exp = expected_for(root)
     assert table_rows(md, "model") == exp.summary
-    assert exp.summary[0][5:] == ["0.0%", wilson(0, 5)]
+    assert exp.summary[0][6:] == ["0.0%", wilson(0, 5)]
     (throughput,) = [rows for h, rows in tables(md) if "peak memory (MB)" in h]
     assert throughput == exp.throughput and throughput[0][-1] == "n/a"
     assert "only batch size 2: nothing to compare" in md
@@ -218,7 +226,7 @@ def test_zero_divergence_two_checkpoints(tmp_path: Path) -> None:
 def test_summary_disagreeing_with_rollouts_is_an_error(tmp_path: Path) -> None:
     root = tmp_path / "results"
     write_tree(root, {("base", 1): rollouts_for("base", 1)})
-    summary_path = root / "eval" / "base" / "bs1" / "summary.json"
+    summary_path = root / "eval" / "base" / "fixed" / "bs1" / "summary.json"
     summary = json.loads(summary_path.read_text())
     summary_path.write_text(json.dumps(dict(summary, correct=summary["correct"] + 1)))
     with pytest.raises(ReportDataError, match="summary says"):
@@ -265,9 +273,9 @@ def test_findings_are_decided_from_numbers(full: tuple[Path, str, Expected]) -> 
         f"{len(BROKEN)} broken; McNemar exact p = {cmp['p']}. At α = 0.05 the difference is not "
         "statistically significant by the exact McNemar test (two-sided); it is consistent with "
         "no real change.",
-        f"**Batch invariance violated:** base: {divergent(root, 'base', 4, 1)} of {N} examples "
-        f"differ between batch size 1 and 4 (accuracy difference {inv_row[6]}, correctness "
-        f"flips: {inv_row[7]}).",
+        f"**Batch invariance violated:** base (fixed): {divergent(root, 'base', 4, 1)} of {N} "
+        f"examples differ between batch size 1 and 4 (accuracy difference {inv_row[6]}, "
+        f"correctness flips: {inv_row[7]}).",
     ]
 
 

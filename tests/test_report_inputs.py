@@ -40,12 +40,12 @@ def test_few_shot_count_only_for_fewshot_runs(tmp_path: Path) -> None:
     settings = dict(map(tuple, table_rows(md, "setting")))
     assert (settings["prompt template"], settings["few-shot examples"]) == ("fewshot", "3")
     assert unexplained_numbers(md, expected_for(root)) == []
-    summary_path = root / "eval" / "lora_final" / "bs1" / "summary.json"
+    summary_path = root / "eval" / "lora_final" / "fixed" / "bs1" / "summary.json"
     summary = json.loads(summary_path.read_text())
     summary_path.write_text(json.dumps(dict(summary, prompt_template="chat")))
     settings = dict(map(tuple, table_rows(render(root), "setting")))
-    assert settings["prompt template"] == "fewshot (base/bs1); chat (lora_final/bs1)"
-    assert settings["few-shot examples"] == "3 (base/bs1); n/a (lora_final/bs1)"
+    assert settings["prompt template"] == "fewshot (base/fixed/bs1); chat (lora_final/fixed/bs1)"
+    assert settings["few-shot examples"] == "3 (base/fixed/bs1); n/a (lora_final/fixed/bs1)"
 
 
 # ---------------------------------------------------------------- optional summary fields
@@ -58,11 +58,11 @@ def test_optional_throughput_and_provenance_fields(tmp_path: Path) -> None:
     extra = {"xla_flags": flags, "determinism": {"XLA_FLAGS": flags, "jax_threefry": True}}
     write_tree(root, runs, settings={"compile_seconds": 12.345, **extra})
     for (ckpt, bs), utilization in {("base", 4): 0.8771, ("lora_final", 4): 0.5}.items():
-        path = root / "eval" / ckpt / f"bs{bs}" / "summary.json"
+        path = root / "eval" / ckpt / "fixed" / f"bs{bs}" / "summary.json"
         path.write_text(
             json.dumps(dict(json.loads(path.read_text()), slot_utilization=utilization))
         )
-    path = root / "eval" / "lora_final" / "bs1" / "summary.json"
+    path = root / "eval" / "lora_final" / "fixed" / "bs1" / "summary.json"
     path.write_text(json.dumps(dict(json.loads(path.read_text()), compile_seconds=None)))
     md = render(root)
     exp = expected_for(root)
@@ -88,14 +88,14 @@ def test_methods_follow_the_summaries(tmp_path: Path) -> None:
     for r in rows:  # a scoring method added after this report was written
         r["correct_by_method"]["strict-match-numeric"] = r["correct"] or r["id"] % 7 == 0
     write_tree(root, {("base", 1): rows})
-    path = root / "eval" / "base" / "bs1" / "summary.json"
+    path = root / "eval" / "base" / "fixed" / "bs1" / "summary.json"
     methods = ("flexible", "strict", "strict-match-numeric")
     by_method = {m: sum(r["correct_by_method"][m] for r in rows) / N for m in methods}
     by_method["summary-only"] = 0.375  # in the summary, not in the rollouts
     path.write_text(json.dumps(dict(json.loads(path.read_text()), accuracy_by_method=by_method)))
     md = render(root)
     exp = expected_for(root)
-    assert exp.methods_header[2:] == [
+    assert exp.methods_header[3:] == [
         "flexible",
         "strict (primary)",
         "strict-match-numeric",
@@ -109,7 +109,7 @@ def test_methods_follow_the_summaries(tmp_path: Path) -> None:
 def test_method_accuracy_disagreeing_with_rollouts_is_an_error(tmp_path: Path) -> None:
     root = tmp_path / "results"
     write_tree(root, {("base", 1): rollouts_for("base", 1)})
-    path = root / "eval" / "base" / "bs1" / "summary.json"
+    path = root / "eval" / "base" / "fixed" / "bs1" / "summary.json"
     path.write_text(
         json.dumps(dict(json.loads(path.read_text()), accuracy_by_method={"strict": 1}))
     )
@@ -133,7 +133,7 @@ def test_standalone_evaluate_then_render_report(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`gsm8k-eval evaluate` (no config, no model source) then `render-report` (no config)."""
-    run_dir = tmp_path / "results" / "eval" / "base" / "bs2"
+    run_dir = tmp_path / "results" / "eval" / "base" / "fixed" / "bs2"
     evaluate = [sys.executable, "-m", "gsm8k_eval", "evaluate", "--model-dir", str(tiny_model_dir)]
     evaluate += ["--dataset", str(GSM8K_DIR / "test.jsonl"), "--checkpoint", "base"]
     evaluate += ["--batch-size", "2", "--max-new-tokens", "4", "--max-prompt-length", "640"]
@@ -149,7 +149,7 @@ def test_standalone_evaluate_then_render_report(
     md = (tmp_path / "out" / "r.md").read_text()
     assert md.splitlines()[0] == f"# GSM8K evaluation report: {schema_run_name()}"
     assert "None" not in md and "few-shot" not in md
-    assert table_rows(md, "model")[0][:3] == ["n/a", "base", "2"]
+    assert table_rows(md, "model")[0][:4] == ["n/a", "base", "fixed", "2"]
     steps = [json.loads(line)["stop_reason"] for line in (run_dir / "rollouts.jsonl").open()]
     limit = [b for b in bullets(md, "## Recommendations") if "step limit" in b]
     expected = f"{steps.count('max_steps')} of 2 generations of base at batch size 2 stopped"

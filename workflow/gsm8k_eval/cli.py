@@ -316,6 +316,7 @@ def _add_check_invariance(sub) -> None:
         "Compare one checkpoint's rollouts across batch sizes, example by example.",
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint name")
+    p.add_argument("--sampler", default=None, help="sampler name (recorded in the output)")
     p.add_argument(
         "--rollouts",
         nargs="+",
@@ -332,7 +333,11 @@ def _run_check_invariance(args: argparse.Namespace) -> None:
 
     rollouts = dict(_batch_size_path(item) for item in args.rollouts)
     check_invariance(
-        rollouts, args.out, checkpoint=args.checkpoint, fail_on_divergence=args.fail_on_divergence
+        rollouts,
+        args.out,
+        checkpoint=args.checkpoint,
+        sampler=args.sampler,
+        fail_on_divergence=args.fail_on_divergence,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,6 @@ class LoraSpec:
 
 @dataclass(frozen=True)
 class SamplingSpec:
-    sampler: str
     dtype: str
     temperature: float
     max_generation_steps: int
@@ -114,6 +114,7 @@ class PipelineConfig:
     checkpoints: tuple[CheckpointSpec, ...]
     lora: LoraSpec
     batch_sizes: tuple[int, ...]
+    samplers: tuple[str, ...]
     sampling: SamplingSpec
     prompt: PromptSpec
     primary_method: str
@@ -130,6 +131,7 @@ class PipelineConfig:
         )
         _reject_duplicates([c.name for c in checkpoints], "checkpoints[].name")
         sampling = dict(config["sampling"])
+        sampling.pop("sampler", None)  # deprecated: `samplers` (see apply_deprecations)
         sampling["eos_tokens"] = tuple(sampling["eos_tokens"])
         return cls(
             run=config["run"],
@@ -140,6 +142,7 @@ class PipelineConfig:
             checkpoints=checkpoints,
             lora=LoraSpec(**config["lora"]),
             batch_sizes=tuple(sorted(config["batch_sizes"])),
+            samplers=tuple(config["samplers"]),
             sampling=SamplingSpec(**sampling),
             prompt=PromptSpec(**config["prompt"]),
             primary_method=config["scoring"]["primary"],
@@ -162,8 +165,9 @@ class PipelineConfig:
     def evaluation_hash(self) -> str:
         """Hash of every setting that changes rollouts.
 
-        Not the batch sizes or checkpoints (they are wildcards), and none of the display-only
-        keys (`run`, `run_name`, `model.name`): renaming a run must not rerun its evaluations.
+        Not the batch sizes, samplers or checkpoints (they are wildcards), and none of the
+        display-only keys (`run`, `run_name`, `model.name`): renaming a run must not rerun its
+        evaluations.
         """
         model = {k: v for k, v in asdict(self.model).items() if k not in DISPLAY_ONLY_MODEL_KEYS}
         relevant = {
@@ -193,8 +197,35 @@ def _reject_duplicates(names: list[str], key: str) -> None:
 
 
 def coerce_cli_overrides(config: dict[str, Any]) -> dict[str, Any]:
-    """Turn `--config` strings into the schema's types before validation (see schema.coerce)."""
-    return schema.coerce(config)
+    """Turn `--config` strings into the schema's types before validation (see schema.coerce),
+    and map deprecated keys onto their replacements (see `apply_deprecations`)."""
+    return apply_deprecations(schema.coerce(config))
+
+
+def apply_deprecations(config: dict[str, Any]) -> dict[str, Any]:
+    """`sampling.sampler: X` without `samplers` means `samplers: [X]` (with a FutureWarning).
+
+    Runs before validation fills in defaults, so only keys the user wrote count. Setting both
+    is fine when they agree (the deprecated key is ignored) and an error when they do not.
+    """
+    sampling = config.get("sampling")
+    sampler = sampling.get("sampler") if isinstance(sampling, dict) else None
+    if sampler is None:
+        return config
+    if "samplers" not in config:
+        config["samplers"] = [sampler]
+        warnings.warn(
+            f"sampling.sampler is deprecated: use `samplers: [{sampler}]` (a list: the DAG "
+            "evaluates every sampler listed); treating it as that",
+            FutureWarning,
+            stacklevel=2,
+        )
+    elif isinstance(config["samplers"], list) and sampler not in config["samplers"]:
+        raise ConfigError(
+            f"sampling.sampler ({sampler!r}, deprecated) disagrees with samplers "
+            f"({config['samplers']!r}): remove sampling.sampler"
+        )
+    return config
 
 
 def load_config(config: dict[str, Any]) -> PipelineConfig:

@@ -1,10 +1,10 @@
 """Batch-invariance check: compare rollouts of one checkpoint across batch sizes.
 
 Every batch size is compared with the smallest one, example by example (matched by `id`).
-The result is written as JSON (`results/invariance/{checkpoint}.json`), schema:
+The result is written as JSON (`results/<run>/invariance/{checkpoint}/{sampler}.json`), schema:
 
 ```
-{checkpoint, reference_batch_size, batch_sizes, num_examples, invariant, message,
+{checkpoint, sampler, reference_batch_size, batch_sizes, num_examples, invariant, message,
  context_chars, token_window,
  comparisons: [{reference_batch_size, batch_size, num_examples,
                 identical_text, identical_tokens, identical_logits,
@@ -156,6 +156,7 @@ class InvarianceResult:
     path: Path
     context_chars: int = DEFAULT_CONTEXT_CHARS
     token_window: int = DEFAULT_TOKEN_WINDOW
+    sampler: str | None = None
 
     @property
     def num_divergent(self) -> int:
@@ -185,6 +186,7 @@ class InvarianceResult:
         """JSON-ready dict (the file format)."""
         return {
             "checkpoint": self.checkpoint,
+            "sampler": self.sampler,
             "reference_batch_size": self.reference_batch_size,
             "batch_sizes": self.batch_sizes,
             "num_examples": self.num_examples,
@@ -333,11 +335,14 @@ def check_invariance(
     out_path: Path,
     *,
     checkpoint: str,
+    sampler: str | None = None,
     fail_on_divergence: bool = False,
     context_chars: int = DEFAULT_CONTEXT_CHARS,
     token_window: int = DEFAULT_TOKEN_WINDOW,
 ) -> InvarianceResult:
     """Compare the rollouts of every batch size with the smallest; write JSON to `out_path`.
+
+    `sampler` only labels the result (the rollouts of one checkpoint and sampler are compared).
 
     Raises `RolloutMismatchError` when id sets differ, and `BatchInvarianceError` (after writing
     the JSON) when `fail_on_divergence` and any example diverges.
@@ -370,6 +375,7 @@ def check_invariance(
         path=Path(out_path),
         context_chars=context_chars,
         token_window=token_window,
+        sampler=sampler,
     )
     write_json(Path(out_path), result.to_dict())
     if fail_on_divergence and not result.invariant:

@@ -17,6 +17,8 @@ RESULTS = "results"
 REPORT_NAME = "gsm8k_eval_report.md"
 EMBEDDED_CONFIG = "config.yaml"
 EMBEDDED_RUN = "demo"
+# Samplers whose outputs may change with the batch size: measured, never a failure.
+BATCH_DEPENDENT_SAMPLERS = frozenset({"tunix"})
 _RUN_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -70,23 +72,28 @@ class RunPaths:
     def checkpoint_dir(self, checkpoint: str) -> str:
         return f"{self.root}/checkpoints/{checkpoint}"
 
-    def eval_dir(self, checkpoint: str, batch_size: int | str) -> str:
-        return f"{self.root}/eval/{checkpoint}/bs{batch_size}"
+    def eval_dir(self, checkpoint: str, sampler: str, batch_size: int | str) -> str:
+        return f"{self.root}/eval/{checkpoint}/{sampler}/bs{batch_size}"
 
-    def rollouts(self, checkpoint: str, batch_size: int | str) -> str:
-        return f"{self.eval_dir(checkpoint, batch_size)}/rollouts.jsonl"
+    def rollouts(self, checkpoint: str, sampler: str, batch_size: int | str) -> str:
+        return f"{self.eval_dir(checkpoint, sampler, batch_size)}/rollouts.jsonl"
 
-    def summary(self, checkpoint: str, batch_size: int | str) -> str:
-        return f"{self.eval_dir(checkpoint, batch_size)}/summary.json"
+    def summary(self, checkpoint: str, sampler: str, batch_size: int | str) -> str:
+        return f"{self.eval_dir(checkpoint, sampler, batch_size)}/summary.json"
 
-    def invariance(self, checkpoint: str) -> str:
-        return f"{self.root}/invariance/{checkpoint}.json"
+    def invariance(self, checkpoint: str, sampler: str) -> str:
+        return f"{self.root}/invariance/{checkpoint}/{sampler}.json"
 
     def all_summaries(self, cfg: PipelineConfig) -> list[str]:
-        return [self.summary(c, b) for c in cfg.checkpoint_names for b in cfg.batch_sizes]
+        return [
+            self.summary(c, s, b)
+            for c in cfg.checkpoint_names
+            for s in cfg.samplers
+            for b in cfg.batch_sizes
+        ]
 
     def all_invariance(self, cfg: PipelineConfig) -> list[str]:
-        return [self.invariance(c) for c in cfg.checkpoint_names]
+        return [self.invariance(c, s) for c in cfg.checkpoint_names for s in cfg.samplers]
 
     def all_checkpoint_dirs(self, cfg: PipelineConfig) -> list[str]:
         return [self.checkpoint_dir(c) for c in cfg.checkpoint_names]
@@ -94,12 +101,15 @@ class RunPaths:
     def checkpoint_manifests(self, cfg: PipelineConfig) -> list[str]:
         return [f"{self.checkpoint_dir(c)}/manifest.json" for c in cfg.checkpoint_names]
 
-    def checkpoint_rollouts(self, cfg: PipelineConfig, checkpoint: str) -> list[str]:
-        return [self.rollouts(checkpoint, b) for b in cfg.batch_sizes]
+    def checkpoint_rollouts(self, cfg: PipelineConfig, checkpoint: str, sampler: str) -> list[str]:
+        return [self.rollouts(checkpoint, sampler, b) for b in cfg.batch_sizes]
 
-    def rollouts_argument(self, cfg: PipelineConfig, checkpoint: str) -> str:
+    def rollouts_argument(self, cfg: PipelineConfig, checkpoint: str, sampler: str) -> str:
         """`BS=PATH …` for `gsm8k-eval check-invariance --rollouts`."""
-        return " ".join(f"{b}={shlex.quote(self.rollouts(checkpoint, b))}" for b in cfg.batch_sizes)
+        paths = self.checkpoint_rollouts(cfg, checkpoint, sampler)
+        return " ".join(
+            f"{b}={shlex.quote(p)}" for b, p in zip(cfg.batch_sizes, paths, strict=True)
+        )
 
     def fewshot_inputs(self, cfg: PipelineConfig) -> list[str]:
         return [self.dataset("train")] if cfg.prompt.needs_train_split else []
@@ -149,6 +159,12 @@ def _config_identity(configfiles: Sequence[str | Path]) -> list[str]:
     return names
 
 
+def fail_on_divergence_flag(cfg: PipelineConfig, sampler: str) -> str:
+    """`--fail-on-divergence` when configured, for the batch-invariant samplers only."""
+    strict = cfg.fail_on_divergence and sampler not in BATCH_DEPENDENT_SAMPLERS
+    return "--fail-on-divergence" if strict else ""
+
+
 def step_argument(cfg: PipelineConfig, checkpoint: str) -> str:
     """`--step` value: empty for the latest step (step 0 is a real step)."""
     step = cfg.checkpoint(checkpoint).step
@@ -165,7 +181,6 @@ def _evaluate_flags(cfg: PipelineConfig) -> list[tuple[str, object]]:
     s, p, lora = cfg.sampling, cfg.prompt, cfg.lora
     flags: list[tuple[str, object]] = [
         ("--dtype", s.dtype),
-        ("--sampler", s.sampler),
         ("--max-new-tokens", s.max_generation_steps),
         ("--max-prompt-length", s.max_prompt_length),
         ("--eos-tokens", ",".join(str(t) for t in s.eos_tokens)),

@@ -30,5 +30,6 @@ onstart:
 
 wildcard_constraints:
     checkpoint="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    sampler="[a-z]+",
     batch_size="[0-9]+",
     split="test|train",

@@ -1,15 +1,16 @@
 rule check_invariance:
     input:
-        lambda wc: PATHS.checkpoint_rollouts(PIPELINE, wc.checkpoint),
+        lambda wc: PATHS.checkpoint_rollouts(PIPELINE, wc.checkpoint, wc.sampler),
     output:
-        PATHS.invariance("{checkpoint}"),
+        PATHS.invariance("{checkpoint}", "{sampler}"),
     log:
-        PATHS.log("check_invariance/{checkpoint}"),
+        PATHS.log("check_invariance/{checkpoint}/{sampler}"),
     conda:
         "../../envs/report.yaml"
     params:
-        rollouts=lambda wc: PATHS.rollouts_argument(PIPELINE, wc.checkpoint),
-        fail="--fail-on-divergence" if PIPELINE.fail_on_divergence else "",
+        rollouts=lambda wc: PATHS.rollouts_argument(PIPELINE, wc.checkpoint, wc.sampler),
+        fail=lambda wc: targets.fail_on_divergence_flag(PIPELINE, wc.sampler),
     shell:
         "python -m gsm8k_eval check-invariance --checkpoint {wildcards.checkpoint}"
+        " --sampler {wildcards.sampler}"
         " --rollouts {params.rollouts} {params.fail} --out {output:q} > {log:q} 2>&1"

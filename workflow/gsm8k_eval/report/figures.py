@@ -8,23 +8,29 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from gsm8k_eval.report.inputs import Run, checkpoint_names
+from gsm8k_eval.report.inputs import Run
 from gsm8k_eval.stats import DEFAULT_CONFIDENCE
 
 ACCURACY_FIGURE = "accuracy.png"
 THROUGHPUT_FIGURE = "throughput.png"
 
 
+def series_label(run: Run, runs: Sequence[Run]) -> str:
+    """The checkpoint, and its sampler when the runs used more than one."""
+    many = len({r.sampler for r in runs}) > 1
+    return f"{run.checkpoint} ({run.sampler})" if many else run.checkpoint
+
+
 def plot_accuracy(runs: Sequence[Run], path: Path) -> Path:
-    """Accuracy with Wilson intervals, one marker per checkpoint × batch size."""
+    """Accuracy with Wilson intervals, one marker per checkpoint × sampler × batch size."""
     fig = Figure(figsize=(7, 4), dpi=100)
     ax = fig.add_subplot()
-    names = checkpoint_names(runs)
+    names = list(dict.fromkeys(series_label(r, runs) for r in runs))
     sizes = sorted({r.batch_size for r in runs})
     width = 0.8 / max(len(sizes), 1)
     for j, bs in enumerate(sizes):
         sel = [r for r in runs if r.batch_size == bs]
-        xs = [names.index(r.checkpoint) - 0.4 + width * (j + 0.5) for r in sel]
+        xs = [names.index(series_label(r, runs)) - 0.4 + width * (j + 0.5) for r in sel]
         acc = [100 * r.accuracy for r in sel]
         err = [[a - 100 * r.interval.low for a, r in zip(acc, sel, strict=True)]]
         err.append([100 * r.interval.high - a for a, r in zip(acc, sel, strict=True)])
@@ -39,18 +45,18 @@ def plot_accuracy(runs: Sequence[Run], path: Path) -> Path:
 
 
 def plot_throughput(runs: Sequence[Run], path: Path) -> Path:
-    """Examples/s and tokens/s against batch size, one line per checkpoint."""
+    """Examples/s and tokens/s against batch size, one line per checkpoint (and sampler)."""
     fig = Figure(figsize=(9, 4), dpi=100)
     axes = fig.subplots(1, 2)
     sizes = sorted({r.batch_size for r in runs})
     for ax, key, label in zip(
         axes, ("examples_per_second", "tokens_per_second"), ("examples/s", "tokens/s"), strict=True
     ):
-        for name in checkpoint_names(runs):
+        for name in dict.fromkeys(series_label(r, runs) for r in runs):
             pts = [
                 (r.batch_size, r.number(key))
                 for r in runs
-                if r.checkpoint == name and r.number(key) is not None
+                if series_label(r, runs) == name and r.number(key) is not None
             ]
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", label=name)

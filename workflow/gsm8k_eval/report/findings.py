@@ -53,23 +53,28 @@ def best_checkpoint(runs: Sequence[Run]) -> BestCheckpoint:
     return BestCheckpoint([r for r in refs if r.accuracy == top], top, len(refs) == 1)
 
 
+def _label(key: tuple[str, str]) -> str:
+    """`checkpoint (sampler)`."""
+    return f"{key[0]} ({key[1]})"
+
+
 def invariance_finding(
-    invariance: dict[str, dict[str, Any]],
+    invariance: dict[tuple[str, str], dict[str, Any]],
 ) -> InvarianceHolds | InvarianceViolated | None:
-    comparisons = [(n, c) for n, d in invariance.items() for c in d["comparisons"]]
+    comparisons = [(_label(k), c) for k, d in invariance.items() for c in d["comparisons"]]
     if not comparisons:
         return None
     diverging = [(n, c) for n, c in comparisons if c["divergences"]]
     if diverging:
         return InvarianceViolated(diverging)
     sizes = sorted({bs for d in invariance.values() for bs in d["batch_sizes"]})
-    return InvarianceHolds(sizes, sorted(invariance))
+    return InvarianceHolds(sizes, sorted(map(_label, invariance)))
 
 
 def findings(
     runs: Sequence[Run],
     comparisons: Sequence[PairedComparison],
-    invariance: dict[str, dict[str, Any]],
+    invariance: dict[tuple[str, str], dict[str, Any]],
 ) -> list[Any]:
     out: list[Any] = [best_checkpoint(runs), *map(Comparison, comparisons)]
     inv = invariance_finding(invariance)

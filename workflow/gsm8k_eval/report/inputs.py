@@ -17,6 +17,8 @@ from gsm8k_eval.stats import Interval, wilson_interval
 
 DEFAULT_TEMPLATE_DIR = resources.report_template_dir()
 ROLLOUT_COLUMNS = ["id", "question", "correct", "correct_by_method"]
+# Summaries written before samplers became an axis ran the schema's default sampler.
+DEFAULT_SAMPLER = schema.default("samplers")[0]
 
 
 class ReportDataError(ValueError):
@@ -48,7 +50,7 @@ class ReportInputs:
 
 @dataclass
 class Run:
-    """One evaluation: a checkpoint at a batch size."""
+    """One evaluation: a checkpoint with a sampler at a batch size."""
 
     checkpoint: str
     batch_size: int
@@ -56,6 +58,7 @@ class Run:
     rollouts: pd.DataFrame
     summary_path: Path
     rollouts_path: Path
+    sampler: str = DEFAULT_SAMPLER
     interval: Interval = field(init=False)
 
     def __post_init__(self) -> None:
@@ -135,6 +138,7 @@ def load_run(summary_path: Path) -> Run:
         rollouts=load_rollouts(rollouts_path),
         summary_path=summary_path,
         rollouts_path=rollouts_path,
+        sampler=str(summary.get("sampler") or DEFAULT_SAMPLER),
     )
     if (run.correct, run.total) != (summary.get("correct"), summary.get("total")):
         raise ReportDataError(
@@ -145,11 +149,14 @@ def load_run(summary_path: Path) -> Run:
 
 
 def order_runs(runs: list[Run], base: str) -> list[Run]:
-    """Base checkpoint first, then by name; batch sizes ascending; duplicates are an error."""
-    keys = [(r.checkpoint, r.batch_size) for r in runs]
+    """Base checkpoint first, then by name; then sampler; batch sizes ascending.
+
+    Duplicates are an error.
+    """
+    keys = [(r.checkpoint, r.sampler, r.batch_size) for r in runs]
     if len(set(keys)) != len(keys):
-        raise ReportDataError(f"duplicate (checkpoint, batch size) runs: {sorted(keys)}")
-    return sorted(runs, key=lambda r: (r.checkpoint != base, r.checkpoint, r.batch_size))
+        raise ReportDataError(f"duplicate (checkpoint, sampler, batch size) runs: {sorted(keys)}")
+    return sorted(runs, key=lambda r: (r.checkpoint != base, r.checkpoint, r.sampler, r.batch_size))
 
 
 def load_runs(inputs: ReportInputs) -> list[Run]:
@@ -167,10 +174,21 @@ def reference_run(runs: Sequence[Run], checkpoint: str) -> Run:
     return min((r for r in runs if r.checkpoint == checkpoint), key=lambda r: r.batch_size)
 
 
-def load_invariance(paths: Iterable[Path]) -> dict[str, dict[str, Any]]:
-    """Invariance files (see `gsm8k_eval.invariance`) by checkpoint name."""
+def primary_sampler(runs: Sequence[Run], config: Mapping[str, Any]) -> str | None:
+    """The sampler the checkpoint comparisons use: the config's first, else the default's."""
+    found = {r.sampler for r in runs}
+    preferred = [*(config.get("samplers") or []), DEFAULT_SAMPLER, *sorted(found)]
+    return next((s for s in preferred if s in found), None)
+
+
+def runs_of_sampler(runs: Sequence[Run], sampler: str | None) -> list[Run]:
+    return [r for r in runs if r.sampler == sampler]
+
+
+def load_invariance(paths: Iterable[Path]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Invariance files (see `gsm8k_eval.invariance`) by (checkpoint, sampler)."""
     data = [read_json(p) for p in paths]
-    return {str(d["checkpoint"]): d for d in data}
+    return {(str(d["checkpoint"]), str(d.get("sampler") or DEFAULT_SAMPLER)): d for d in data}
 
 
 def load_checkpoint_manifests(paths: Iterable[Path]) -> dict[str, tuple[Path, dict[str, Any]]]:
@@ -201,7 +219,7 @@ def inputs_from_results(
     dataset = results_dir / "data" / "gsm8k_test.manifest.json"
     return ReportInputs(
         eval_dirs=[results_dir / "eval"],
-        invariance_paths=sorted((results_dir / "invariance").glob("*.json")),
+        invariance_paths=sorted((results_dir / "invariance").rglob("*.json")),
         checkpoint_manifests=sorted((results_dir / "checkpoints").glob("*/manifest.json")),
         dataset_manifest=dataset if dataset.is_file() else None,
         config=load_config(config_path),

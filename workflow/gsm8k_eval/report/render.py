@@ -13,6 +13,7 @@ import yaml
 from gsm8k_eval.io import atomic_write_text, read_json
 from gsm8k_eval.report import findings as fnd
 from gsm8k_eval.report import settings, tables
+from gsm8k_eval.report.batch_dependence import BatchDependence, batch_dependence
 from gsm8k_eval.report.figures import figure_link, render_figures
 from gsm8k_eval.report.inputs import (
     ReportInputs,
@@ -22,11 +23,14 @@ from gsm8k_eval.report.inputs import (
     load_checkpoint_manifests,
     load_invariance,
     load_runs,
+    primary_sampler,
     report_title,
+    runs_of_sampler,
 )
 from gsm8k_eval.stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED, Interval
 
 TEMPLATE_NAME = "gsm8k_eval_report.md.j2"
+SAMPLER_NAMES = {"tunix": "stock tunix sampler"}
 NA = "n/a"
 QUESTION_WIDTH = 80
 EXTERNAL_REFERENCE = (
@@ -115,7 +119,13 @@ def display_path(path: Path | str | None) -> str:
         return path.as_posix()
 
 
+def sampler_name(sampler: Any) -> str:
+    """A sampler as the report names it: 'tunix' -> 'stock tunix sampler'."""
+    return SAMPLER_NAMES.get(str(sampler), f"{sampler} sampler")
+
+
 FILTERS = {
+    "sampler_name": sampler_name,
     "num": num,
     "pct": pct,
     "pp": pp,
@@ -144,6 +154,9 @@ class ReportContext:
     resamples: int
     seed: int
     runs: list[Run]
+    samplers: list[str]
+    primary_sampler: str | None  # the checkpoint comparisons use this sampler's runs
+    batch_dependence: BatchDependence
     findings: list[Any]
     comparisons: list[tables.PairedComparison]
     invariance: list[tables.InvarianceSection]
@@ -188,7 +201,9 @@ def build_context(
     """Compute every value of the report (numbers stay numbers)."""
     invariance = load_invariance(inputs.invariance_paths)
     dataset = read_json(inputs.dataset_manifest) if inputs.dataset_manifest else None
-    comparisons = tables.paired_comparisons(runs, inputs.base_checkpoint)
+    primary = primary_sampler(runs, inputs.config)
+    primary_runs = runs_of_sampler(runs, primary)
+    comparisons = tables.paired_comparisons(primary_runs, inputs.base_checkpoint)
     sections = tables.invariance_sections(runs, invariance)
     return ReportContext(
         title=report_title(inputs.config),
@@ -198,7 +213,10 @@ def build_context(
         resamples=DEFAULT_RESAMPLES,
         seed=DEFAULT_SEED,
         runs=runs,
-        findings=fnd.findings(runs, comparisons, invariance),
+        samplers=list(dict.fromkeys(r.sampler for r in runs)),
+        primary_sampler=primary,
+        batch_dependence=batch_dependence(runs),
+        findings=fnd.findings(primary_runs, comparisons, invariance),
         comparisons=comparisons,
         invariance=sections,
         methods=tables.methods_table(runs),

@@ -57,6 +57,7 @@ def checkpoints_table(
 class RunRef:
     checkpoint: str
     batch_size: int
+    sampler: str
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def setting(label: str, runs: Sequence[Run], values: Sequence[Any]) -> Setting:
     groups: dict[str, tuple[Any, list[RunRef]]] = {}
     for r, value in zip(runs, values, strict=True):
         key = repr(value)
-        groups.setdefault(key, (value, []))[1].append(RunRef(r.checkpoint, r.batch_size))
+        groups.setdefault(key, (value, []))[1].append(RunRef(r.checkpoint, r.batch_size, r.sampler))
     return Setting(label, list(groups.values()))
 
 

@@ -30,6 +30,7 @@ class MethodRow:
     checkpoint: str
     batch_size: int
     accuracies: list[float | None]
+    sampler: str
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ def method_accuracy(run: Run, method: str) -> float | None:
 def methods_table(runs: Sequence[Run]) -> MethodsTable:
     names = method_names(runs)
     rows = [
-        MethodRow(r.checkpoint, r.batch_size, [method_accuracy(r, m) for m in names]) for r in runs
+        MethodRow(r.checkpoint, r.batch_size, [method_accuracy(r, m) for m in names], r.sampler)
+        for r in runs
     ]
     primaries = {str(r.summary["primary_method"]) for r in runs if r.summary.get("primary_method")}
     return MethodsTable(names, primaries, rows)
@@ -94,6 +96,7 @@ class ThroughputRow:
     peak_memory_mb: float | None
     compile_seconds: float | None
     slot_utilization: float | None
+    sampler: str
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,12 @@ THROUGHPUT_KEYS = (  # numeric summary fields of ThroughputRow (missing or non-n
 def throughput_table(runs: Sequence[Run]) -> ThroughputTable:
     return ThroughputTable(
         [
-            ThroughputRow(r.checkpoint, r.batch_size, **{k: r.number(k) for k in THROUGHPUT_KEYS})
+            ThroughputRow(
+                r.checkpoint,
+                r.batch_size,
+                **{k: r.number(k) for k in THROUGHPUT_KEYS},
+                sampler=r.sampler,
+            )
             for r in runs
         ]
     )
@@ -238,12 +246,14 @@ class WorstDivergence:
 
 @dataclass(frozen=True)
 class InvarianceSection:
-    """Batch invariance of one checkpoint; `data` is its invariance file (None if not given)."""
+    """Batch invariance of one checkpoint and sampler; `data` is its invariance file (None if
+    not given)."""
 
     checkpoint: str
     batch_sizes: list[int]
     data: dict[str, Any] | None
     worst: WorstDivergence | None
+    sampler: str
 
     @property
     def comparisons(self) -> list[dict[str, Any]]:
@@ -270,12 +280,13 @@ def worst_divergence(data: dict[str, Any]) -> WorstDivergence | None:
 
 
 def invariance_sections(
-    runs: Sequence[Run], invariance: dict[str, dict[str, Any]]
+    runs: Sequence[Run], invariance: dict[tuple[str, str], dict[str, Any]]
 ) -> list[InvarianceSection]:
+    """One section per checkpoint and sampler, in the runs' order."""
     sections = []
-    for name in checkpoint_names(runs):
-        sizes = sorted(r.batch_size for r in runs if r.checkpoint == name)
-        data = invariance.get(name)
+    for name, sampler in dict.fromkeys((r.checkpoint, r.sampler) for r in runs):
+        sizes = sorted(r.batch_size for r in runs if (r.checkpoint, r.sampler) == (name, sampler))
+        data = invariance.get((name, sampler))
         worst = worst_divergence(data) if data else None
-        sections.append(InvarianceSection(name, sizes, data, worst))
+        sections.append(InvarianceSection(name, sizes, data, worst, sampler))
     return sections

@@ -1,0 +1,220 @@
+"""Batch dependence: does a sampler change its outputs with the batch size? (issue #13)
+
+For each checkpoint and sampler, every batch size is compared with the smallest one, example by
+example: identical outputs, where the first differing token falls, accuracy at both sizes with
+an exact McNemar test, correctness flips, and the most telling flipped examples. The headline
+is computed here (typed); `_batch_dependence.md.j2` words it.
+
+The rollouts record the logit of the chosen token only, so at the first differing token the
+report shows each run's own choice and its logit; the logit the other run's token had in the
+same forward pass is not recorded.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gsm8k_eval.invariance import Comparison, Divergence, RolloutRecord, compare_runs
+from gsm8k_eval.report.inputs import Run
+from gsm8k_eval.stats import McNemarResult, mcnemar_exact
+
+MAX_EXAMPLES = 3  # flipped examples shown side by side per comparison
+ANSWER_WIDTH = 300  # characters of each response shown in an example
+
+
+@dataclass(frozen=True)
+class Example:
+    """A flipped (or, failing that, diverging) example, both batch sizes side by side."""
+
+    divergence: Divergence
+    gold: str | None
+    reference_answer: str | None
+    other_answer: str | None
+    reference_response: str
+    other_response: str
+
+
+@dataclass(frozen=True)
+class FirstDivergence:
+    """Where the first differing token falls, over the examples that differ."""
+
+    count: int
+    minimum: int
+    median: float
+    maximum: int
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """One checkpoint and sampler: the smallest batch size vs one other."""
+
+    checkpoint: str
+    sampler: str
+    reference: Run
+    other: Run
+    comparison: Comparison
+    mcnemar: McNemarResult
+    first_divergence: FirstDivergence | None
+    examples: list[Example]
+
+    @property
+    def reference_batch_size(self) -> int:
+        return self.reference.batch_size
+
+    @property
+    def batch_size(self) -> int:
+        return self.other.batch_size
+
+    @property
+    def total(self) -> int:
+        return self.comparison.num_examples
+
+    @property
+    def identical(self) -> int:
+        """Examples with identical generated tokens at both batch sizes."""
+        return self.comparison.identical_tokens
+
+    @property
+    def changed(self) -> int:
+        return self.total - self.identical
+
+    @property
+    def identical_rate(self) -> float:
+        return self.identical / self.total if self.total else 0.0
+
+    @property
+    def reference_accuracy(self) -> float:
+        return self.comparison.reference_correct / self.total if self.total else 0.0
+
+    @property
+    def accuracy(self) -> float:
+        return self.comparison.correct / self.total if self.total else 0.0
+
+    @property
+    def delta(self) -> float:
+        """Accuracy at `batch_size` minus accuracy at `reference_batch_size`."""
+        return self.accuracy - self.reference_accuracy
+
+    @property
+    def flips(self) -> int:
+        return self.comparison.correctness_flips
+
+
+@dataclass(frozen=True)
+class HeadlineClause:
+    """One sampler between two batch sizes, summed over the checkpoints."""
+
+    sampler: str
+    reference_batch_size: int
+    batch_size: int
+    changed: int
+    total: int
+    deltas: list[tuple[str, float]]  # (checkpoint, accuracy difference)
+
+
+@dataclass(frozen=True)
+class BatchDependence:
+    pairs: list[PairResult]
+    headline: list[HeadlineClause]
+
+    @property
+    def compared(self) -> bool:
+        return bool(self.pairs)
+
+
+def _records(run: Run) -> dict[int, RolloutRecord]:
+    rows = run.rollouts.to_dict("records")
+    return {int(row["id"]): RolloutRecord.from_json(row) for row in rows}
+
+
+def _rows(run: Run) -> dict[int, dict[str, Any]]:
+    return {int(row["id"]): row for row in run.rollouts.to_dict("records")}
+
+
+def first_divergence_stats(divergences: Sequence[Divergence]) -> FirstDivergence | None:
+    """Min, median and max first differing token index (None when nothing differs)."""
+    indexes = [d.first_token_index for d in divergences if d.first_token_index is not None]
+    if not indexes:
+        return None
+    return FirstDivergence(len(indexes), min(indexes), statistics.median(indexes), max(indexes))
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None or value != value else str(value)  # NaN from pandas: None
+
+
+def telling_examples(reference: Run, other: Run, comparison: Comparison) -> list[Example]:
+    """Correctness flips first (earliest divergence first); diverging examples if none flipped."""
+    flipped = [d for d in comparison.divergences if d.correctness_flipped]
+    chosen = (flipped or comparison.divergences)[:MAX_EXAMPLES]
+    ref_rows, other_rows = _rows(reference), _rows(other)
+    return [
+        Example(
+            divergence=d,
+            gold=_optional_text(ref_rows[d.id].get("gold")),
+            reference_answer=_optional_text(ref_rows[d.id].get("extracted_answer")),
+            other_answer=_optional_text(other_rows[d.id].get("extracted_answer")),
+            reference_response=str(ref_rows[d.id].get("response", ""))[:ANSWER_WIDTH],
+            other_response=str(other_rows[d.id].get("response", ""))[:ANSWER_WIDTH],
+        )
+        for d in chosen
+    ]
+
+
+def compare_pair(reference: Run, other: Run) -> PairResult:
+    """`other` against `reference` (same checkpoint and sampler), matched by example id."""
+    ref, oth = _records(reference), _records(other)
+    if set(ref) != set(oth):
+        common = set(ref) & set(oth)
+        ref = {i: r for i, r in ref.items() if i in common}
+        oth = {i: r for i, r in oth.items() if i in common}
+    comparison = compare_runs(
+        ref, oth, reference_batch_size=reference.batch_size, batch_size=other.batch_size
+    )
+    ids = sorted(ref)
+    mcnemar = mcnemar_exact([ref[i].correct for i in ids], [oth[i].correct for i in ids])
+    return PairResult(
+        checkpoint=reference.checkpoint,
+        sampler=reference.sampler,
+        reference=reference,
+        other=other,
+        comparison=comparison,
+        mcnemar=mcnemar,
+        first_divergence=first_divergence_stats(comparison.divergences),
+        examples=telling_examples(reference, other, comparison),
+    )
+
+
+def pair_results(runs: Sequence[Run]) -> list[PairResult]:
+    """Every checkpoint × sampler: its smallest batch size vs each larger one (runs' order)."""
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for r in runs:
+        groups.setdefault((r.checkpoint, r.sampler), []).append(r)
+    results = []
+    for group in groups.values():
+        ordered = sorted(group, key=lambda r: r.batch_size)
+        results += [compare_pair(ordered[0], other) for other in ordered[1:]]
+    return results
+
+
+def headline(pairs: Sequence[PairResult]) -> list[HeadlineClause]:
+    """One clause per sampler and batch-size pair, batch-dependent samplers first."""
+    clauses: dict[tuple[str, int, int], HeadlineClause] = {}
+    for p in pairs:
+        key = (p.sampler, p.reference_batch_size, p.batch_size)
+        old = clauses.get(key) or HeadlineClause(*key, 0, 0, [])
+        clauses[key] = HeadlineClause(
+            *key,
+            old.changed + p.changed,
+            old.total + p.total,
+            [*old.deltas, (p.checkpoint, p.delta)],
+        )
+    return sorted(clauses.values(), key=lambda c: (c.changed == 0, c.sampler, c.batch_size))
+
+
+def batch_dependence(runs: Sequence[Run]) -> BatchDependence:
+    pairs = pair_results(runs)
+    return BatchDependence(pairs, headline(pairs))
