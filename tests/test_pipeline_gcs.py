@@ -68,7 +68,7 @@ def _run_pipeline_on_gcs(work, emulator):
 
 
 def _tokens(workdir, checkpoint: str, batch_size: int) -> list[list[int]]:
-    path = run_root(workdir) / "eval" / checkpoint / f"bs{batch_size}" / "rollouts.jsonl"
+    path = run_root(workdir) / "eval" / checkpoint / "fixed" / f"bs{batch_size}" / "rollouts.jsonl"
     return [json.loads(line)["tokens"] for line in path.read_text().splitlines()]
 
 
@@ -88,7 +88,7 @@ def test_lora_changes_the_outputs_and_stays_batch_invariant(gcs_pipeline):
     assert lora == _tokens(workdir, "tiny-grpo", 3)
     assert lora != _tokens(workdir, "base", 1), "the LoRA checkpoint had no effect"
     summary = json.loads(
-        (run_root(workdir) / "eval" / "tiny-grpo" / "bs3" / "summary.json").read_text()
+        (run_root(workdir) / "eval" / "tiny-grpo" / "fixed" / "bs3" / "summary.json").read_text()
     )
     assert summary["checkpoint_manifest"]["source"].startswith("gs://")
     report = (run_root(workdir) / "report" / "gsm8k_eval_report.md").read_text()

@@ -36,7 +36,7 @@ def test_changing_the_checkpoint_step_reruns_evaluate(tmp_path):
             limit=2,
         )
         run_snakemake(workdir, write_config(workdir, config))
-        rollouts = _one(workdir, "results/**/eval/ft/bs*/rollouts.jsonl")
+        rollouts = _one(workdir, "results/**/eval/ft/fixed/bs*/rollouts.jsonl")
         summary = json.loads((rollouts.parent / "summary.json").read_text())
         return _tokens(rollouts), summary
 

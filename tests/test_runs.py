@@ -207,7 +207,9 @@ def _dry_run(clone: Path, config: Path) -> str:
 
 
 def _rollout_bytes(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in root.glob("eval/*/*/rollouts.jsonl")}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in root.glob("eval/*/*/*/rollouts.jsonl")
+    }
 
 
 def test_two_runs_coexist_and_neither_replaces_the_other(side_by_side):
