@@ -1,6 +1,7 @@
 """GSM8K evaluation of JAX/tunix checkpoints, batch-invariant by construction.
 
-dataset → model, checkpoints → evaluate (checkpoint × batch size) → invariance → report.
+dataset → model, checkpoints → evaluate (checkpoint × sampler × batch size) → invariance
+(checkpoint × sampler) → report.
 Every rule is thin wiring around one `gsm8k-eval` subcommand (workflow/gsm8k_eval), and every
 output of a run lives under results/<run>/ (the `run` config key).
 """

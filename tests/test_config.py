@@ -173,3 +173,32 @@ def test_bad_config_stops_snakemake_with_the_key(tmp_path):
     )
     assert result.returncode != 0
     assert "batch_sizes" in result.stdout + result.stderr
+
+
+def _commands(output: str, marker: str) -> list[str]:
+    return [line for line in output.splitlines() if marker in line]
+
+
+def test_demo_plans_each_sampler_at_each_batch_size():
+    output = _dry_run("-p", "--config", "invariance={fail_on_divergence: true}")
+    counts = _job_counts(output)
+    assert (counts["evaluate"], counts["check_invariance"]) == (4, 2)
+    evaluations = _commands(output, "gsm8k_eval evaluate")
+    planned = set()
+    for line in evaluations:
+        sampler = re.search(r"--sampler (\w+)", line)[1]
+        bs = re.search(r"--batch-size (\d+)", line)[1]
+        assert f"--output-dir results/demo/eval/base/{sampler}/bs{bs} " in line
+        assert f"results/demo/logs/evaluate/base/{sampler}/bs{bs}.log" in line
+        assert line.count("--sampler") == 1  # from the wildcard only, not from the config
+        planned.add((sampler, int(bs)))
+    assert planned == {(s, b) for s in ("fixed", "tunix") for b in (1, 8)}
+    checks = {
+        re.search(r"--sampler (\w+)", line)[1]: line
+        for line in _commands(output, "check-invariance")
+    }
+    assert set(checks) == {"fixed", "tunix"}
+    # Divergence is fatal for the batch-invariant sampler only: tunix is the negative control.
+    assert "--fail-on-divergence" in checks["fixed"]
+    assert "--fail-on-divergence" not in checks["tunix"]
+    assert "--out results/demo/invariance/base/tunix.json" in checks["tunix"]

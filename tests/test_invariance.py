@@ -87,6 +87,15 @@ def test_identical_runs_are_fully_invariant(tmp_path: Path) -> None:
         assert comp["divergences"] == []
 
 
+def test_the_sampler_labels_the_result(tmp_path: Path) -> None:
+    rows = make_rows()
+    paths = {1: write(tmp_path, 1, rows), 8: write(tmp_path, 8, rows)}
+    check_invariance(paths, tmp_path / "a.json", checkpoint="base", sampler="tunix")
+    assert json.loads((tmp_path / "a.json").read_text())["sampler"] == "tunix"
+    check_invariance(paths, tmp_path / "b.json", checkpoint="base")
+    assert json.loads((tmp_path / "b.json").read_text())["sampler"] is None
+
+
 def test_planted_divergence_reported_at_index_k(tmp_path: Path) -> None:
     rows = make_rows()
     k = 17
