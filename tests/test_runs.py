@@ -154,7 +154,8 @@ def test_a_fresh_tree_runs_everything_whatever_its_report_files_say(tmp_path):
     old_report = clone / "report" / "gsm8k_eval_report.md"  # what older versions committed
     old_report.write_text("stale\n")
     jobs = _planned_jobs(_snakemake(clone, "-n", snakefile=clone / "Snakefile"))
-    assert jobs["render_report"] == 1 and jobs["evaluate"] == 2 and jobs["fetch_model"] == 1
+    # The demo: 2 samplers x 2 batch sizes.
+    assert jobs["render_report"] == 1 and jobs["evaluate"] == 4 and jobs["fetch_model"] == 1
 
 
 def test_a_failed_job_prints_its_reason_on_the_console(tmp_path):
