@@ -322,7 +322,8 @@ def _add_check_invariance(sub) -> None:
         nargs="+",
         required=True,
         metavar="BS=PATH",
-        help="batch size and rollouts.jsonl, e.g. 1=results/demo/eval/base/fixed/bs1/rollouts.jsonl",
+        help="batch size and rollouts.jsonl, e.g. 1=results/demo/eval/base/fixed/bs1/rollouts.jsonl"
+        " (one checkpoint and sampler)",
     )
     p.add_argument("--fail-on-divergence", action="store_true")
     p.add_argument("--out", type=Path, required=True)
