@@ -244,7 +244,7 @@ def mcnemar_p(b: int, c: int) -> float:
 
 def expect_batch_dependence(exp: Expected, runs: dict) -> None:
     """The batch-dependence table, the headline and the flipped examples (one sampler)."""
-    changed_total = total = 0
+    changed_total = total = answers = 0
     for ckpt in dict.fromkeys(c for c, _ in runs):
         sizes = sorted(bs for c, bs in runs if c == ckpt)
         ref_rows = {r["id"]: r for r in runs[(ckpt, sizes[0])][0]}
@@ -253,6 +253,7 @@ def expect_batch_dependence(exp: Expected, runs: dict) -> None:
             pairs = [(ref_rows[i], rows[i]) for i in sorted(ref_rows)]
             n, same = len(pairs), sum(a["tokens"] == b["tokens"] for a, b in pairs)
             changed_total, total = changed_total + n - same, total + n
+            answers += sum(a["extracted_answer"] != b["extracted_answer"] for a, b in pairs)
             firsts = sorted(
                 (first_diff(a["tokens"], b["tokens"]), a["id"], a, b)
                 for a, b in pairs
@@ -281,7 +282,7 @@ def expect_batch_dependence(exp: Expected, runs: dict) -> None:
                     b["response"][c : c + CONTEXT_CHARS],
                 ]
                 exp.masks += [flat(t, 200).replace("`", "'") for t in texts]
-    exp.add(changed_total, total)
+    exp.add(changed_total, total, answers)
 
 
 def expect_comparisons(exp: Expected, runs: dict) -> None:

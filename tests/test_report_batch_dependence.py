@@ -17,7 +17,7 @@ from gsm8k_eval.report.batch_dependence import MAX_EXAMPLES, batch_dependence
 from gsm8k_eval.report.inputs import ReportInputs, load_runs
 
 FLIPPED = (1, 2, 4, 5, 7, 8)  # correct at batch size 1 (base_correct), wrong at 4
-STAYS_CORRECT = 10  # diverges but stays correct
+STAYS_CORRECT = 10  # diverges after its answer: same answer, still correct
 
 
 def _at(rows: list[dict], bs: int) -> list[dict]:
@@ -29,8 +29,14 @@ def _tunix_rows() -> list[dict]:
     for i in FLIPPED:
         rows[i] = diverge(rows[i], 10 + i, "ZZ so The answer is 1234.", correct=False)
         rows[i]["extracted_answer"] = "1234"
-    rows[STAYS_CORRECT] = diverge(rows[STAYS_CORRECT], 40, "!", correct=True)
+    end = len(rows[STAYS_CORRECT]["response"])
+    rows[STAYS_CORRECT] = diverge(rows[STAYS_CORRECT], end, " Done.", correct=True)
     return rows
+
+
+def _end() -> int:
+    """Where the example that stays correct diverges: right after its response."""
+    return len(rollouts_for("base", 1)[STAYS_CORRECT]["response"])
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +86,7 @@ def test_flips_first_divergence_and_mcnemar(computed) -> None:
     assert (tunix.mcnemar.b, tunix.mcnemar.c) == (6, 0)
     assert tunix.mcnemar.p_value == pytest.approx(2 * 0.5**6)  # exact two-sided binomial
     assert tunix.delta == pytest.approx(-6 / N)
-    ks = sorted([10 + i for i in FLIPPED] + [40])
+    ks = sorted([10 + i for i in FLIPPED] + [_end()])
     stats = tunix.first_divergence
     assert (stats.count, stats.minimum, stats.median, stats.maximum) == (7, ks[0], ks[3], ks[-1])
 
@@ -108,6 +114,7 @@ def test_examples_are_the_earliest_flips_side_by_side(computed) -> None:
 def test_headline_is_computed_batch_dependent_sampler_first(computed) -> None:
     tunix, fixed = computed.headline
     assert (tunix.sampler, tunix.changed, tunix.total) == ("tunix", 7, N)
+    assert tunix.answers_changed == len(FLIPPED)
     assert tunix.deltas == [("base", pytest.approx(-6 / N))]
     assert (fixed.sampler, fixed.changed, fixed.total) == ("fixed", 0, N)
 
@@ -118,8 +125,8 @@ def test_rendered_section_opens_the_report(results: Path) -> None:
     sub = section(md, "## Batch dependence")
     headline = (
         f"**Headline:** the stock tunix sampler changed 7 of {N} outputs between bs=1 and bs=4 "
-        f"(accuracy {100 * -6 / N:+.1f} pp); the fixed sampler changed 0 of {N} outputs "
-        "between bs=1 and bs=4."
+        f"(6 extracted answers changed, accuracy {100 * -6 / N:+.1f} pp); "
+        f"the fixed sampler changed 0 of {N} outputs between bs=1 and bs=4."
     )
     assert headline in sub
     rows = table_rows(sub, "checkpoint", "sampler")
@@ -128,7 +135,14 @@ def test_rendered_section_opens_the_report(results: Path) -> None:
         ["base", "tunix", "1 vs 4", f"{100 * (N - 7) / N:.1f}% ({N - 7} of {N})"],
     ]
     assert rows[0][4:] == ["none", "65.0%", "65.0%", "+0.0 pp", "1.000", "0 (0 / 0)"]
-    assert rows[1][4:] == ["11 / 15 / 40", "65.0%", "35.0%", "-30.0 pp", "0.031", "6 (0 / 6)"]
+    assert rows[1][4:] == [
+        f"11 / 15 / {_end()}",
+        "65.0%",
+        "35.0%",
+        "-30.0 pp",
+        "0.031",
+        "6 (0 / 6)",
+    ]
     examples = section(sub, "### base, stock tunix sampler: batch size 1 vs 4")
     assert [f"#### Example {i}" in examples for i in FLIPPED] == [True] * 3 + [False] * 3
     # Checkpoint comparisons and findings use the primary (first configured) sampler's runs.

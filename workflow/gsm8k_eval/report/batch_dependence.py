@@ -5,9 +5,10 @@ example: identical outputs, where the first differing token falls, accuracy at b
 an exact McNemar test, correctness flips, and the most telling flipped examples. The headline
 is computed here (typed); `_batch_dependence.md.j2` words it.
 
-The rollouts record the logit of the chosen token only, so at the first differing token the
-report shows each run's own choice and its logit; the logit the other run's token had in the
-same forward pass is not recorded.
+The rollouts record the logit of the chosen token only (and the stock tunix sampler records
+none), so at the first differing token the report shows each run's own choice and, where
+recorded, its logit; the logit the other run's token had in the same forward pass is not
+recorded.
 """
 
 from __future__ import annotations
@@ -59,6 +60,15 @@ class PairResult:
     mcnemar: McNemarResult
     first_divergence: FirstDivergence | None
     examples: list[Example]
+    answers_changed: int  # examples whose extracted answer differs between the batch sizes
+
+    @property
+    def has_logits(self) -> bool:
+        """Whether the shown examples' rollouts recorded per-step logits."""
+        return any(
+            e.divergence.reference_logit is not None or e.divergence.other_logit is not None
+            for e in self.examples
+        )
 
     @property
     def reference_batch_size(self) -> int:
@@ -113,6 +123,7 @@ class HeadlineClause:
     changed: int
     total: int
     deltas: list[tuple[str, float]]  # (checkpoint, accuracy difference)
+    answers_changed: int
 
 
 @dataclass(frozen=True)
@@ -164,6 +175,13 @@ def telling_examples(reference: Run, other: Run, comparison: Comparison) -> list
     ]
 
 
+def answers_changed(reference: Run, other: Run, ids: Sequence[int]) -> int:
+    """Examples (among `ids`) whose extracted answer differs between the two runs."""
+    ref, oth = _rows(reference), _rows(other)
+    key = "extracted_answer"
+    return sum(_optional_text(ref[i].get(key)) != _optional_text(oth[i].get(key)) for i in ids)
+
+
 def compare_pair(reference: Run, other: Run) -> PairResult:
     """`other` against `reference` (same checkpoint and sampler), matched by example id."""
     ref, oth = _records(reference), _records(other)
@@ -185,6 +203,7 @@ def compare_pair(reference: Run, other: Run) -> PairResult:
         mcnemar=mcnemar,
         first_divergence=first_divergence_stats(comparison.divergences),
         examples=telling_examples(reference, other, comparison),
+        answers_changed=answers_changed(reference, other, ids),
     )
 
 
@@ -205,12 +224,13 @@ def headline(pairs: Sequence[PairResult]) -> list[HeadlineClause]:
     clauses: dict[tuple[str, int, int], HeadlineClause] = {}
     for p in pairs:
         key = (p.sampler, p.reference_batch_size, p.batch_size)
-        old = clauses.get(key) or HeadlineClause(*key, 0, 0, [])
+        old = clauses.get(key) or HeadlineClause(*key, 0, 0, [], 0)
         clauses[key] = HeadlineClause(
             *key,
-            old.changed + p.changed,
-            old.total + p.total,
-            [*old.deltas, (p.checkpoint, p.delta)],
+            changed=old.changed + p.changed,
+            total=old.total + p.total,
+            deltas=[*old.deltas, (p.checkpoint, p.delta)],
+            answers_changed=old.answers_changed + p.answers_changed,
         )
     return sorted(clauses.values(), key=lambda c: (c.changed == 0, c.sampler, c.batch_size))
 
