@@ -287,7 +287,7 @@ def test_recommendations_are_decided_from_numbers(full: tuple[Path, str, Expecte
     # Only generations ended by the step limit count, not those ended by a stop sequence.
     assert at_limit == 1 and reasons.count("stop_sequence") == 1
     assert bullets(md, "## Recommendations") == [
-        f"Generations of base depend on the batch size (batch size 4: "
+        f"Generations of base with the fixed sampler depend on the batch size (batch size 4: "
         f"{divergent(root, 'base', 4, 1)} of {N} examples diverge from batch size 1); report "
         "results at one fixed batch size, or use the batch-invariant sampler.",
         f"The difference between lora_final and base is within noise on {N} examples; evaluate "
@@ -295,7 +295,8 @@ def test_recommendations_are_decided_from_numbers(full: tuple[Path, str, Expecte
         f"Runs covered {N} of the {DATASET['rows']} test examples; run without an example limit "
         "for final numbers.",
         *(
-            f"{at_limit} of {N} generations of base at batch size {bs} stopped at the step limit "
+            f"{at_limit} of {N} generations of base (fixed sampler) at batch size {bs} stopped at "
+            "the step limit "
             f"({SUMMARY_SETTINGS['max_generation_steps']}); consider raising "
             "max_generation_steps."
             for bs in (1, 4)

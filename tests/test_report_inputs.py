@@ -152,7 +152,10 @@ def test_standalone_evaluate_then_render_report(
     assert table_rows(md, "model")[0][:4] == ["n/a", "base", "fixed", "2"]
     steps = [json.loads(line)["stop_reason"] for line in (run_dir / "rollouts.jsonl").open()]
     limit = [b for b in bullets(md, "## Recommendations") if "step limit" in b]
-    expected = f"{steps.count('max_steps')} of 2 generations of base at batch size 2 stopped"
+    expected = (
+        f"{steps.count('max_steps')} of 2 generations of base (fixed sampler) at batch size 2 "
+        "stopped"
+    )
     assert [b.startswith(expected) for b in limit] == ([True] if "max_steps" in steps else [])
 
 
