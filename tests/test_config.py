@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from shared_data import GSM8K_DIR
 
-from gsm8k_eval import schema
+from gsm8k_eval import schema, targets
 from gsm8k_eval.config import ConfigError, load_config, load_config_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -202,3 +203,49 @@ def test_demo_plans_each_sampler_at_each_batch_size():
     assert "--fail-on-divergence" in checks["fixed"]
     assert "--fail-on-divergence" not in checks["tunix"]
     assert "--out results/demo/invariance/base/tunix.json" in checks["tunix"]
+
+
+def test_run_paths_put_the_sampler_between_checkpoint_and_batch_size():
+    paths = targets.RunPaths("demo")
+    assert paths.eval_dir("base", "tunix", 8) == "results/demo/eval/base/tunix/bs8"
+    assert paths.rollouts("base", "fixed", 1) == "results/demo/eval/base/fixed/bs1/rollouts.jsonl"
+    assert paths.invariance("base", "tunix") == "results/demo/invariance/base/tunix.json"
+    cfg = load_config({"samplers": ["fixed", "tunix"], "batch_sizes": [8, 1]})
+    assert paths.all_summaries(cfg) == [
+        f"results/demo/eval/base/{s}/bs{b}/summary.json" for s in ("fixed", "tunix") for b in (1, 8)
+    ]
+    assert paths.all_invariance(cfg) == [
+        "results/demo/invariance/base/fixed.json",
+        "results/demo/invariance/base/tunix.json",
+    ]
+    assert paths.rollouts_argument(cfg, "base", "tunix") == (
+        "1=results/demo/eval/base/tunix/bs1/rollouts.jsonl "
+        "8=results/demo/eval/base/tunix/bs8/rollouts.jsonl"
+    )
+    assert "--sampler" not in paths.evaluate_arguments(cfg)  # a wildcard, not a config flag
+
+
+def test_divergence_is_fatal_for_batch_invariant_samplers_only():
+    strict = load_config({"invariance": {"fail_on_divergence": True}})
+    assert [targets.fail_on_divergence_flag(strict, s) for s in ("fixed", "static", "tunix")] == [
+        "--fail-on-divergence",
+        "--fail-on-divergence",
+        "",
+    ]
+    lenient = load_config({})
+    assert targets.fail_on_divergence_flag(lenient, "fixed") == ""
+
+
+def test_deprecated_key_in_a_config_file_plans_that_sampler_with_a_message(tmp_path):
+    config = {
+        "model": {"source": "random:tiny"},
+        "dataset": {"source": str(GSM8K_DIR / "test.jsonl")},
+        "sampling": {"sampler": "tunix"},
+    }
+    path = tmp_path / "old-style.yaml"
+    path.write_text(yaml.safe_dump(config))
+    output = _dry_run("-p", "--configfile", str(path))
+    assert "sampling.sampler is deprecated: use `samplers: [tunix]`" in output
+    evaluations = _commands(output, "gsm8k_eval evaluate")
+    samplers = {re.search(r"--sampler (\w+)", line)[1] for line in evaluations}
+    assert samplers == {"tunix"}
