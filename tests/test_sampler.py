@@ -133,12 +133,7 @@ def tiny_setup(request):
 
 def test_bucket_depends_only_on_own_length():
     assert [bucket_for(n, 64, 1024) for n in (1, 64, 65, 129, 1000, 1024)] == [
-        64,
-        64,
-        128,
-        192,
-        1024,
-        1024,
+        64, 64, 128, 192, 1024, 1024,
     ]
     assert bucket_for(700, 64, 720) == 704
     assert bucket_for(710, 64, 720) == 720  # the last bucket is max_prompt_length itself
@@ -374,10 +369,7 @@ def test_gpu_invariance_script_tiny_on_cpu(tmp_path):
     script = REPO / "workflow" / "scripts" / "gpu_invariance_check.py"
     proc = subprocess.run(
         [sys.executable, str(script), "--tiny", "--deterministic", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
+        capture_output=True, text=True, env=env, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(out.read_text())
@@ -416,32 +408,11 @@ def test_benchmark_script_runs_and_reports_ratios(tmp_path):
     out = tmp_path / "bench.json"
     script = REPO / "workflow" / "scripts" / "bench_sampler.py"
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            "--model-dir",
-            str(model_dir),
-            "--prompts",
-            "3",
-            "--tokens",
-            "3",
-            "--batch-sizes",
-            "1,4",
-            "--samplers",
-            "fixed,tunix",
-            "--decode-rows",
-            "2,4",
-            "--shots",
-            "0",
-            "--max-prompt-length",
-            "1024",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
-        timeout=600,
+        [sys.executable, str(script), "--model-dir", str(model_dir), "--prompts", "3",
+         "--tokens", "3", "--batch-sizes", "1,4", "--samplers", "fixed,tunix",
+         "--decode-rows", "2,4", "--shots", "0", "--max-prompt-length", "1024",
+         "--out", str(out)],
+        capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(out.read_text())
@@ -480,9 +451,8 @@ def real_runs(model_dir: Path, dtype: str, name: str, batch_sizes, steps: int):
     sampler = make_sampler(name, loaded.model, loaded.tokenizer, config)
     runs = {}
     for bs in batch_sizes:
-        runs[bs] = [
-            g for i in range(0, len(prompts), bs) for g in sampler.generate(prompts[i : i + bs])
-        ]
+        runs[bs] = [g for i in range(0, len(prompts), bs) for g in sampler.generate(
+            prompts[i : i + bs])]
     return runs
 
 

@@ -310,7 +310,9 @@ def _decode(
         }
         positions = (lengths + s.step - 1)[:, None]
         mask = ((key_index >= start[:, None]) & (key_index <= write))[:, None, :]
-        logits, cache = _last_logits(model, s.last[:, None], positions, cache, mask, hidden, head)
+        logits, cache = _last_logits(
+            model, s.last[:, None], positions, cache, mask, hidden, head
+        )
         token, logit = _greedy(logits)
         token = jnp.where(s.done, jnp.int32(0), token)
         return _DecodeState(
@@ -398,14 +400,8 @@ class FixedSampler:
         cache = _empty_cache(self.model, plan.rows, plan.prompt_region + cfg.max_generation_steps)
         tokens = jnp.asarray(_left_pad([prompt], plan.buckets[0], cfg.pad_id))
         lowered = self._prefill.lower(
-            self._state,
-            self._head,
-            cache,
-            tokens,
-            0,
-            region=plan.prompt_region,
-            pad_id=cfg.pad_id,
-            hidden=self._hidden,
+            self._state, self._head, cache, tokens, 0,
+            region=plan.prompt_region, pad_id=cfg.pad_id, hidden=self._hidden,
         )
         return lowered.compile().as_text()
 
@@ -418,14 +414,8 @@ class FixedSampler:
         for group in plan.groups:
             tokens = _left_pad([prompts[i] for i in group], plan.buckets[group[0]], cfg.pad_id)
             cache, token, logit = self._prefill(
-                self._state,
-                self._head,
-                cache,
-                jnp.asarray(tokens),
-                group[0],
-                region=plan.prompt_region,
-                pad_id=cfg.pad_id,
-                hidden=self._hidden,
+                self._state, self._head, cache, jnp.asarray(tokens), group[0],
+                region=plan.prompt_region, pad_id=cfg.pad_id, hidden=self._hidden,
             )
             first[list(group)] = np.asarray(token)
             first_logit[list(group)] = np.asarray(logit)
@@ -441,17 +431,10 @@ class FixedSampler:
         done = np.arange(plan.rows) >= len(prompts)
         with timed(self.last_timing, "decode_seconds"):
             tokens, logits, _ = self._decode(
-                self._state,
-                self._head,
-                cache,
-                jnp.asarray(first),
-                jnp.asarray(first_logit),
+                self._state, self._head, cache, jnp.asarray(first), jnp.asarray(first_logit),
                 jnp.asarray(done),
-                jnp.asarray(lengths),
-                jnp.asarray(cfg.eos_tokens, jnp.int32),
-                region=plan.prompt_region,
-                steps=cfg.max_generation_steps,
-                hidden=self._hidden,
+                jnp.asarray(lengths), jnp.asarray(cfg.eos_tokens, jnp.int32),
+                region=plan.prompt_region, steps=cfg.max_generation_steps, hidden=self._hidden,
             )
             tokens, logits = np.asarray(tokens), np.asarray(logits)
         return [
@@ -511,9 +494,8 @@ class TunixSampler:
         self._sampler = _stock_sampler_class()(
             self.model,
             self.tokenizer,  # its callable ids satisfy tunix's TokenizerAdapter
-            CacheConfig(
-                cache_size=cache_size, num_layers=layers, num_kv_heads=heads, head_dim=head_dim
-            ),
+            CacheConfig(cache_size=cache_size, num_layers=layers, num_kv_heads=heads,
+                        head_dim=head_dim),
         )
         self._sampler.install_timers()
 
@@ -532,11 +514,8 @@ class TunixSampler:
         _check_lengths([len(p) for p in prompts], cfg.max_prompt_length)
         if not prompts:
             return []
-        self._sampler.seconds = {
-            "prefill_seconds": 0.0,
-            "decode_seconds": 0.0,
-            "compile_seconds": 0.0,
-        }
+        self._sampler.seconds = {"prefill_seconds": 0.0, "decode_seconds": 0.0,
+                                 "compile_seconds": 0.0}
         output = self._sampler(
             [list(p) for p in prompts],
             max_generation_steps=cfg.max_generation_steps,

@@ -86,37 +86,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--batch-sizes", default="1,8,32")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-    parser.add_argument(
-        "--samplers",
-        default="fixed,static,tunix,hf",
-        help="fixed: the engine; static: FixedSampler; tunix: stock; hf",
-    )
-    parser.add_argument(
-        "--decode-rows",
-        default="8",
-        help="engine slots; a list (8,32) adds 'fixed-r32', run only at batch "
-        "sizes that fill its rows",
-    )
-    parser.add_argument(
-        "--segment-steps",
-        type=int,
-        default=None,
-        help="engine decode segment length (default: the engine's)",
-    )
-    parser.add_argument(
-        "--stops",
-        default="Question:,</s>,<|im_end|>",
-        help="comma-separated stop sequences ('' for none); tokens/s counts tokens up to the stop",
-    )
+    parser.add_argument("--samplers", default="fixed,static,tunix,hf",
+                        help="fixed: the engine; static: FixedSampler; tunix: stock; hf")
+    parser.add_argument("--decode-rows", default="8",
+                        help="engine slots; a list (8,32) adds 'fixed-r32', run only at batch "
+                             "sizes that fill its rows")
+    parser.add_argument("--segment-steps", type=int, default=None,
+                        help="engine decode segment length (default: the engine's)")
+    parser.add_argument("--stops", default="Question:,</s>,<|im_end|>",
+                        help="comma-separated stop sequences ('' for none); tokens/s counts "
+                             "tokens up to the stop")
     parser.add_argument("--max-prompt-length", type=int, default=512)
     parser.add_argument("--shots", type=int, default=2)
     parser.add_argument("--hf-python", default=sys.executable)
-    parser.add_argument(
-        "--max-logits-gb",
-        type=float,
-        default=6.0,
-        help="skip stock tunix batch sizes whose prefill logits exceed this",
-    )
+    parser.add_argument("--max-logits-gb", type=float, default=6.0,
+                        help="skip stock tunix batch sizes whose prefill logits exceed this")
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     parser.add_argument("--hf-worker", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -134,15 +118,8 @@ def build_prompts(model_dir: Path, n: int, shots: int) -> list[list[int]]:
     return [tokenizer.encode(builder.render(json.loads(line)["question"])) for line in lines]
 
 
-def time_batches(
-    generate,
-    prompts: list[list[int]],
-    bs: int,
-    rss: PeakRss,
-    name: str,
-    warmup: list[list[int]] | None = None,
-    sampler=None,
-) -> Row:
+def time_batches(generate, prompts: list[list[int]], bs: int, rss: PeakRss, name: str,
+                 warmup: list[list[int]] | None = None, sampler=None) -> Row:
     """Warm up on the first batch (and `warmup`), then time all prompts in batches of `bs`;
     with `sampler`, also sum its `last_timing` phases. `generate` returns the useful tokens."""
     generate(prompts[:bs])
@@ -155,28 +132,13 @@ def time_batches(
         for key, value in (sampler.last_timing if sampler else {}).items():
             phases[key] = phases.get(key, 0.0) + value
     seconds = time.perf_counter() - start
-    return Row(
-        name,
-        bs,
-        seconds,
-        len(prompts),
-        tokens,
-        rss.peak / 2**20,
-        phases.get("prefill_seconds"),
-        phases.get("decode_seconds"),
-        phases.get("slot_utilization"),
-    )
+    return Row(name, bs, seconds, len(prompts), tokens, rss.peak / 2**20,
+               phases.get("prefill_seconds"), phases.get("decode_seconds"),
+               phases.get("slot_utilization"))
 
 
-def time_shard(
-    sampler,
-    prompts: list[list[int]],
-    bs: int,
-    rss: PeakRss,
-    name: str,
-    stops: tuple[str, ...],
-    warmup: list[list[int]],
-) -> Row:
+def time_shard(sampler, prompts: list[list[int]], bs: int, rss: PeakRss, name: str,
+               stops: tuple[str, ...], warmup: list[list[int]]) -> Row:
     """Warm up on `warmup` (every bucket, the decode program), then time one `generate` call
     over all prompts with `bs` in flight, as the evaluate stage does; tokens up to the stop."""
     sampler.generate(warmup, stops, max_in_flight=bs)
@@ -185,18 +147,10 @@ def time_shard(
     out = sampler.generate(prompts, stops, max_in_flight=bs)
     seconds = time.perf_counter() - start
     timing = sampler.last_timing
-    return Row(
-        name,
-        bs,
-        seconds,
-        len(prompts),
-        sum(len(g.tokens) for g in out),
-        rss.peak / 2**20,
-        timing.get("prefill_seconds"),
-        timing.get("decode_seconds"),
-        timing.get("slot_utilization"),
-        sum(g.stop_reason == "stop_sequence" for g in out),
-    )
+    return Row(name, bs, seconds, len(prompts), sum(len(g.tokens) for g in out),
+               rss.peak / 2**20, timing.get("prefill_seconds"), timing.get("decode_seconds"),
+               timing.get("slot_utilization"),
+               sum(g.stop_reason == "stop_sequence" for g in out))
 
 
 def jax_rows(args: argparse.Namespace, prompts, sizes: list[int], rss: PeakRss) -> list[Row]:
@@ -212,23 +166,14 @@ def jax_rows(args: argparse.Namespace, prompts, sizes: list[int], rss: PeakRss) 
     for label, name, r in [*variants, ("static", "static", 8), ("tunix", "tunix", 8)]:
         if name not in args.samplers.split(","):
             continue
-        sampler = make_sampler(
-            name,
-            loaded.model,
-            loaded.tokenizer,
-            config,
-            decode_rows=r,
-            segment_steps=args.segment_steps,
-        )
+        sampler = make_sampler(name, loaded.model, loaded.tokenizer, config, decode_rows=r,
+                               segment_steps=args.segment_steps)
         for bs in sizes:
             if label.startswith("fixed-r") and bs < r:
                 continue
             if name == "tunix" and stock_logits_gb(bs, prompts, loaded) > args.max_logits_gb:
-                print(
-                    f"tunix bs={bs} skipped: its prefill logits need "
-                    f"{stock_logits_gb(bs, prompts, loaded):.0f} GB",
-                    flush=True,
-                )
+                print(f"tunix bs={bs} skipped: its prefill logits need "
+                      f"{stock_logits_gb(bs, prompts, loaded):.0f} GB", flush=True)
                 continue
             warmup = prompts[:bs]
             if name != "tunix":
@@ -255,19 +200,8 @@ def stock_logits_gb(bs: int, prompts: list[list[int]], loaded) -> float:
 def hf_rows(args: argparse.Namespace, prompts, sizes: list[int]) -> list[Row]:
     """Run the HF worker in `--hf-python`; [] when torch is not importable there."""
     payload = json.dumps({"prompts": prompts, "sizes": sizes})
-    command = [
-        args.hf_python,
-        __file__,
-        "--hf-worker",
-        "--model-dir",
-        str(args.model_dir),
-        "--tokens",
-        str(args.tokens),
-        "--dtype",
-        args.dtype,
-        "--stops",
-        args.stops,
-    ]
+    command = [args.hf_python, __file__, "--hf-worker", "--model-dir", str(args.model_dir),
+               "--tokens", str(args.tokens), "--dtype", args.dtype, "--stops", args.stops]
     proc = subprocess.run(command, input=payload, capture_output=True, text=True)
     if proc.returncode != 0:
         print(f"HF transformers part skipped: {proc.stderr.strip().splitlines()[-1:]}")
@@ -302,20 +236,13 @@ def hf_worker(args: argparse.Namespace) -> None:
         ids = torch.tensor([[0] * (width - len(p)) + p for p in batch])
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
         with torch.inference_mode():
-            out = model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                do_sample=False,
-                max_new_tokens=args.tokens,
-                eos_token_id=[1, 106],
-                pad_token_id=0,
-                **extra,
-            )
+            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
+                                 max_new_tokens=args.tokens, eos_token_id=[1, 106], pad_token_id=0,
+                                 **extra)
         return [useful(row[width:].tolist()) for row in out]
 
-    rows = [
-        asdict(time_batches(generate, payload["prompts"], bs, rss, "hf")) for bs in payload["sizes"]
-    ]
+    rows = [asdict(time_batches(generate, payload["prompts"], bs, rss, "hf")) for bs in
+            payload["sizes"]]
     print(json.dumps(rows))
 
 
@@ -327,16 +254,13 @@ def _cut(tokens: list[int]) -> list[int]:
 
 
 def fmt(row: Row) -> str:
-    phases = " / ".join(
-        "-" if s is None else f"{s:.1f}" for s in (row.prefill_seconds, row.decode_seconds)
-    )
+    phases = " / ".join("-" if s is None else f"{s:.1f}" for s in (row.prefill_seconds,
+                                                                     row.decode_seconds))
     util = "-" if row.slot_utilization is None else f"{row.slot_utilization:.2f}"
     stopped = "-" if row.stopped is None else str(row.stopped)
-    return (
-        f"| {row.sampler} | {row.batch_size} | {row.seconds:.1f} | {phases} "
-        f"| {row.examples_per_s:.3f} | {row.tokens_per_s:.1f} | {util} | {stopped} "
-        f"| {row.peak_rss_mb:.0f} |"
-    )
+    return (f"| {row.sampler} | {row.batch_size} | {row.seconds:.1f} | {phases} "
+            f"| {row.examples_per_s:.3f} | {row.tokens_per_s:.1f} | {util} | {stopped} "
+            f"| {row.peak_rss_mb:.0f} |")
 
 
 def ratio(rows: list[Row], a: tuple[str, int], b: tuple[str, int]) -> str:
@@ -347,10 +271,8 @@ def ratio(rows: list[Row], a: tuple[str, int], b: tuple[str, int]) -> str:
 
 
 def report(rows: list[Row]) -> dict[str, str]:
-    print(
-        "| sampler | bs | seconds | prefill / decode s | examples/s | useful tokens/s "
-        "| slot util. | stopped | peak RSS MB |"
-    )
+    print("| sampler | bs | seconds | prefill / decode s | examples/s | useful tokens/s "
+          "| slot util. | stopped | peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(fmt(row))
@@ -377,22 +299,16 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     sizes = [int(s) for s in args.batch_sizes.split(",")]
     prompts = build_prompts(args.model_dir, args.prompts, args.shots)
-    print(
-        f"{len(prompts)} prompts, {min(map(len, prompts))}-{max(map(len, prompts))} tokens, "
-        f"{args.tokens} new tokens, {args.dtype}",
-        flush=True,
-    )
+    print(f"{len(prompts)} prompts, {min(map(len, prompts))}-{max(map(len, prompts))} tokens, "
+          f"{args.tokens} new tokens, {args.dtype}", flush=True)
     rss = PeakRss()
     rows = jax_rows(args, prompts, sizes, rss)
     if "hf" in args.samplers.split(","):
         rows += hf_rows(args, prompts, sizes)
     ratios = report(rows)
     if args.out:
-        data = {
-            "args": {k: str(v) for k, v in vars(args).items()},
-            "ratios": ratios,
-            "rows": [asdict(r) | {"tokens_per_s": r.tokens_per_s} for r in rows],
-        }
+        data = {"args": {k: str(v) for k, v in vars(args).items()}, "ratios": ratios,
+                "rows": [asdict(r) | {"tokens_per_s": r.tokens_per_s} for r in rows]}
         args.out.write_text(json.dumps(data, indent=2))
 
 
