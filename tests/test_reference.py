@@ -263,3 +263,21 @@ def test_report_without_a_fixed_sampler_run_says_so(tmp_path):
 def test_reference_spec_has_exactly_the_schema_keys():
     fields = {f.name for f in dataclasses.fields(ReferenceSpec)}
     assert fields == set(REFERENCE_KEYS)
+
+
+def test_editing_the_reference_module_reruns_only_the_reference(tmp_path):
+    """Its module is out of the evaluate digest and in the reference rule's."""
+    from gsm8k_eval import fingerprint
+
+    for name in ("sampler.py", "reference.py", "scoring.py"):
+        (tmp_path / name).write_text("x = 1\n")
+    modules = fingerprint.STAGE_MODULES["reference"]
+    evaluate, reference = (
+        fingerprint.code_digest(tmp_path),
+        fingerprint.code_digest(tmp_path, modules),
+    )
+    (tmp_path / "reference.py").write_text("x = 2\n")
+    assert fingerprint.code_digest(tmp_path) == evaluate
+    assert fingerprint.code_digest(tmp_path, modules) != reference
+    (tmp_path / "scoring.py").write_text("x = 2\n")  # shared grading: both rerun
+    assert fingerprint.code_digest(tmp_path) != evaluate
