@@ -25,6 +25,7 @@ include: "workflow/rules/checkpoints.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/invariance.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/reference.smk"
 
 
 localrules:

@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=""
-[[ "${1:-}" == "--test" ]] && extras="[test,cluster]"
+# --test: the test tools, the cluster plugins and the [reference] extra (torch, for the
+# JAX vs PyTorch tests).
+[[ "${1:-}" == "--test" ]] && extras="[test,cluster,reference]"
 python=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
   "$python" -m venv .venv

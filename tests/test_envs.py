@@ -45,6 +45,17 @@ def _pyproject_pins() -> dict[str, str]:
     return _pins(project["dependencies"])
 
 
+def _extra_pins(extra: str) -> dict[str, str]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return _pins(project["optional-dependencies"][extra])
+
+
+# The optional PyTorch reference stage: its env and modules may use the [reference] extra.
+REFERENCE_EXTRA = "reference"
+REFERENCE_ENV = "reference"
+REFERENCE_MODULES = {"gsm8k_eval.reference"}
+
+
 def _env_pins(env_file: Path) -> dict[str, str]:
     env = yaml.safe_load(env_file.read_text())
     return _pins(next(d["pip"] for d in env["dependencies"] if isinstance(d, dict)))
@@ -200,11 +211,41 @@ RULE_STAGES = _rule_stages()
 
 
 def test_there_is_an_env_per_stage_kind():
-    assert {p.stem for p in ENV_FILES} == {"fetch", "evaluate", "report"}
+    assert {p.stem for p in ENV_FILES} == {"fetch", "evaluate", "report", "reference"}
 
 
 def test_runtime_dependencies_exclude_torch():
     assert not any(name.startswith("torch") for name in _pyproject_pins())
+    assert {"torch", "transformers"} <= set(_extra_pins(REFERENCE_EXTRA))
+
+
+def _package_modules() -> set[str]:
+    return {
+        ".".join((PACKAGE, *p.relative_to(PACKAGE_DIR).with_suffix("").parts)).removesuffix(
+            ".__init__"
+        )
+        for p in PACKAGE_DIR.rglob("*.py")
+    }
+
+
+def test_only_the_reference_module_imports_torch():
+    """The runtime stays torch-free: torch and transformers are imported (lazily) by the
+    reference module alone, and no other module imports that one at import time."""
+    importers = {
+        module
+        for module in _package_modules()
+        if {"torch", "transformers"} & {n.split(".")[0] for n in _all_imports(module)}
+    }
+    assert importers == REFERENCE_MODULES
+    for module in _package_modules() - REFERENCE_MODULES:
+        at_import = _imported_names(_walk(_tree(_module_file(module)), True), module)
+        assert not at_import & REFERENCE_MODULES, module
+    for module in REFERENCE_MODULES:
+        at_import = _imported_names(_walk(_tree(_module_file(module)), True), module)
+        assert not {"torch", "transformers"} & {n.split(".")[0] for n in at_import}
+    assert {"torch", "transformers"} <= _stage_imports("reference")
+    for stage in _stage_handlers().keys() - {"reference"}:
+        assert "torch" not in _stage_imports(stage), stage
 
 
 @pytest.mark.parametrize("env_file", ENV_FILES, ids=lambda p: p.name)
@@ -213,6 +254,8 @@ def test_env_parses_and_agrees_with_pyproject(env_file):
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     pins = _pins(pip_section)
     expected = _pyproject_pins()
+    if env_file.stem == REFERENCE_ENV:
+        expected |= _extra_pins(REFERENCE_EXTRA)
     assert pins, env_file
     for name, version in pins.items():
         assert name in expected, f"{env_file.name}: {name} is not pinned in pyproject.toml"
@@ -255,16 +298,16 @@ def test_import_graph_sees_lazy_imports():
 
 
 def test_every_third_party_import_is_a_pinned_dependency():
-    modules = {
-        ".".join((PACKAGE, *p.relative_to(PACKAGE_DIR).with_suffix("").parts)).removesuffix(
-            ".__init__"
-        )
-        for p in PACKAGE_DIR.rglob("*.py")
-    }
+    """Runtime modules: the dependencies; the reference module: also the [reference] extra."""
     pins = set(_pyproject_pins())
-    needed = _distributions(_third_party(modules))
+    runtime = _package_modules() - REFERENCE_MODULES
+    needed = _distributions(_third_party(runtime, frozenset(REFERENCE_MODULES)))
     missing = {name: sorted(dists) for name, dists in needed.items() if not dists & pins}
     assert not missing, f"imported but not pinned in pyproject.toml dependencies: {missing}"
+    pins |= set(_extra_pins(REFERENCE_EXTRA))
+    needed = _distributions(_third_party(REFERENCE_MODULES))
+    missing = {name: sorted(dists) for name, dists in needed.items() if not dists & pins}
+    assert not missing, f"imported but not pinned in pyproject.toml [reference]: {missing}"
 
 
 # Profiles run from the project's .venv; googlebatch needs its own venv (docs/cluster.md).

@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_evaluate,
         _add_check_invariance,
         _add_render_report,
+        _add_reference,
     ):
         add(sub)
     return parser
@@ -367,6 +368,13 @@ def _add_render_report(sub) -> None:
         help="summary.json files (default: everything under --results-dir)",
     )
     p.add_argument("--invariance", type=Path, nargs="*", default=[])
+    p.add_argument(
+        "--reference",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="summary.json files of `gsm8k-eval reference` (adds the JAX vs PyTorch section)",
+    )
     p.add_argument("--checkpoint-manifests", type=Path, nargs="*", default=[])
     p.add_argument("--dataset-manifest", type=Path, default=None)
     p.add_argument(
@@ -396,9 +404,87 @@ def _run_render_report(args: argparse.Namespace) -> None:
         inputs.invariance_paths = list(args.invariance)
         inputs.checkpoint_manifests = list(args.checkpoint_manifests)
         inputs.dataset_manifest = args.dataset_manifest
+        inputs.reference_summaries = list(args.reference)
     if args.template_dir is not None:
         inputs.template_dir = args.template_dir
     render_report(inputs)
+
+
+# --- reference --------------------------------------------------------------------------------
+
+
+def _add_reference(sub) -> None:
+    p = _subparser(
+        sub,
+        "reference",
+        _run_reference,
+        "PyTorch reference: transformers greedy generation of the base model on the evaluate "
+        "stage's prompt token ids (needs the [reference] extra).",
+    )
+    p.add_argument("--dataset", type=Path, required=True, help="jsonl with question/answer")
+    p.add_argument("--model-dir", type=Path, required=True, help="folder written by fetch-model")
+    p.add_argument(
+        "--checkpoint", default="base", help="'base' (LoRA checkpoints are not supported)"
+    )
+    p.add_argument("--checkpoint-name", default="base", help="name in outputs")
+    _schema_option(p, "--batch-size", "reference.batch_size", type=_positive_int)
+    _schema_option(p, "--dtype", "reference.dtype")
+    _schema_option(p, "--device", "reference.device")
+    _schema_option(p, "--limit", "limit", type=_positive_int)
+    _schema_option(
+        p,
+        "--max-new-tokens",
+        "sampling.max_generation_steps",
+        type=_positive_int,
+        dest="max_generation_steps",
+    )
+    _schema_option(p, "--max-prompt-length", "sampling.max_prompt_length", type=_positive_int)
+    _schema_option(p, "--eos-tokens", "sampling.eos_tokens", type=_int_list)
+    _schema_option(p, "--prompt-template", "prompt.template")
+    _schema_option(p, "--num-shots", "prompt.num_shots", type=_non_negative_int)
+    _schema_option(p, "--prompt-seed", "prompt.seed", type=_integer)
+    p.add_argument(
+        "--fewshot-data", type=Path, default=None, help="train jsonl (for the fewshot template)"
+    )
+    _schema_option(p, "--primary-method", "scoring.primary")
+    p.add_argument("--dataset-manifest", type=Path, default=None)
+    p.add_argument("--model-source", default=None, help="recorded in summary.json")
+    p.add_argument("--config-hash", default=None, help="recorded in summary.json")
+    p.add_argument("--output-dir", "--out", dest="output_dir", type=Path, required=True)
+
+
+def _run_reference(args: argparse.Namespace) -> None:
+    if args.checkpoint != "base":
+        args.parser.error(
+            f"--checkpoint {args.checkpoint}: the PyTorch reference runs the base model only "
+            "(LoRA checkpoints are not supported); use --checkpoint base"
+        )
+    _check_evaluate_inputs(args)
+    from gsm8k_eval.reference import ReferenceOptions, run_reference
+
+    run_reference(
+        ReferenceOptions(
+            dataset_path=args.dataset,
+            model_dir=args.model_dir,
+            output_dir=args.output_dir,
+            checkpoint_name=args.checkpoint_name,
+            limit=args.limit,
+            dtype=args.dtype,
+            batch_size=args.batch_size,
+            device=args.device,
+            max_generation_steps=args.max_generation_steps,
+            max_prompt_length=args.max_prompt_length,
+            eos_tokens=tuple(args.eos_tokens),
+            prompt_template=args.prompt_template,
+            num_shots=args.num_shots,
+            prompt_seed=args.prompt_seed,
+            fewshot_path=args.fewshot_data,
+            primary_method=args.primary_method,
+            dataset_manifest=args.dataset_manifest,
+            model_source=args.model_source,
+            config_hash=args.config_hash,
+        )
+    )
 
 
 # --- argument types ---------------------------------------------------------------------------

@@ -103,6 +103,16 @@ class PromptSpec:
 
 
 @dataclass(frozen=True)
+class ReferenceSpec:
+    """The optional PyTorch reference stage (`reference:`)."""
+
+    enabled: bool
+    dtype: str
+    batch_size: int
+    device: str
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """Everything the DAG needs, with the schema's defaults already applied."""
 
@@ -121,6 +131,7 @@ class PipelineConfig:
     device: str
     shard_size: int
     fail_on_divergence: bool
+    reference: ReferenceSpec
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -149,6 +160,7 @@ class PipelineConfig:
             device=config["evaluation"]["device"],
             shard_size=config["evaluation"]["shard_size"],
             fail_on_divergence=config["invariance"]["fail_on_divergence"],
+            reference=_reference_spec(config["reference"], checkpoints),
             raw=config,
         )
 
@@ -180,6 +192,18 @@ class PipelineConfig:
             "primary_method": self.primary_method,
         }
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _reference_spec(
+    reference: dict[str, Any], checkpoints: tuple[CheckpointSpec, ...]
+) -> ReferenceSpec:
+    spec = ReferenceSpec(**reference)
+    if spec.enabled and not any(c.is_base for c in checkpoints):
+        raise ConfigError(
+            "reference.enabled: the PyTorch reference runs the base model only (LoRA "
+            "checkpoints are not supported): add a checkpoint with source: base"
+        )
+    return spec
 
 
 def _item_defaults(key: str) -> dict[str, Any]:

@@ -166,12 +166,11 @@ def _log_environment() -> None:
     log.info("host=%s environment=%s", platform.node(), json.dumps(env))
 
 
-def _prepare(options: EvaluateOptions) -> Workload:
-    from gsm8k_eval.checkpoints import LoraConfig, apply_checkpoint
+def render_prompts(options: Any) -> tuple[list[Any], list[str], tuple[str, ...]]:
+    """The examples, their rendered prompts and the template's stop sequences (`options`: any
+    object with the dataset and prompt fields of `EvaluateOptions`; the reference stage's too)."""
     from gsm8k_eval.data import load_examples
-    from gsm8k_eval.models import load_model
     from gsm8k_eval.prompts import PromptBuilder, PromptConfig
-    from gsm8k_eval.sampler import SamplerConfig, make_sampler
 
     examples = load_examples(options.dataset_path, options.limit)
     builder = PromptBuilder(
@@ -183,6 +182,15 @@ def _prepare(options: EvaluateOptions) -> Workload:
         )
     )
     prompts = [builder.render(example.question) for example in examples]
+    return examples, prompts, builder.stop_sequences
+
+
+def _prepare(options: EvaluateOptions) -> Workload:
+    from gsm8k_eval.checkpoints import LoraConfig, apply_checkpoint
+    from gsm8k_eval.models import load_model
+    from gsm8k_eval.sampler import SamplerConfig, make_sampler
+
+    examples, prompts, stop_sequences = render_prompts(options)
     loaded = load_model(options.model_dir, options.dtype)
     model = loaded.model
     if options.checkpoint_dir is not None:
@@ -212,7 +220,7 @@ def _prepare(options: EvaluateOptions) -> Workload:
         prompts=prompts,
         prompt_ids=prompt_ids,
         sampler=sampler,
-        stop_sequences=builder.stop_sequences,
+        stop_sequences=stop_sequences,
         tokenizer=loaded.tokenizer,
     )
 
@@ -298,7 +306,7 @@ def _generate_shard(
     stats.wall_seconds += window["seconds"] + window[COMPILE_KEY]
     _add_sampler_timing(work.sampler, stats, window[COMPILE_KEY])
     for i, generation in zip(shard, generations, strict=True):
-        rows.append(_rollout_row(options, work, i, generation))
+        rows.append(rollout_row(options, work, i, generation))
         stats.generated_tokens += len(generation.tokens)
         stats.prompt_tokens += len(work.prompt_ids[i])
     stats.examples += len(shard)
@@ -317,9 +325,10 @@ def _add_sampler_timing(sampler: Any, stats: ShardStats, measured_compile: float
     stats.executed_row_steps += float(timing.get("executed_row_steps", 0.0))
 
 
-def _rollout_row(
-    options: EvaluateOptions, work: Workload, index: int, generation: Any
-) -> dict[str, Any]:
+def rollout_row(options: Any, work: Any, index: int, generation: Any) -> dict[str, Any]:
+    """One rollouts.jsonl line (the public schema): `options` has `primary_method`,
+    `batch_size` and `checkpoint_name`; `work` has `examples`, `prompts`, `prompt_ids` and
+    `stop_sequences` (the reference stage passes its own)."""
     from gsm8k_eval.scoring import gold_answer, score_response, truncate_response
 
     example = work.examples[index]

@@ -31,7 +31,21 @@ STAGE_MODULES = {
     "download_dataset": ("data", "io"),
     "fetch_model": ("models", "tokenizer", "io"),
     "fetch_checkpoint": ("checkpoints", "io"),
+    # the PyTorch reference: its module and what it shares with evaluate (prompts, stops, grading)
+    "reference": (
+        "reference",
+        "evaluate",
+        "prompts",
+        "data",
+        "tokenizer",
+        "scoring",
+        "stops",
+        "io",
+    ),
 }
+# Modules of optional stages that never run in an evaluation: left out of the default digest
+# (editing them reruns only their stage, through `STAGE_MODULES`).
+SEPARATE_STAGE_MODULES = ("reference",)
 # Packages whose version can change generated tokens (GPU/TPU plugins are added when installed).
 NUMERICS_PACKAGES = ("jax", "jaxlib", "flax", "google-tunix", "qwix", "numpy")
 PLUGIN_PREFIXES = ("jax-cuda", "jax-rocm", "libtpu")
@@ -60,7 +74,8 @@ def code_digest(package_dir: Path = PACKAGE_DIR, modules: Sequence[str] | None =
     """
     digest = hashlib.sha256()
     for path in _code_files(Path(package_dir)):
-        if modules is not None and _top_name(path.relative_to(package_dir)) not in modules:
+        top = _top_name(path.relative_to(package_dir))
+        if top in SEPARATE_STAGE_MODULES if modules is None else top not in modules:
             continue
         digest.update(path.relative_to(package_dir).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")

@@ -111,6 +111,41 @@ class RunPaths:
             f"{b}={shlex.quote(p)}" for b, p in zip(cfg.batch_sizes, paths, strict=True)
         )
 
+    def reference_dir(self, checkpoint: str) -> str:
+        return f"{self.root}/reference/{checkpoint}"
+
+    def reference_rollouts(self, checkpoint: str) -> str:
+        return f"{self.reference_dir(checkpoint)}/rollouts.jsonl"
+
+    def reference_summary(self, checkpoint: str) -> str:
+        return f"{self.reference_dir(checkpoint)}/summary.json"
+
+    def all_reference_summaries(self, cfg: PipelineConfig) -> list[str]:
+        """The PyTorch reference of every base checkpoint; none when `reference` is disabled."""
+        return [self.reference_summary(c) for c in reference_checkpoints(cfg)]
+
+    def reference_arguments(self, cfg: PipelineConfig) -> str:
+        """The config-derived flags of `gsm8k-eval reference` (a param: changing one reruns)."""
+        r, s, p = cfg.reference, cfg.sampling, cfg.prompt
+        flags: list[tuple[str, object]] = [
+            ("--dtype", r.dtype),
+            ("--batch-size", r.batch_size),
+            ("--device", r.device),
+            ("--max-new-tokens", s.max_generation_steps),
+            ("--max-prompt-length", s.max_prompt_length),
+            ("--eos-tokens", ",".join(str(t) for t in s.eos_tokens)),
+            ("--prompt-template", p.template),
+            ("--num-shots", p.num_shots),
+            ("--prompt-seed", p.seed),
+            ("--primary-method", cfg.primary_method),
+            ("--model-source", cfg.model.source),
+        ]
+        if cfg.limit is not None:
+            flags.append(("--limit", cfg.limit))
+        if p.needs_train_split:
+            flags.append(("--fewshot-data", self.dataset("train")))
+        return " ".join(f"{flag} {shlex.quote(str(value))}" for flag, value in flags)
+
     def fewshot_inputs(self, cfg: PipelineConfig) -> list[str]:
         return [self.dataset("train")] if cfg.prompt.needs_train_split else []
 
@@ -201,6 +236,16 @@ def _evaluate_flags(cfg: PipelineConfig) -> list[tuple[str, object]]:
     if cfg.limit is not None:
         flags.append(("--limit", cfg.limit))
     return flags
+
+
+def reference_checkpoints(cfg: PipelineConfig) -> list[str]:
+    """Checkpoints the PyTorch reference runs: the base-model ones, when it is enabled."""
+    return [c.name for c in cfg.checkpoints if c.is_base] if cfg.reference.enabled else []
+
+
+def reference_gpu_request(cfg: PipelineConfig) -> int:
+    """GPUs a reference job asks for: cuda 1, cpu none, auto as the evaluate jobs."""
+    return {"cuda": 1, "cpu": 0}.get(cfg.reference.device, gpu_request(cfg))
 
 
 def gpu_request(cfg: PipelineConfig) -> int:

@@ -2,6 +2,7 @@ rule render_report:
     input:
         summaries=PATHS.all_summaries(PIPELINE),
         invariance=PATHS.all_invariance(PIPELINE),
+        reference=PATHS.all_reference_summaries(PIPELINE),
         checkpoints=PATHS.all_checkpoint_dirs(PIPELINE),
         dataset=PATHS.dataset_manifest("test"),
         templates=targets.report_templates(workflow.basedir),
@@ -29,7 +30,8 @@ rule render_report:
         templates=lambda wc, input: os.path.dirname(input.templates[0]),
     shell:
         "python -m gsm8k_eval render-report --summaries {input.summaries:q}"
-        " --invariance {input.invariance:q} --checkpoint-manifests {params.manifests:q}"
+        " --invariance {input.invariance:q} --reference {input.reference:q}"
+        " --checkpoint-manifests {params.manifests:q}"
         " --dataset-manifest {input.dataset:q} --template-dir {params.templates:q}"
         " --config-json {params.config:q} --command-line {params.command:q}"
         " --out {output.report:q} > {log:q} 2>&1"

@@ -210,47 +210,28 @@ def hf_rows(args: argparse.Namespace, prompts, sizes: list[int]) -> list[Row]:
 
 
 def hf_worker(args: argparse.Namespace) -> None:
-    """Greedy HF `generate` (left padding, KV cache) on the same token ids; prints JSON rows."""
+    """Greedy HF `generate` on the same token ids (`gsm8k_eval.reference`: the reference
+    stage's loader and generation, batches left-padded); prints JSON rows."""
     if importlib.util.find_spec("torch") is None:
         sys.exit("torch is not importable")
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from gsm8k_eval.stops import first_stop
+    from gsm8k_eval.reference import load_torch_model, torch_generate
+    from gsm8k_eval.tokenizer import Tokenizer
 
     payload = json.loads(sys.stdin.read())
-    dtype = getattr(torch, args.dtype)
-    model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=dtype).eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
+    model = load_torch_model(args.model_dir, args.dtype)
+    tokenizer = Tokenizer.from_dir(args.model_dir)
     stops = [s for s in args.stops.split(",") if s]
-    extra = {"stop_strings": stops, "tokenizer": tokenizer} if stops else {}
     rss = PeakRss()
 
-    def useful(tokens: list[int]) -> list[int]:
-        """Up to the EOS, then up to the token completing a stop (the engine's rule)."""
-        tokens = _cut(tokens)
-        return tokens[: first_stop(tokens, stops, tokenizer.decode) or len(tokens)]
-
     def generate(batch: list[list[int]]) -> list[list[int]]:
-        width = max(len(p) for p in batch)
-        ids = torch.tensor([[0] * (width - len(p)) + p for p in batch])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
-        with torch.inference_mode():
-            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
-                                 max_new_tokens=args.tokens, eos_token_id=[1, 106], pad_token_id=0,
-                                 **extra)
-        return [useful(row[width:].tolist()) for row in out]
+        out = torch_generate(model, batch, max_new_tokens=args.tokens, eos_tokens=(1, 106),
+                             stop_sequences=stops, decode=tokenizer.decode,
+                             batch_size=len(batch), pad_id=int(tokenizer.pad_id))
+        return [g.tokens for g in out]
 
     rows = [asdict(time_batches(generate, payload["prompts"], bs, rss, "hf")) for bs in
             payload["sizes"]]
     print(json.dumps(rows))
-
-
-def _cut(tokens: list[int]) -> list[int]:
-    for i, token in enumerate(tokens):
-        if token in (0, 1, 106):
-            return tokens[: i + (token != 0)]
-    return tokens
 
 
 def fmt(row: Row) -> str:

@@ -46,6 +46,7 @@ class ReportInputs:
     figures_dir: Path = Path("report/figures")
     template_dir: Path = DEFAULT_TEMPLATE_DIR
     base_checkpoint: str = BASE_CHECKPOINT
+    reference_summaries: list[Path] = field(default_factory=list)  # `gsm8k-eval reference`
 
 
 @dataclass
@@ -222,6 +223,7 @@ def inputs_from_results(
         invariance_paths=sorted((results_dir / "invariance").rglob("*.json")),
         checkpoint_manifests=sorted((results_dir / "checkpoints").glob("*/manifest.json")),
         dataset_manifest=dataset if dataset.is_file() else None,
+        reference_summaries=sorted((results_dir / "reference").glob("*/summary.json")),
         config=load_config(config_path),
         command=command,
         out_path=Path(out_path),

@@ -27,6 +27,7 @@ from gsm8k_eval.report.inputs import (
     report_title,
     runs_of_sampler,
 )
+from gsm8k_eval.report.reference import FrameworkComparison, framework_comparisons
 from gsm8k_eval.stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED, Interval
 
 TEMPLATE_NAME = "gsm8k_eval_report.md.j2"
@@ -160,6 +161,7 @@ class ReportContext:
     findings: list[Any]
     comparisons: list[tables.PairedComparison]
     invariance: list[tables.InvarianceSection]
+    reference: list[FrameworkComparison]  # JAX vs PyTorch; empty without the reference stage
     methods: tables.MethodsTable
     throughput: tables.ThroughputTable
     accuracy_figure: str
@@ -184,6 +186,8 @@ def output_files(
     for r in runs:
         rows += [("summary", r.summary_path), ("rollouts", r.rollouts_path)]
     rows += [("invariance", Path(p)) for p in inputs.invariance_paths]
+    for p in map(Path, inputs.reference_summaries):
+        rows += [("reference summary", p), ("reference rollouts", p.parent / "rollouts.jsonl")]
     rows += [("checkpoint manifest", Path(p)) for p in inputs.checkpoint_manifests]
     if inputs.dataset_manifest is not None:
         rows.append(("dataset manifest", Path(inputs.dataset_manifest)))
@@ -219,6 +223,7 @@ def build_context(
         findings=fnd.findings(primary_runs, comparisons, invariance),
         comparisons=comparisons,
         invariance=sections,
+        reference=framework_comparisons(runs, inputs.reference_summaries),
         methods=tables.methods_table(runs),
         throughput=tables.throughput_table(runs),
         accuracy_figure=figure_link(figures[0], inputs.out_path),
