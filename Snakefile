@@ -22,6 +22,7 @@ include: "workflow/rules/dataset.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/checkpoints.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/gather.smk"
 include: "workflow/rules/invariance.smk"
 include: "workflow/rules/report.smk"
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from gsm8k_eval import schema
+from gsm8k_eval import schema, sweeps
 from gsm8k_eval.schema import SCHEMA_PATH
 
 __all__ = ["SCHEMA_PATH", "ConfigError", "PipelineConfig", "load_config", "load_config_file"]
@@ -66,6 +66,7 @@ class CheckpointSpec:
     name: str
     source: str
     step: int | None
+    sweep: str | None = None  # the sweep entry this step came from (sweeps.py)
 
     @property
     def is_base(self) -> bool:
@@ -120,14 +121,14 @@ class PipelineConfig:
     device: str
     shard_size: int
     fail_on_divergence: bool
+    parallel_jobs: int = 1
+    compilation_cache: str | None = None  # as configured (<run> not yet filled in)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> PipelineConfig:
         """Build from a validated config dict (defaults filled in by the schema)."""
-        checkpoints = tuple(
-            CheckpointSpec(**{**_item_defaults("checkpoints"), **c}) for c in config["checkpoints"]
-        )
+        checkpoints = _checkpoints(config["checkpoints"])
         _reject_duplicates([c.name for c in checkpoints], "checkpoints[].name")
         sampling = dict(config["sampling"])
         sampling["eos_tokens"] = tuple(sampling["eos_tokens"])
@@ -146,6 +147,8 @@ class PipelineConfig:
             device=config["evaluation"]["device"],
             shard_size=config["evaluation"]["shard_size"],
             fail_on_divergence=config["invariance"]["fail_on_divergence"],
+            parallel_jobs=config["evaluation"]["parallel_jobs"],
+            compilation_cache=config["evaluation"]["compilation_cache"],
             raw=config,
         )
 
@@ -176,6 +179,16 @@ class PipelineConfig:
             "primary_method": self.primary_method,
         }
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _checkpoints(entries: list[dict[str, Any]]) -> tuple[CheckpointSpec, ...]:
+    """The checkpoints of the config, sweeps expanded to one checkpoint per step."""
+    filled = [{**_item_defaults("checkpoints"), **entry} for entry in entries]
+    try:
+        expanded = sweeps.expand(filled)
+    except sweeps.SweepError as error:
+        raise ConfigError(str(error)) from error
+    return tuple(CheckpointSpec(**entry) for entry in expanded)
 
 
 def _item_defaults(key: str) -> dict[str, Any]:

@@ -43,8 +43,16 @@ NUMERICS_JAX_CONFIG = (
     "jax_default_prng_impl",
     "jax_disable_jit",
 )
-# EvaluateOptions fields that never reach a shard's content.
-DISPLAY_ONLY_OPTIONS = ("output_dir", "config_hash", "model_source", "dataset_manifest")
+# EvaluateOptions fields that never reach a shard's content (`part` picks which shards a job
+# makes, not what is in them; the compilation cache returns the executable it stored).
+DISPLAY_ONLY_OPTIONS = (
+    "output_dir",
+    "config_hash",
+    "model_source",
+    "dataset_manifest",
+    "part",
+    "compilation_cache",
+)
 # Fields replaced by the digest of what they point to (or, for `device`, by the device found).
 CONTENT_OPTIONS = ("dataset_path", "model_dir", "checkpoint_dir", "fewshot_path", "device")
 MODEL_RECORD = "source.json"  # provenance written by fetch-model, never read by load_model

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gsm8k_eval.config import PipelineConfig
+from gsm8k_eval.parts import part_labels
 
 RESULTS = "results"
 REPORT_NAME = "gsm8k_eval_report.md"
@@ -72,6 +73,15 @@ class RunPaths:
 
     def eval_dir(self, checkpoint: str, batch_size: int | str) -> str:
         return f"{self.root}/eval/{checkpoint}/bs{batch_size}"
+
+    def part_dir(self, checkpoint: str, batch_size: int | str, part: str) -> str:
+        """Folder of one part of an evaluation split over jobs (evaluation.parallel_jobs)."""
+        return part_dir(self.eval_dir(checkpoint, batch_size), part)
+
+    def compilation_cache(self, cfg: PipelineConfig) -> str | None:
+        """The JAX compilation cache folder (`<run>` filled in), or None when off."""
+        path = cfg.compilation_cache
+        return None if path is None else path.replace("<run>", self.run)
 
     def rollouts(self, checkpoint: str, batch_size: int | str) -> str:
         return f"{self.eval_dir(checkpoint, batch_size)}/rollouts.jsonl"
@@ -147,6 +157,41 @@ def _config_identity(configfiles: Sequence[str | Path]) -> list[str]:
             str(resolved.relative_to(here)) if resolved.is_relative_to(here) else str(resolved)
         )
     return names
+
+
+PART_WILDCARD = "{part}"
+
+
+def part_dir(eval_dir: str, part: str) -> str:
+    """`<eval dir>/parts/<K-of-N>`: where one job of a split evaluation writes."""
+    return f"{eval_dir}/parts/{part}"
+
+
+def job_dir(cfg: PipelineConfig, eval_dir: str) -> str:
+    """The folder an evaluate job writes: the evaluation's own, or with parallel jobs its part
+    folder (holding the `{part}` wildcard)."""
+    return eval_dir if cfg.parallel_jobs == 1 else part_dir(eval_dir, PART_WILDCARD)
+
+
+def job_log(cfg: PipelineConfig, name: str) -> str:
+    """An evaluate job's log name: one per part when the evaluation is split."""
+    return name if cfg.parallel_jobs == 1 else f"{name}/part{PART_WILDCARD}"
+
+
+def part_dirs(cfg: PipelineConfig, eval_dir: str) -> list[str]:
+    """Every part folder of a split evaluation, in order (what gather joins)."""
+    return [part_dir(eval_dir, label) for label in part_labels(cfg.parallel_jobs)]
+
+
+def part_argument(part: str | None) -> str:
+    """`--part K/N` for the job of part folder `K-of-N`; empty for a single job."""
+    return f"--part {part.replace('-of-', '/')}" if part else ""
+
+
+def cache_argument(paths: RunPaths, cfg: PipelineConfig) -> str:
+    """`--compilation-cache DIR`, or empty when the cache is off."""
+    path = paths.compilation_cache(cfg)
+    return "" if path is None else f"--compilation-cache {shlex.quote(path)}"
 
 
 def step_argument(cfg: PipelineConfig, checkpoint: str) -> str:
