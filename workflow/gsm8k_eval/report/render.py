@@ -12,7 +12,7 @@ import yaml
 
 from gsm8k_eval.io import atomic_write_text, read_json
 from gsm8k_eval.report import findings as fnd
-from gsm8k_eval.report import settings, tables
+from gsm8k_eval.report import settings, sweeps, tables
 from gsm8k_eval.report.figures import figure_link, render_figures
 from gsm8k_eval.report.inputs import (
     ReportInputs,
@@ -161,6 +161,9 @@ class ReportContext:
     recommendations: list[Any]
     command: str
     output_files: list[tuple[str, Path]]
+    sweeps: list[sweeps.Sweep]  # checkpoint sweeps (report/sweeps.py; empty: no section)
+    sweep_figure: str | None
+    compile_cache: sweeps.CompileCache | None
 
 
 def output_files(
@@ -190,6 +193,10 @@ def build_context(
     dataset = read_json(inputs.dataset_manifest) if inputs.dataset_manifest else None
     comparisons = tables.paired_comparisons(runs, inputs.base_checkpoint)
     sections = tables.invariance_sections(runs, invariance)
+    swept = sweeps.sweep_sections(runs, inputs.config, inputs.base_checkpoint)
+    sweep_figure = (
+        sweeps.plot_sweeps(swept, Path(inputs.figures_dir) / sweeps.SWEEP_FIGURE) if swept else None
+    )
     return ReportContext(
         title=report_title(inputs.config),
         model_name=(inputs.config.get("model") or {}).get("name"),
@@ -217,6 +224,9 @@ def build_context(
         recommendations=fnd.recommendations(runs, comparisons, sections, dataset),
         command=inputs.command,
         output_files=output_files(inputs, runs, figures),
+        sweeps=swept,
+        sweep_figure=figure_link(sweep_figure, inputs.out_path) if sweep_figure else None,
+        compile_cache=sweeps.compile_cache(runs),
     )
 
 
