@@ -518,7 +518,7 @@ def test_cloud_profile_plans(profile, expected, cloud_venv, gcs_bucket, tmp_path
 
 @pytest.mark.cluster
 def test_sweep_with_parallel_jobs_on_slurm_matches_local_single_jobs(
-    slurm_env, gcs_emulator_server, tmp_path
+    slurm_env, gcs_emulator, tmp_path
 ):
     """A 3-step sweep of a tiny-model LoRA run on the GCS emulator, each step's evaluation split
     into 2 SLURM jobs (evaluation.parallel_jobs: 2) and gathered locally: the gathered
@@ -532,14 +532,14 @@ def test_sweep_with_parallel_jobs_on_slurm_matches_local_single_jobs(
     actor = save_lora_steps(
         fetch_model("random:tiny", tmp_path / "model"), tmp_path / "actor", steps
     )
-    url = gcs_emulator_server.create_bucket("sweep-slurm") + "/tunix/run/actor"
-    gcs_emulator_server.upload_dir(actor, url)
+    url = gcs_emulator.create_bucket("sweep-slurm") + "/tunix/run/actor"
+    gcs_emulator.upload_dir(actor, url)
     config = helpers.tiny_config(
         checkpoints=[{"name": "grpo", "source": url, "steps": "all"}],
         lora=LORA, batch_sizes=[2], limit=4,
         sampling={"dtype": "float32", "max_generation_steps": 4, "max_prompt_length": 640},
     )  # fmt: skip
-    env = {**venv_env(), **gcs_emulator_server.env()}
+    env = {**venv_env(), **gcs_emulator.env()}
 
     local = tmp_path / "local"
     local.mkdir()
@@ -555,7 +555,7 @@ def test_sweep_with_parallel_jobs_on_slurm_matches_local_single_jobs(
     cluster.mkdir()
     split = {**config, "evaluation": {"device": "cpu", "shard_size": 1, "parallel_jobs": 2}}
     result, slurm_seconds = slurm_run(
-        cluster, {**slurm_env, **gcs_emulator_server.env()},
+        cluster, {**slurm_env, **gcs_emulator.env()},
         "--configfile", str(helpers.write_config(cluster, split)), snakefile=REPO / "Snakefile",
     )  # fmt: skip
     assert_no_hang(result, cluster)

@@ -135,7 +135,7 @@ def evaluate(options: EvaluateOptions) -> Path:
     shard_dir = _prepare_shard_dir(options, current)
     ranges = _selected_ranges(options, len(workload.examples))
     run = _run_shards(options, workload, shard_dir, current, ranges)
-    rollouts_path = _merge_shards(shard_dir, ranges, options.output_dir, run.digest)
+    rollouts_path = _merge_shards(options, shard_dir, len(workload.examples), run.digest)
     _write_summary(options, read_jsonl(rollouts_path), run, backend, ranges)
     return rollouts_path
 
@@ -367,17 +367,15 @@ def _jsonl_line(row: dict[str, Any]) -> str:
     return json.dumps(row, ensure_ascii=False, sort_keys=False) + "\n"
 
 
-def _merge_shards(
-    shard_dir: Path, ranges: list[tuple[int, int, int]], output_dir: Path, digest: str
-) -> Path:
-    """Concatenate finished shards into rollouts.jsonl (byte-identical however often resumed);
-    refuses shards made with another fingerprint than `digest`."""
+def _merge_shards(options: EvaluateOptions, shard_dir: Path, total: int, digest: str) -> Path:
+    """Concatenate this job's finished shards into rollouts.jsonl (byte-identical however often
+    resumed); refuses shards made with another fingerprint than `digest`."""
     parts = []
-    for index, _, _ in ranges:
+    for index, _, _ in _selected_ranges(options, total):
         rows_path, stats_path = _shard_paths(shard_dir, index)
         check_shard_fingerprint(stats_path, digest)
         parts.append(rows_path.read_text(encoding="utf-8"))
-    out = output_dir / "rollouts.jsonl"
+    out = options.output_dir / "rollouts.jsonl"
     atomic_write_text(out, "".join(parts))
     return out
 
