@@ -15,8 +15,14 @@ from pipeline_helpers import REPO, tiny_config, write_config
 from gsm8k_eval.checkpoints.listing import list_steps
 from gsm8k_eval.config import ConfigError, load_config
 from gsm8k_eval.sweeps import SweepError, expand, member_name, member_step
+from gsm8k_eval.targets import list_steps as listed
 
 AVAILABLE = (5, 10, 20, 100)
+
+
+def _load(config: dict):
+    """load_config with the Snakefile's step listing (local folders and gs://)."""
+    return load_config(config, listed)
 
 
 def _lister(source: str) -> tuple[int, ...]:
@@ -49,6 +55,11 @@ def test_members_carry_step_source_and_sweep():
     assert (member_step("r", "r-step7"), member_step("r", "rr-step7")) == (7, None)
 
 
+def test_listing_sweeps_need_a_lister():
+    with pytest.raises(SweepError, match="need the source's step listing"):
+        expand([{"name": "r", "source": "/x", "steps": "all"}])
+
+
 def test_a_step_list_does_not_list_the_source():
     def refuse(source: str) -> tuple[int, ...]:
         raise AssertionError("listed")
@@ -77,12 +88,12 @@ def test_sweep_errors_name_the_entry_and_key(entry, message):
 
 def test_no_steps_found_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match="no step folders"):
-        load_config({"checkpoints": [{"name": "r", "source": str(tmp_path), "steps": "all"}]})
+        _load({"checkpoints": [{"name": "r", "source": str(tmp_path), "steps": "all"}]})
 
 
 def test_unknown_sweep_key_is_a_schema_error(tmp_path):
     with pytest.raises(ConfigError, match="evry"):
-        load_config({"checkpoints": [{"name": "r", "source": str(tmp_path), "evry": 5}]})
+        _load({"checkpoints": [{"name": "r", "source": str(tmp_path), "evry": 5}]})
 
 
 def test_local_folder_listing_keeps_integer_folders_sorted_numerically(tmp_path):
@@ -90,7 +101,7 @@ def test_local_folder_listing_keeps_integer_folders_sorted_numerically(tmp_path)
         (tmp_path / name).mkdir()
     (tmp_path / "7").write_text("a file named like a step is still listed by name")
     assert list_steps(str(tmp_path)) == (7, 9, 10, 100)
-    cfg = load_config({"checkpoints": [{"name": "r", "source": str(tmp_path), "every": 10}]})
+    cfg = _load({"checkpoints": [{"name": "r", "source": str(tmp_path), "every": 10}]})
     assert [(c.name, c.step, c.sweep) for c in cfg.checkpoints] == [
         ("r-step10", 10, "r"),
         ("r-step100", 100, "r"),
@@ -100,7 +111,7 @@ def test_local_folder_listing_keeps_integer_folders_sorted_numerically(tmp_path)
 def test_a_single_step_folder_cannot_be_swept(tmp_path):
     (tmp_path / "model_params").mkdir()
     with pytest.raises(ConfigError, match="single step folder"):
-        load_config({"checkpoints": [{"name": "r", "source": str(tmp_path), "steps": "all"}]})
+        _load({"checkpoints": [{"name": "r", "source": str(tmp_path), "steps": "all"}]})
 
 
 def _fake_run_on_gcs(emulator, bucket: str, steps: list[int]) -> str:
@@ -115,7 +126,7 @@ def _fake_run_on_gcs(emulator, bucket: str, steps: list[int]) -> str:
 def test_bucket_listing_on_the_gcs_emulator(gcs_emulator, gcs_bucket):
     url = _fake_run_on_gcs(gcs_emulator, gcs_bucket, [30, 4, 200])
     assert list_steps(url) == (4, 30, 200)
-    cfg = load_config(
+    cfg = _load(
         {"checkpoints": [{"name": "base"}, {"name": "g", "source": url, "to": 100, "steps": "all"}]}
     )
     assert [c.name for c in cfg.checkpoints] == ["base", "g-step4", "g-step30"]
@@ -123,9 +134,7 @@ def test_bucket_listing_on_the_gcs_emulator(gcs_emulator, gcs_bucket):
 
 def test_missing_bucket_is_a_config_error(gcs_emulator):
     with pytest.raises(ConfigError, match="does not exist"):
-        load_config(
-            {"checkpoints": [{"name": "g", "source": "gs://no-such-bucket-x/a", "steps": "all"}]}
-        )
+        _load({"checkpoints": [{"name": "g", "source": "gs://no-such-bucket-x/a", "steps": "all"}]})
 
 
 def test_dry_run_plans_one_fetch_and_evaluate_per_step_quickly(

@@ -126,9 +126,15 @@ class PipelineConfig:
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def from_dict(cls, config: dict[str, Any]) -> PipelineConfig:
-        """Build from a validated config dict (defaults filled in by the schema)."""
-        checkpoints = _checkpoints(config["checkpoints"])
+    def from_dict(
+        cls, config: dict[str, Any], list_steps: sweeps.StepLister | None = None
+    ) -> PipelineConfig:
+        """Build from a validated config dict (defaults filled in by the schema).
+
+        `list_steps(source)`: the step folders of a checkpoint source, needed by sweeps with
+        `steps: all` or `every` (the Snakefile passes `targets.list_steps`).
+        """
+        checkpoints = _checkpoints(config["checkpoints"], list_steps)
         _reject_duplicates([c.name for c in checkpoints], "checkpoints[].name")
         sampling = dict(config["sampling"])
         sampling["eos_tokens"] = tuple(sampling["eos_tokens"])
@@ -181,11 +187,13 @@ class PipelineConfig:
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _checkpoints(entries: list[dict[str, Any]]) -> tuple[CheckpointSpec, ...]:
+def _checkpoints(
+    entries: list[dict[str, Any]], list_steps: sweeps.StepLister | None
+) -> tuple[CheckpointSpec, ...]:
     """The checkpoints of the config, sweeps expanded to one checkpoint per step."""
     filled = [{**_item_defaults("checkpoints"), **entry} for entry in entries]
     try:
-        expanded = sweeps.expand(filled)
+        expanded = sweeps.expand(filled, list_steps)
     except sweeps.SweepError as error:
         raise ConfigError(str(error)) from error
     return tuple(CheckpointSpec(**entry) for entry in expanded)
@@ -210,8 +218,11 @@ def coerce_cli_overrides(config: dict[str, Any]) -> dict[str, Any]:
     return schema.coerce(config)
 
 
-def load_config(config: dict[str, Any]) -> PipelineConfig:
-    """Coerce, validate against the JSON schema (filling defaults) and type a config."""
+def load_config(
+    config: dict[str, Any], list_steps: sweeps.StepLister | None = None
+) -> PipelineConfig:
+    """Coerce, validate against the JSON schema (filling defaults) and type a config
+    (`list_steps`: see `PipelineConfig.from_dict`)."""
     from snakemake.utils import validate
 
     coerce_cli_overrides(config)
@@ -219,7 +230,7 @@ def load_config(config: dict[str, Any]) -> PipelineConfig:
         validate(config, str(SCHEMA_PATH), set_default=True)
     except Exception as error:  # snakemake wraps jsonschema errors in WorkflowError
         raise ConfigError(_first_line_with_key(str(error))) from error
-    return PipelineConfig.from_dict(config)
+    return PipelineConfig.from_dict(config, list_steps)
 
 
 def _first_line_with_key(message: str) -> str:

@@ -2,8 +2,9 @@
 
 An entry with `steps: all`, `steps: [..]` or `every: N` (optionally within `from`/`to`) expands
 into checkpoints named `<name>-step<N>`, sorted by step, each fetched and evaluated on its own.
-`steps: all` and `every` list the source's step folders at planning time
-(checkpoints/listing.py); an explicit list does not touch the source.
+`steps: all` and `every` list the source's step folders at planning time through the `lister`
+the caller passes (the Snakefile: `targets.list_steps`, i.e. checkpoints/listing.py); an
+explicit list does not touch the source. This module itself never imports a filesystem.
 """
 
 from __future__ import annotations
@@ -44,7 +45,12 @@ def sweep_steps(entry: dict[str, Any], lister: StepLister | None = None) -> list
     low, high = entry.get("from"), entry.get("to")
     if isinstance(steps, list):
         return sorted(steps)
-    available = list(_lister(lister)(entry["source"]))
+    if lister is None:
+        raise SweepError(
+            f"checkpoints[{name}]: steps: all / every need the source's step listing "
+            "(gsm8k_eval.targets.list_steps), which this caller did not give"
+        )
+    available = list(lister(entry["source"]))
     if not available:
         raise SweepError(
             f"checkpoints[{name}]: no step folders (integer names) found under "
@@ -80,23 +86,6 @@ def _check_keys(entry: dict[str, Any]) -> None:
     low, high = entry.get("from"), entry.get("to")
     if low is not None and high is not None and low > high:
         raise SweepError(f"checkpoints[{name}]: from ({low}) is after to ({high})")
-
-
-def _lister(lister: StepLister | None) -> StepLister:
-    if lister is not None:
-        return lister
-    from gsm8k_eval.checkpoints.listing import list_steps
-    from gsm8k_eval.checkpoints.manifest import CheckpointError
-
-    def listed(source: str) -> Sequence[int]:
-        try:
-            return list_steps(source)
-        except CheckpointError as error:
-            raise SweepError(
-                f"checkpoints: listing the steps of a sweep failed: {error}"
-            ) from error
-
-    return listed
 
 
 def expand(entries: Sequence[dict[str, Any]], lister: StepLister | None = None) -> list[dict]:

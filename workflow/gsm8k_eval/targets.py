@@ -162,6 +162,20 @@ def _config_identity(configfiles: Sequence[str | Path]) -> list[str]:
 PART_WILDCARD = "{part}"
 
 
+def list_steps(source: str) -> tuple[int, ...]:
+    """The step folders under a checkpoint source, for sweeps (`PipelineConfig.from_dict`).
+
+    Imports the filesystem code (gcsfs) only when a sweep needs a listing."""
+    from gsm8k_eval.checkpoints.listing import list_steps as listed
+    from gsm8k_eval.checkpoints.manifest import CheckpointError
+    from gsm8k_eval.sweeps import SweepError
+
+    try:
+        return listed(source)
+    except CheckpointError as error:
+        raise SweepError(f"checkpoints: listing the steps of a sweep failed: {error}") from error
+
+
 def part_dir(eval_dir: str, part: str) -> str:
     """`<eval dir>/parts/<K-of-N>`: where one job of a split evaluation writes."""
     return f"{eval_dir}/parts/{part}"
@@ -171,6 +185,11 @@ def job_dir(cfg: PipelineConfig, eval_dir: str) -> str:
     """The folder an evaluate job writes: the evaluation's own, or with parallel jobs its part
     folder (holding the `{part}` wildcard)."""
     return eval_dir if cfg.parallel_jobs == 1 else part_dir(eval_dir, PART_WILDCARD)
+
+
+def job_output(cfg: PipelineConfig, eval_dir: str, name: str) -> str:
+    """File `name` (rollouts.jsonl, summary.json) of the folder an evaluate job writes."""
+    return f"{job_dir(cfg, eval_dir)}/{name}"
 
 
 def job_log(cfg: PipelineConfig, name: str) -> str:

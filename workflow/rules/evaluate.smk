@@ -7,14 +7,12 @@ rule evaluate:
         checkpoint=PATHS.checkpoint_dir("{checkpoint}"),
     output:
         # The evaluation's folder, or one part folder of it with evaluation.parallel_jobs > 1.
-        rollouts=targets.job_dir(
-            PIPELINE, PATHS.eval_dir("{checkpoint}", "{batch_size}")
-        )
-        + "/rollouts.jsonl",
-        summary=targets.job_dir(
-            PIPELINE, PATHS.eval_dir("{checkpoint}", "{batch_size}")
-        )
-        + "/summary.json",
+        rollouts=targets.job_output(
+            PIPELINE, PATHS.eval_dir("{checkpoint}", "{batch_size}"), "rollouts.jsonl"
+        ),
+        summary=targets.job_output(
+            PIPELINE, PATHS.eval_dir("{checkpoint}", "{batch_size}"), "summary.json"
+        ),
     log:
         PATHS.log(targets.job_log(PIPELINE, "evaluate/{checkpoint}/bs{batch_size}")),
     conda:

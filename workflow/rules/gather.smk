@@ -20,6 +20,8 @@ if PIPELINE.parallel_jobs > 1:
         log:
             PATHS.log("gather_evaluation/{checkpoint}/bs{batch_size}"),
         localrule: True
+        conda:
+            "../../envs/evaluate.yaml"
         params:
             parts=lambda wc: targets.part_dirs(
                 PIPELINE, PATHS.eval_dir(wc.checkpoint, wc.batch_size)
