@@ -16,6 +16,7 @@ import pytest
 from pipeline_helpers import run_root, run_snakemake, tiny_config, write_config
 
 from gsm8k_eval.gather import JOB_FIELDS
+from gsm8k_eval.parts import is_part_dir, parse_part, part_labels, part_shards
 
 LIMIT = 7  # 4 shards of 2 examples at batch size 2: parts of 1, 1 and 2 shards
 BATCH_SIZE = 2
@@ -88,3 +89,34 @@ def test_compilation_cache_is_shared_by_the_parts(single, split):
         assert job["compilation_cache"]["compile_seconds_saved"] > 0
     gathered = json.loads((three / "summary.json").read_text())["compilation_cache"]
     assert gathered["hits"] == sum(job["compilation_cache"]["hits"] for job in jobs)
+
+
+def test_report_from_results_counts_each_split_evaluation_once(split, tmp_path):
+    """Found by folder search, the parts' own summaries are left out (else: duplicate runs)."""
+    from gsm8k_eval.report.render import render_report_from_results
+
+    three, _ = split
+    results = three.parents[2]  # results/tiny
+    out = render_report_from_results(results, tmp_path / "report.md", None, "snakemake")
+    summary = out.read_text().split("## Summary results", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in summary.splitlines() if f"| base | {BATCH_SIZE} |" in line]
+    assert len(rows) == 1 and f"| {LIMIT} |" in rows[0]
+
+
+@pytest.mark.parametrize("shards", [0, 1, 2, 4, 7, 64])
+@pytest.mark.parametrize("count", [1, 2, 3, 5])
+def test_parts_cover_every_shard_once_in_order(shards, count):
+    covered = [i for k in range(1, count + 1) for i in part_shards(shards, (k, count))]
+    assert covered == list(range(shards))
+    sizes = [len(part_shards(shards, (k, count))) for k in range(1, count + 1)]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_part_labels_and_errors(tmp_path):
+    assert parse_part("2/3") == parse_part("2-of-3") == (2, 3)
+    assert part_labels(2) == ["1-of-2", "2-of-2"]
+    for bad in ("0/3", "4/3", "x", "1/"):
+        with pytest.raises(ValueError, match="part"):
+            parse_part(bad)
+    assert is_part_dir(tmp_path / "parts" / "1-of-2")
+    assert not is_part_dir(tmp_path / "parts" / "other") and not is_part_dir(tmp_path / "1-of-2")

@@ -8,8 +8,11 @@ parts' rollouts in order gives the single job's rollouts.jsonl byte for byte.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 _PART = re.compile(r"^\s*(\d+)\s*(?:/|-of-)\s*(\d+)\s*$")
+_LABEL = re.compile(r"\d+-of-\d+")
+PARTS_DIR = "parts"
 
 
 def parse_part(text: str) -> tuple[int, int]:
@@ -43,3 +46,8 @@ def part_shards(shard_count: int, part: tuple[int, int] | None) -> range:
         return range(shard_count)
     index, count = part
     return range((index - 1) * shard_count // count, index * shard_count // count)
+
+
+def is_part_dir(folder: Path) -> bool:
+    """Whether `folder` is `<eval dir>/parts/K-of-N` (one job's share of an evaluation)."""
+    return folder.parent.name == PARTS_DIR and bool(_LABEL.fullmatch(folder.name))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gsm8k_eval.config import PipelineConfig
-from gsm8k_eval.parts import part_labels
+from gsm8k_eval.parts import PARTS_DIR, part_labels
 
 RESULTS = "results"
 REPORT_NAME = "gsm8k_eval_report.md"
@@ -178,7 +178,7 @@ def list_steps(source: str) -> tuple[int, ...]:
 
 def part_dir(eval_dir: str, part: str) -> str:
     """`<eval dir>/parts/<K-of-N>`: where one job of a split evaluation writes."""
-    return f"{eval_dir}/parts/{part}"
+    return f"{eval_dir}/{PARTS_DIR}/{part}"
 
 
 def job_dir(cfg: PipelineConfig, eval_dir: str) -> str:
