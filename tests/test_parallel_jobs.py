@@ -79,16 +79,18 @@ def test_split_evaluation_is_three_evaluate_jobs_and_one_gather(single, split):
 
 
 def test_compilation_cache_is_shared_by_the_parts(single, split):
+    """With --cores 2 the parts run one after another (in an order Snakemake picks): every part
+    but the first to run loads programs compiled by an earlier one."""
     (one, _), (three, _) = single, split
     assert json.loads((one / "summary.json").read_text())["compilation_cache"]["dir"] is None
-    jobs = json.loads((three / "summary.json").read_text())["jobs"]
-    first, later = jobs[0]["compilation_cache"], jobs[1:]
-    assert first["misses"] > 0 and first["dir"].endswith("results/tiny/jax-cache")
-    for job in later:  # the programs part 1 compiled are loaded, not compiled again
-        assert job["compilation_cache"]["hits"] > 0
-        assert job["compilation_cache"]["compile_seconds_saved"] > 0
-    gathered = json.loads((three / "summary.json").read_text())["compilation_cache"]
-    assert gathered["hits"] == sum(job["compilation_cache"]["hits"] for job in jobs)
+    gathered = json.loads((three / "summary.json").read_text())
+    caches = [job["compilation_cache"] for job in gathered["jobs"]]
+    assert all(c["dir"].endswith("results/tiny/jax-cache") for c in caches)
+    warm = [c for c in caches if c["hits"] > 0]
+    assert len(warm) >= 2, caches
+    assert all(c["compile_seconds_saved"] > 0 for c in warm), caches
+    assert sum(c["misses"] for c in caches) > 0  # the first compiled and stored
+    assert gathered["compilation_cache"]["hits"] == sum(c["hits"] for c in caches)
 
 
 def test_report_from_results_counts_each_split_evaluation_once(split, tmp_path):
