@@ -514,3 +514,67 @@ def test_cloud_profile_plans(profile, expected, cloud_venv, gcs_bucket, tmp_path
     for rule in ("download_dataset", "render_report"):
         assert not set(expected) & set(jobs[rule][0]["resources"]), jobs[rule]
     assert f"gs://{gcs_bucket}/gsm8k-eval/results/report.json" in result.stdout
+
+
+@pytest.mark.cluster
+def test_sweep_with_parallel_jobs_on_slurm_matches_local_single_jobs(
+    slurm_env, gcs_emulator, tmp_path
+):
+    """A 3-step sweep of a tiny-model LoRA run on the GCS emulator, each step's evaluation split
+    into 2 SLURM jobs (evaluation.parallel_jobs: 2) and gathered locally: the gathered
+    rollouts equal a local run's single jobs byte for byte."""
+    helpers = _pipeline_inputs()
+    from lora_checkpoints import LORA, save_lora_steps
+
+    from gsm8k_eval.models import fetch_model
+
+    steps = {1: 11, 2: 12, 3: 13}  # step -> seed of its LoRA weights
+    actor = save_lora_steps(
+        fetch_model("random:tiny", tmp_path / "model"), tmp_path / "actor", steps
+    )
+    url = gcs_emulator.create_bucket("sweep-slurm") + "/tunix/run/actor"
+    gcs_emulator.upload_dir(actor, url)
+    config = helpers.tiny_config(
+        checkpoints=[{"name": "grpo", "source": url, "steps": "all"}],
+        lora=LORA, batch_sizes=[2], limit=4,
+        sampling={"dtype": "float32", "max_generation_steps": 4, "max_prompt_length": 640},
+    )  # fmt: skip
+    env = {**venv_env(), **gcs_emulator.env()}
+
+    local = tmp_path / "local"
+    local.mkdir()
+    single = {**config, "evaluation": {"device": "cpu", "shard_size": 1, "parallel_jobs": 1}}
+    result, local_seconds = run_snakemake(
+        ["--snakefile", str(REPO / "Snakefile"), "--directory", str(local),
+         "--configfile", str(helpers.write_config(local, single)), "--cores", "2"],
+        env, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, "local run failed:\n" + describe(result, local)
+
+    cluster = tmp_path / "slurm"
+    cluster.mkdir()
+    split = {**config, "evaluation": {"device": "cpu", "shard_size": 1, "parallel_jobs": 2}}
+    result, slurm_seconds = slurm_run(
+        cluster, {**slurm_env, **gcs_emulator.env()},
+        "--configfile", str(helpers.write_config(cluster, split)), snakefile=REPO / "Snakefile",
+    )  # fmt: skip
+    assert_no_hang(result, cluster)
+    assert result.returncode == 0, "SLURM run failed:\n" + describe(result, cluster)
+    print(f"3-step sweep: local {local_seconds:.1f} s, SLURM x2 jobs {slurm_seconds:.1f} s")
+
+    job_ids = set()
+    for step in steps:
+        rel = Path("results", helpers.TINY_RUN, "eval", f"grpo-step{step}", "fixed", "bs2")
+        gathered = (cluster / rel / "rollouts.jsonl").read_bytes()
+        assert gathered.count(b"\n") == 4
+        assert gathered == (local / rel / "rollouts.jsonl").read_bytes(), rel
+        manifest = cluster / "results" / helpers.TINY_RUN / "checkpoints" / f"grpo-step{step}"
+        assert json.loads((manifest / "manifest.json").read_text())["step"] == step
+        summary = json.loads((cluster / rel / "summary.json").read_text())
+        assert summary["parallel_jobs"] == 2 and summary["total"] == 4
+        for job in summary["jobs"]:  # each part was its own SLURM job with a GPU
+            assert job["environment"]["SLURM_JOB_ID"], job
+            job_ids.add(job["environment"]["SLURM_JOB_ID"])
+    assert len(job_ids) == 2 * len(steps)
+    # Only the part evaluations went to SLURM: the gathers are local rules.
+    assert slurm_log_rules(cluster) == {"rule_evaluate"}

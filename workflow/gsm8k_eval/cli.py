@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_fetch_model,
         _add_fetch_checkpoint,
         _add_evaluate,
+        _add_gather,
         _add_check_invariance,
         _add_render_report,
         _add_reference,
@@ -222,6 +223,19 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--dataset-manifest", type=Path, default=None)
     p.add_argument("--model-source", default=None, help="recorded in summary.json")
     p.add_argument("--config-hash", default=None, help="recorded in summary.json")
+    p.add_argument(
+        "--part",
+        type=_part,
+        default=None,
+        help="K/N: generate only the K-th of N contiguous runs of shards (gather them with "
+        "`gsm8k-eval gather`; config: evaluation.parallel_jobs)",
+    )
+    p.add_argument(
+        "--compilation-cache",
+        type=Path,
+        default=None,
+        help=f"{schema.description('evaluation.compilation_cache')} (default: off)",
+    )
     p.add_argument("--output-dir", "--out", dest="output_dir", type=Path, required=True)
 
 
@@ -277,8 +291,33 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         config_hash=args.config_hash,
         model_source=args.model_source,
         device=args.device,
+        part=args.part,
+        compilation_cache=args.compilation_cache,
     )
     evaluate(options)
+
+
+# --- gather -----------------------------------------------------------------------------------
+
+
+def _add_gather(sub) -> None:
+    p = _subparser(
+        sub,
+        "gather",
+        _run_gather,
+        "Join the parts of one evaluation (evaluate --part K/N) into rollouts.jsonl and "
+        "summary.json, byte-identical rollouts to a single job's.",
+    )
+    p.add_argument(
+        "--parts", type=Path, nargs="+", required=True, help="the parts' output folders, in order"
+    )
+    p.add_argument("--output-dir", "--out", dest="output_dir", type=Path, required=True)
+
+
+def _run_gather(args: argparse.Namespace) -> None:
+    from gsm8k_eval.gather import gather
+
+    gather(args.parts, args.output_dir)
 
 
 def _check_evaluate_inputs(args: argparse.Namespace) -> None:
@@ -529,6 +568,15 @@ def _at_least_two(text: str) -> int:
             f"must be at least 2 (a 1-row matmul takes another kernel), got {text!r}"
         )
     return value
+
+
+def _part(text: str) -> tuple[int, int]:
+    from gsm8k_eval.parts import parse_part
+
+    try:
+        return parse_part(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def _optional_str(text: str) -> str | None:

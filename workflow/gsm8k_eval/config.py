@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from gsm8k_eval import schema
+from gsm8k_eval import schema, sweeps
 from gsm8k_eval.schema import SCHEMA_PATH
 
 __all__ = ["SCHEMA_PATH", "ConfigError", "PipelineConfig", "load_config", "load_config_file"]
@@ -67,6 +67,7 @@ class CheckpointSpec:
     name: str
     source: str
     step: int | None
+    sweep: str | None = None  # the sweep entry this step came from (sweeps.py)
 
     @property
     def is_base(self) -> bool:
@@ -132,14 +133,20 @@ class PipelineConfig:
     shard_size: int
     fail_on_divergence: bool
     reference: ReferenceSpec
+    parallel_jobs: int
+    compilation_cache: str | None  # as configured (<run> not yet filled in)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def from_dict(cls, config: dict[str, Any]) -> PipelineConfig:
-        """Build from a validated config dict (defaults filled in by the schema)."""
-        checkpoints = tuple(
-            CheckpointSpec(**{**_item_defaults("checkpoints"), **c}) for c in config["checkpoints"]
-        )
+    def from_dict(
+        cls, config: dict[str, Any], list_steps: sweeps.StepLister | None = None
+    ) -> PipelineConfig:
+        """Build from a validated config dict (defaults filled in by the schema).
+
+        `list_steps(source)`: the step folders of a checkpoint source, needed by sweeps with
+        `steps: all` or `every` (the Snakefile passes `targets.list_steps`).
+        """
+        checkpoints = _checkpoints(config["checkpoints"], list_steps)
         _reject_duplicates([c.name for c in checkpoints], "checkpoints[].name")
         sampling = dict(config["sampling"])
         sampling.pop("sampler", None)  # deprecated: `samplers` (see apply_deprecations)
@@ -161,6 +168,8 @@ class PipelineConfig:
             shard_size=config["evaluation"]["shard_size"],
             fail_on_divergence=config["invariance"]["fail_on_divergence"],
             reference=_reference_spec(config["reference"], checkpoints),
+            parallel_jobs=config["evaluation"]["parallel_jobs"],
+            compilation_cache=config["evaluation"]["compilation_cache"],
             raw=config,
         )
 
@@ -204,6 +213,18 @@ def _reference_spec(
             "checkpoints are not supported): add a checkpoint with source: base"
         )
     return spec
+
+
+def _checkpoints(
+    entries: list[dict[str, Any]], list_steps: sweeps.StepLister | None
+) -> tuple[CheckpointSpec, ...]:
+    """The checkpoints of the config, sweeps expanded to one checkpoint per step."""
+    filled = [{**_item_defaults("checkpoints"), **entry} for entry in entries]
+    try:
+        expanded = sweeps.expand(filled, list_steps)
+    except sweeps.SweepError as error:
+        raise ConfigError(str(error)) from error
+    return tuple(CheckpointSpec(**entry) for entry in expanded)
 
 
 def _item_defaults(key: str) -> dict[str, Any]:
@@ -252,8 +273,11 @@ def apply_deprecations(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def load_config(config: dict[str, Any]) -> PipelineConfig:
-    """Coerce, validate against the JSON schema (filling defaults) and type a config."""
+def load_config(
+    config: dict[str, Any], list_steps: sweeps.StepLister | None = None
+) -> PipelineConfig:
+    """Coerce, validate against the JSON schema (filling defaults) and type a config
+    (`list_steps`: see `PipelineConfig.from_dict`)."""
     from snakemake.utils import validate
 
     coerce_cli_overrides(config)
@@ -261,7 +285,7 @@ def load_config(config: dict[str, Any]) -> PipelineConfig:
         validate(config, str(SCHEMA_PATH), set_default=True)
     except Exception as error:  # snakemake wraps jsonschema errors in WorkflowError
         raise ConfigError(_first_line_with_key(str(error))) from error
-    return PipelineConfig.from_dict(config)
+    return PipelineConfig.from_dict(config, list_steps)
 
 
 def _first_line_with_key(message: str) -> str:

@@ -18,8 +18,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from gsm8k_eval import device, fingerprint, schema
+from gsm8k_eval import compile_cache, device, fingerprint, schema
 from gsm8k_eval.io import atomic_write_text, read_json, read_jsonl, write_json
+from gsm8k_eval.parts import part_shards
 from gsm8k_eval.timing import COMPILE_KEY, timed
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,8 @@ class EvaluateOptions:
     config_hash: str | None = None
     model_source: str | None = None
     device: str | None = None  # as asked for (--device); None: not checked
+    part: tuple[int, int] | None = None  # (K, N): only the K-th of N contiguous shard runs
+    compilation_cache: Path | None = None  # JAX persistent compilation cache folder
 
     @property
     def shard_examples(self) -> int:
@@ -126,12 +129,14 @@ def evaluate(options: EvaluateOptions) -> Path:
     _log_environment()
     options.output_dir.mkdir(parents=True, exist_ok=True)
     backend = device.check_backend(options.device)
+    compile_cache.enable(options.compilation_cache)
     workload = _prepare(options)
     current = _current_fingerprint(options, workload.prompts)
     shard_dir = _prepare_shard_dir(options, current)
-    run = _run_shards(options, workload, shard_dir, current)
+    ranges = _selected_ranges(options, len(workload.examples))
+    run = _run_shards(options, workload, shard_dir, current, ranges)
     rollouts_path = _merge_shards(options, shard_dir, len(workload.examples), run.digest)
-    _write_summary(options, read_jsonl(rollouts_path), run, backend)
+    _write_summary(options, read_jsonl(rollouts_path), run, backend, ranges)
     return rollouts_path
 
 
@@ -230,6 +235,12 @@ def _shard_ranges(total: int, shard_examples: int) -> Iterator[tuple[int, int, i
         yield index, start, min(start + shard_examples, total)
 
 
+def _selected_ranges(options: EvaluateOptions, total: int) -> list[tuple[int, int, int]]:
+    """The (index, start, end) shards this job generates: all, or its part's."""
+    ranges = list(_shard_ranges(total, options.shard_examples))
+    return [ranges[i] for i in part_shards(len(ranges), options.part)]
+
+
 def _shard_paths(shard_dir: Path, index: int) -> tuple[Path, Path]:
     stem = shard_dir / f"shard-{index:05d}"
     return stem.with_suffix(".jsonl"), stem.with_suffix(".stats.json")
@@ -254,10 +265,14 @@ def _finished_shard(
 
 
 def _run_shards(
-    options: EvaluateOptions, work: Workload, shard_dir: Path, current: dict[str, Any]
+    options: EvaluateOptions,
+    work: Workload,
+    shard_dir: Path,
+    current: dict[str, Any],
+    ranges: list[tuple[int, int, int]],
 ) -> ShardRun:
     digest = fingerprint.fingerprint_digest(current)
-    total = len(work.examples)
+    total = sum(end - start for _, start, end in ranges)
     done_stats: list[ShardStats] = []
     resumed = 0
     progress = tqdm(
@@ -268,7 +283,7 @@ def _run_shards(
     )
     generated = 0
     started = time.perf_counter()
-    for index, start, end in _shard_ranges(total, options.shard_examples):
+    for index, start, end in ranges:
         rows_path, stats_path = _shard_paths(shard_dir, index)
         ids = [work.examples[i].id for i in range(start, end)]
         finished = _finished_shard(rows_path, stats_path, ids, digest)
@@ -362,43 +377,44 @@ def _jsonl_line(row: dict[str, Any]) -> str:
 
 
 def _merge_shards(options: EvaluateOptions, shard_dir: Path, total: int, digest: str) -> Path:
-    """Concatenate finished shards into rollouts.jsonl (byte-identical however often resumed);
-    refuses shards made with another fingerprint than `digest`."""
+    """Concatenate this job's finished shards into rollouts.jsonl (byte-identical however often
+    resumed); refuses shards made with another fingerprint than `digest`."""
     parts = []
-    for index, _, _ in _shard_ranges(total, options.shard_examples):
+    for index, _, _ in _selected_ranges(options, total):
         rows_path, stats_path = _shard_paths(shard_dir, index)
-        made_with = read_json(stats_path).get("fingerprint")
-        if made_with != digest:
-            raise RuntimeError(
-                f"{stats_path} was made with fingerprint {str(made_with)[:12]}, not "
-                f"{digest[:12]}: refusing to merge shards made with different inputs "
-                f"(delete {shard_dir} and rerun)"
-            )
+        check_shard_fingerprint(stats_path, digest)
         parts.append(rows_path.read_text(encoding="utf-8"))
     out = options.output_dir / "rollouts.jsonl"
     atomic_write_text(out, "".join(parts))
     return out
 
 
-def _write_summary(
-    options: EvaluateOptions, rows: list[dict[str, Any]], run: ShardRun, backend: str
-) -> None:
+def check_shard_fingerprint(stats_path: Path, digest: str) -> ShardStats:
+    """The shard's stats; an error when it was made with another fingerprint than `digest`."""
+    stats = ShardStats(**read_json(stats_path))
+    if stats.fingerprint != digest:
+        raise RuntimeError(
+            f"{stats_path} was made with fingerprint {str(stats.fingerprint)[:12]}, not "
+            f"{digest[:12]}: refusing to merge shards made with different inputs "
+            f"(delete {stats_path.parent} and rerun)"
+        )
+    return stats
+
+
+def shard_stats_paths(shard_dir: Path, indices: Sequence[int]) -> list[Path]:
+    """The stats files of the shards `indices` of a shard folder."""
+    return [_shard_paths(shard_dir, index)[1] for index in indices]
+
+
+def rollout_fields(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summary fields computed from the rollouts alone (accuracy and its interval)."""
     from gsm8k_eval.scoring import METHODS
     from gsm8k_eval.stats import wilson_interval
 
-    stats = run.stats
     total = len(rows)
     correct = sum(bool(row["correct"]) for row in rows)
-    wall = sum(s.wall_seconds for s in stats)
-    compile_seconds = sum(s.compile_seconds for s in stats)
-    generating = max(wall - compile_seconds, 0.0)
-    generated = sum(s.generated_tokens for s in stats)
-    prefill = sum(s.prefill_seconds for s in stats)
-    decode = sum(s.decode_seconds for s in stats)
     interval = wilson_interval(correct, total)
-    summary = {
-        "checkpoint": options.checkpoint_name,
-        "batch_size": options.batch_size,
+    return {
         "accuracy": correct / total if total else 0.0,
         "correct": correct,
         "total": total,
@@ -409,12 +425,23 @@ def _write_summary(
             )
             for method in METHODS
         },
-        "primary_method": options.primary_method,
+    }
+
+
+def shard_fields(stats: Sequence[ShardStats], total: int, resumed: int) -> dict[str, Any]:
+    """The summary's time and token fields, added up over shards (then turned into rates)."""
+    wall = sum(s.wall_seconds for s in stats)
+    compile_seconds = sum(s.compile_seconds for s in stats)
+    generating = max(wall - compile_seconds, 0.0)
+    generated = sum(s.generated_tokens for s in stats)
+    prefill = sum(s.prefill_seconds for s in stats)
+    decode = sum(s.decode_seconds for s in stats)
+    return {
         "wall_seconds": wall,
         "compile_seconds": compile_seconds,
         "generation_seconds": generating,
         "shards": len(stats),
-        "resumed_shards": run.resumed,
+        "resumed_shards": resumed,
         "generated_tokens": generated,
         "prompt_tokens": sum(s.prompt_tokens for s in stats),
         "tokens_per_second": generated / generating if generating else 0.0,
@@ -424,6 +451,22 @@ def _write_summary(
         "slot_utilization": _rate(
             sum(s.useful_row_steps for s in stats), sum(s.executed_row_steps for s in stats)
         ),
+    }
+
+
+def _write_summary(
+    options: EvaluateOptions,
+    rows: list[dict[str, Any]],
+    run: ShardRun,
+    backend: str,
+    ranges: list[tuple[int, int, int]],
+) -> None:
+    summary = {
+        "checkpoint": options.checkpoint_name,
+        "batch_size": options.batch_size,
+        **rollout_fields(rows),
+        "primary_method": options.primary_method,
+        **shard_fields(run.stats, len(rows), run.resumed),
         "peak_memory_mb": _peak_memory_mb(),
         "device": _device_description(),
         "versions": _versions(),
@@ -445,7 +488,15 @@ def _write_summary(
         "determinism": device.determinism_settings(options.device, backend),
         "fingerprint_sha256": run.digest,
         "fingerprint": run.fingerprint,
+        "parallel_jobs": options.part[1] if options.part else 1,
+        "compilation_cache": compile_cache.stats().as_dict(),
     }
+    if options.part is not None:
+        summary["part"] = {
+            "index": options.part[0],
+            "of": options.part[1],
+            "shards": [r[0] for r in ranges],
+        }
     write_json(options.output_dir / "summary.json", summary)
 
 

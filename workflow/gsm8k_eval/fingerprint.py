@@ -24,7 +24,7 @@ from gsm8k_eval.io import read_json, sha256_file, write_json
 FINGERPRINT_FORMAT = 1
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Modules that only render or compare finished rollouts: editing them never changes a shard.
-RENDER_ONLY_MODULES = ("report*", "figures*", "stats", "invariance", "cli", "targets")
+RENDER_ONLY_MODULES = ("report*", "figures*", "stats", "invariance", "cli", "targets", "sweeps")
 CODE_SUFFIXES = (".py", ".j2")
 # The code each fetch stage runs: a change reruns that stage (and, through it, evaluate).
 STAGE_MODULES = {
@@ -57,8 +57,16 @@ NUMERICS_JAX_CONFIG = (
     "jax_default_prng_impl",
     "jax_disable_jit",
 )
-# EvaluateOptions fields that never reach a shard's content.
-DISPLAY_ONLY_OPTIONS = ("output_dir", "config_hash", "model_source", "dataset_manifest")
+# EvaluateOptions fields that never reach a shard's content (`part` picks which shards a job
+# makes, not what is in them; the compilation cache returns the executable it stored).
+DISPLAY_ONLY_OPTIONS = (
+    "output_dir",
+    "config_hash",
+    "model_source",
+    "dataset_manifest",
+    "part",
+    "compilation_cache",
+)
 # Fields replaced by the digest of what they point to (or, for `device`, by the device found).
 CONTENT_OPTIONS = ("dataset_path", "model_dir", "checkpoint_dir", "fewshot_path", "device")
 MODEL_RECORD = "source.json"  # provenance written by fetch-model, never read by load_model

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gsm8k_eval.config import PipelineConfig
+from gsm8k_eval.parts import PARTS_DIR, part_labels
 
 RESULTS = "results"
 REPORT_NAME = "gsm8k_eval_report.md"
@@ -74,6 +75,15 @@ class RunPaths:
 
     def eval_dir(self, checkpoint: str, sampler: str, batch_size: int | str) -> str:
         return f"{self.root}/eval/{checkpoint}/{sampler}/bs{batch_size}"
+
+    def part_dir(self, checkpoint: str, sampler: str, batch_size: int | str, part: str) -> str:
+        """Folder of one part of an evaluation split over jobs (evaluation.parallel_jobs)."""
+        return part_dir(self.eval_dir(checkpoint, sampler, batch_size), part)
+
+    def compilation_cache(self, cfg: PipelineConfig) -> str | None:
+        """The JAX compilation cache folder (`<run>` filled in), or None when off."""
+        path = cfg.compilation_cache
+        return None if path is None else path.replace("<run>", self.run)
 
     def rollouts(self, checkpoint: str, sampler: str, batch_size: int | str) -> str:
         return f"{self.eval_dir(checkpoint, sampler, batch_size)}/rollouts.jsonl"
@@ -198,6 +208,60 @@ def fail_on_divergence_flag(cfg: PipelineConfig, sampler: str) -> str:
     """`--fail-on-divergence` when configured, for the batch-invariant samplers only."""
     strict = cfg.fail_on_divergence and sampler not in BATCH_DEPENDENT_SAMPLERS
     return "--fail-on-divergence" if strict else ""
+
+
+PART_WILDCARD = "{part}"
+
+
+def list_steps(source: str) -> tuple[int, ...]:
+    """The step folders under a checkpoint source, for sweeps (`PipelineConfig.from_dict`).
+
+    Imports the filesystem code (gcsfs) only when a sweep needs a listing."""
+    from gsm8k_eval.checkpoints.listing import list_steps as listed
+    from gsm8k_eval.checkpoints.manifest import CheckpointError
+    from gsm8k_eval.sweeps import SweepError
+
+    try:
+        return listed(source)
+    except CheckpointError as error:
+        raise SweepError(f"checkpoints: listing the steps of a sweep failed: {error}") from error
+
+
+def part_dir(eval_dir: str, part: str) -> str:
+    """`<eval dir>/parts/<K-of-N>`: where one job of a split evaluation writes."""
+    return f"{eval_dir}/{PARTS_DIR}/{part}"
+
+
+def job_dir(cfg: PipelineConfig, eval_dir: str) -> str:
+    """The folder an evaluate job writes: the evaluation's own, or with parallel jobs its part
+    folder (holding the `{part}` wildcard)."""
+    return eval_dir if cfg.parallel_jobs == 1 else part_dir(eval_dir, PART_WILDCARD)
+
+
+def job_output(cfg: PipelineConfig, eval_dir: str, name: str) -> str:
+    """File `name` (rollouts.jsonl, summary.json) of the folder an evaluate job writes."""
+    return f"{job_dir(cfg, eval_dir)}/{name}"
+
+
+def job_log(cfg: PipelineConfig, name: str) -> str:
+    """An evaluate job's log name: one per part when the evaluation is split."""
+    return name if cfg.parallel_jobs == 1 else f"{name}/part{PART_WILDCARD}"
+
+
+def part_dirs(cfg: PipelineConfig, eval_dir: str) -> list[str]:
+    """Every part folder of a split evaluation, in order (what gather joins)."""
+    return [part_dir(eval_dir, label) for label in part_labels(cfg.parallel_jobs)]
+
+
+def part_argument(part: str | None) -> str:
+    """`--part K/N` for the job of part folder `K-of-N`; empty for a single job."""
+    return f"--part {part.replace('-of-', '/')}" if part else ""
+
+
+def cache_argument(paths: RunPaths, cfg: PipelineConfig) -> str:
+    """`--compilation-cache DIR`, or empty when the cache is off."""
+    path = paths.compilation_cache(cfg)
+    return "" if path is None else f"--compilation-cache {shlex.quote(path)}"
 
 
 def step_argument(cfg: PipelineConfig, checkpoint: str) -> str:

@@ -16,7 +16,7 @@ validate(config, "../schemas/config.schema.yaml")
 
 if config["run"] is None:
     config["run"] = targets.default_run(workflow.overwrite_configfiles)
-PIPELINE = PipelineConfig.from_dict(config)
+PIPELINE = PipelineConfig.from_dict(config, list_steps=targets.list_steps)
 PATHS = targets.RunPaths(config["run"])
 targets.check_owner(PATHS, workflow.overwrite_configfiles)
 # Rules run `python -m gsm8k_eval`: this interpreter first on PATH (a conda env, when used,

@@ -13,6 +13,7 @@ import yaml
 from gsm8k_eval import resources, schema
 from gsm8k_eval.config import BASE_CHECKPOINT
 from gsm8k_eval.io import read_json, read_jsonl
+from gsm8k_eval.parts import is_part_dir
 from gsm8k_eval.stats import Interval, wilson_interval
 
 DEFAULT_TEMPLATE_DIR = resources.report_template_dir()
@@ -104,11 +105,14 @@ def report_title(config: Mapping[str, Any]) -> str:
 
 
 def discover_summaries(eval_dirs: Iterable[Path]) -> list[Path]:
-    """summary.json files: given directly, or found recursively below given directories."""
+    """summary.json files: given directly, or found recursively below given directories
+    (leaving out the parts of split evaluations: their gathered summary stands for them)."""
     found: list[Path] = []
     for entry in map(Path, eval_dirs):
         if entry.is_dir():
-            found.extend(sorted(entry.rglob("summary.json")))
+            found.extend(
+                p for p in sorted(entry.rglob("summary.json")) if not is_part_dir(p.parent)
+            )
         elif entry.is_file():
             found.append(entry)
         else:

@@ -12,7 +12,7 @@ import yaml
 
 from gsm8k_eval.io import atomic_write_text, read_json
 from gsm8k_eval.report import findings as fnd
-from gsm8k_eval.report import settings, tables
+from gsm8k_eval.report import settings, sweeps, tables
 from gsm8k_eval.report.batch_dependence import BatchDependence, batch_dependence
 from gsm8k_eval.report.figures import figure_link, render_figures
 from gsm8k_eval.report.inputs import (
@@ -176,6 +176,9 @@ class ReportContext:
     recommendations: list[Any]
     command: str
     output_files: list[tuple[str, Path]]
+    sweeps: list[sweeps.Sweep]  # checkpoint sweeps (report/sweeps.py; empty: no section)
+    sweep_figure: str | None
+    compile_cache: sweeps.CompileCache | None
 
 
 def output_files(
@@ -209,6 +212,10 @@ def build_context(
     primary_runs = runs_of_sampler(runs, primary)
     comparisons = tables.paired_comparisons(primary_runs, inputs.base_checkpoint)
     sections = tables.invariance_sections(runs, invariance)
+    swept = sweeps.sweep_sections(primary_runs, inputs.config, inputs.base_checkpoint)
+    sweep_figure = (
+        sweeps.plot_sweeps(swept, Path(inputs.figures_dir) / sweeps.SWEEP_FIGURE) if swept else None
+    )
     return ReportContext(
         title=report_title(inputs.config),
         model_name=(inputs.config.get("model") or {}).get("name"),
@@ -240,6 +247,9 @@ def build_context(
         recommendations=fnd.recommendations(runs, comparisons, sections, dataset),
         command=inputs.command,
         output_files=output_files(inputs, runs, figures),
+        sweeps=swept,
+        sweep_figure=figure_link(sweep_figure, inputs.out_path) if sweep_figure else None,
+        compile_cache=sweeps.compile_cache(runs),
     )
 
 
