@@ -203,10 +203,11 @@ def test_framework_comparison_numbers(results):
 
 def test_identical_frameworks_have_no_divergence(results):
     summary = _write_reference(results, rollouts_for("base", 1))
-    c = compare_frameworks(load_run(summary), load_run(results / "eval/base/fixed/bs4/summary.json"))
+    fixed = results / "eval/base/fixed"
+    c = compare_frameworks(load_run(summary), load_run(fixed / "bs4/summary.json"))
     # bs4 carries two planted batch-size divergences of its own: the comparison sees them
     assert (c.identical_tokens, c.first_divergences) == (18, (10, 25))
-    c = compare_frameworks(load_run(summary), load_run(results / "eval/base/fixed/bs1/summary.json"))
+    c = compare_frameworks(load_run(summary), load_run(fixed / "bs1/summary.json"))
     assert (c.identical_tokens, c.diverging, c.p_value, c.worst) == (20, 0, 1.0, None)
 
 

@@ -8,13 +8,19 @@ rule evaluate:
     output:
         # The evaluation's folder, or one part folder of it with evaluation.parallel_jobs > 1.
         rollouts=targets.job_output(
-            PIPELINE, PATHS.eval_dir("{checkpoint}", "{sampler}", "{batch_size}"), "rollouts.jsonl"
+            PIPELINE,
+            PATHS.eval_dir("{checkpoint}", "{sampler}", "{batch_size}"),
+            "rollouts.jsonl",
         ),
         summary=targets.job_output(
-            PIPELINE, PATHS.eval_dir("{checkpoint}", "{sampler}", "{batch_size}"), "summary.json"
+            PIPELINE,
+            PATHS.eval_dir("{checkpoint}", "{sampler}", "{batch_size}"),
+            "summary.json",
         ),
     log:
-        PATHS.log(targets.job_log(PIPELINE, "evaluate/{checkpoint}/{sampler}/bs{batch_size}")),
+        PATHS.log(
+            targets.job_log(PIPELINE, "evaluate/{checkpoint}/{sampler}/bs{batch_size}")
+        ),
     conda:
         "../../envs/evaluate.yaml"
     threads: 4
