@@ -101,7 +101,7 @@ def test_report_from_results_counts_each_split_evaluation_once(split, tmp_path):
     results = three.parents[3]  # results/tiny
     out = render_report_from_results(results, tmp_path / "report.md", None, "snakemake")
     summary = out.read_text().split("## Summary results", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in summary.splitlines() if f"| base | {BATCH_SIZE} |" in line]
+    rows = [line for line in summary.splitlines() if f"| base | fixed | {BATCH_SIZE} |" in line]
     assert len(rows) == 1 and f"| {LIMIT} |" in rows[0]
 
 
