@@ -49,6 +49,13 @@ def test_reference_without_a_base_checkpoint_is_a_config_error():
         load_config(config)
 
 
+def test_the_readme_command_line_override_enables_it():
+    """`snakemake --config reference='{enabled: true}'` (README) gives a typed mapping."""
+    config = schema.coerce({"reference": "{enabled: true, batch_size: '4'}"})
+    assert config == {"reference": {"enabled": True, "batch_size": 4}}
+    assert load_config({"reference": "{enabled: true}"}).reference.enabled is True
+
+
 def test_unknown_reference_key_is_rejected():
     with pytest.raises(ConfigError, match="dtyp"):
         load_config({"reference": {"dtyp": "float32"}})
