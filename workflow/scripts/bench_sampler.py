@@ -44,6 +44,7 @@ class Row:
     decode_seconds: float | None = None
     slot_utilization: float | None = None  # engine: useful / executed decode row-steps
     stopped: int | None = None  # generations ended by a stop sequence
+    load_average: tuple[float, float, float] | None = None  # os.getloadavg() at the end
 
     @property
     def examples_per_s(self) -> float:
@@ -86,71 +87,154 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--batch-sizes", default="1,8,32")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-    parser.add_argument("--samplers", default="fixed,static,tunix,hf",
-                        help="fixed: the engine; static: FixedSampler; tunix: stock; hf")
-    parser.add_argument("--decode-rows", default="8",
-                        help="engine slots; a list (8,32) adds 'fixed-r32', run only at batch "
-                             "sizes that fill its rows")
-    parser.add_argument("--segment-steps", type=int, default=None,
-                        help="engine decode segment length (default: the engine's)")
-    parser.add_argument("--stops", default="Question:,</s>,<|im_end|>",
-                        help="comma-separated stop sequences ('' for none); tokens/s counts "
-                             "tokens up to the stop")
+    parser.add_argument(
+        "--samplers",
+        default="fixed,static,tunix,hf",
+        help="fixed: the engine; static: FixedSampler; tunix: stock; hf",
+    )
+    parser.add_argument(
+        "--decode-rows",
+        default="8",
+        help="engine slots; a list (8,32) adds 'fixed-r32', run only at batch "
+        "sizes that fill its rows",
+    )
+    parser.add_argument(
+        "--segment-steps",
+        type=int,
+        default=None,
+        help="engine decode segment length (default: the engine's)",
+    )
+    parser.add_argument(
+        "--stops",
+        default="Question:,</s>,<|im_end|>",
+        help="comma-separated stop sequences ('' for none); tokens/s counts tokens up to the stop",
+    )
     parser.add_argument("--max-prompt-length", type=int, default=512)
     parser.add_argument("--shots", type=int, default=2)
+    parser.add_argument("--template", default="fewshot", help="prompt template (chat: short)")
+    parser.add_argument(
+        "--budgets",
+        default="",
+        help="per-request token budgets: 'lognormal:MEDIAN:SIGMA:SEED' (clipped "
+        "to 16..--tokens). The engine stops each row at its budget; the "
+        "others cannot, so their useful tokens are cut at it afterwards",
+    )
     parser.add_argument("--hf-python", default=sys.executable)
-    parser.add_argument("--max-logits-gb", type=float, default=6.0,
-                        help="skip stock tunix batch sizes whose prefill logits exceed this")
+    parser.add_argument(
+        "--max-logits-gb",
+        type=float,
+        default=6.0,
+        help="skip stock tunix batch sizes whose prefill logits exceed this",
+    )
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     parser.add_argument("--hf-worker", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
-def build_prompts(model_dir: Path, n: int, shots: int) -> list[list[int]]:
-    """Few-shot GSM8K prompts (the project's template) as token ids."""
+def build_prompts(
+    model_dir: Path, n: int, shots: int, template: str = "fewshot"
+) -> list[list[int]]:
+    """GSM8K prompts (the project's templates) as token ids."""
     from gsm8k_eval.prompts import PromptBuilder, PromptConfig
     from gsm8k_eval.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.from_dir(model_dir)
-    config = PromptConfig("fewshot", shots, 1234, GSM8K / "train.jsonl")
+    config = PromptConfig(template, shots, 1234, GSM8K / "train.jsonl")
     builder = PromptBuilder(config)
     lines = (GSM8K / "test.jsonl").read_text().splitlines()[:n]
     return [tokenizer.encode(builder.render(json.loads(line)["question"])) for line in lines]
 
 
-def time_batches(generate, prompts: list[list[int]], bs: int, rss: PeakRss, name: str,
-                 warmup: list[list[int]] | None = None, sampler=None) -> Row:
+def time_batches(
+    generate,
+    prompts: list[list[int]],
+    bs: int,
+    rss: PeakRss,
+    name: str,
+    warmup: list[list[int]] | None = None,
+    sampler=None,
+    budgets: list[int] | None = None,
+) -> Row:
     """Warm up on the first batch (and `warmup`), then time all prompts in batches of `bs`;
-    with `sampler`, also sum its `last_timing` phases. `generate` returns the useful tokens."""
+    with `sampler`, also sum its `last_timing` phases. `generate(batch, budgets)` returns the
+    useful tokens (`budgets`: the batch's per-request budgets or None)."""
     generate(prompts[:bs])
     if warmup:
         generate(warmup)
     rss.reset()
     start, tokens, phases = time.perf_counter(), 0, {}
     for i in range(0, len(prompts), bs):
-        tokens += sum(len(g) for g in generate(prompts[i : i + bs]))
+        part = budgets[i : i + bs] if budgets else None
+        tokens += sum(len(g) for g in generate(prompts[i : i + bs], part))
         for key, value in (sampler.last_timing if sampler else {}).items():
             phases[key] = phases.get(key, 0.0) + value
     seconds = time.perf_counter() - start
-    return Row(name, bs, seconds, len(prompts), tokens, rss.peak / 2**20,
-               phases.get("prefill_seconds"), phases.get("decode_seconds"),
-               phases.get("slot_utilization"))
+    return Row(
+        name,
+        bs,
+        seconds,
+        len(prompts),
+        tokens,
+        rss.peak / 2**20,
+        phases.get("prefill_seconds"),
+        phases.get("decode_seconds"),
+        phases.get("slot_utilization"),
+        load_average=os.getloadavg(),
+    )
 
 
-def time_shard(sampler, prompts: list[list[int]], bs: int, rss: PeakRss, name: str,
-               stops: tuple[str, ...], warmup: list[list[int]]) -> Row:
+def budgets_of(spec: str, n: int, cap: int) -> list[int] | None:
+    """Per-request token budgets from `lognormal:MEDIAN:SIGMA:SEED`, clipped to 16..cap."""
+    if not spec:
+        return None
+    import numpy as np
+
+    kind, median, sigma, seed = spec.split(":")
+    if kind != "lognormal":
+        raise ValueError(f"unknown budget distribution {kind!r}")
+    draw = np.random.default_rng(int(seed)).lognormal(np.log(float(median)), float(sigma), n)
+    return [int(x) for x in np.clip(np.round(draw), 16, cap)]
+
+
+def time_shard(
+    sampler,
+    prompts: list[list[int]],
+    bs: int,
+    rss: PeakRss,
+    name: str,
+    stops: tuple[str, ...],
+    warmup: list[list[int]],
+    budgets: list[int] | None = None,
+) -> Row:
     """Warm up on `warmup` (every bucket, the decode program), then time one `generate` call
-    over all prompts with `bs` in flight, as the evaluate stage does; tokens up to the stop."""
-    sampler.generate(warmup, stops, max_in_flight=bs)
+    over all prompts with `bs` in flight, as the evaluate stage does; tokens up to the stop
+    (and up to each request's budget: passed to the engine, applied afterwards to the others)."""
+    engine = hasattr(sampler, "segment_steps")
+    few = min(16, sampler.config.max_generation_steps) if engine else 0
+    short = {"max_new_tokens": [few] * len(warmup)} if engine else {}  # compiles the same
+    sampler.generate(warmup, stops, max_in_flight=bs, **short)
     rss.reset()
+    extra = {"max_new_tokens": budgets} if budgets and engine else {}
     start = time.perf_counter()
-    out = sampler.generate(prompts, stops, max_in_flight=bs)
+    out = sampler.generate(prompts, stops, max_in_flight=bs, **extra)
     seconds = time.perf_counter() - start
     timing = sampler.last_timing
-    return Row(name, bs, seconds, len(prompts), sum(len(g.tokens) for g in out),
-               rss.peak / 2**20, timing.get("prefill_seconds"), timing.get("decode_seconds"),
-               timing.get("slot_utilization"),
-               sum(g.stop_reason == "stop_sequence" for g in out))
+    useful = [len(g.tokens) for g in out]
+    if budgets:
+        useful = [min(n, b) for n, b in zip(useful, budgets, strict=True)]
+    return Row(
+        name,
+        bs,
+        seconds,
+        len(prompts),
+        sum(useful),
+        rss.peak / 2**20,
+        timing.get("prefill_seconds"),
+        timing.get("decode_seconds"),
+        timing.get("slot_utilization"),
+        sum(g.stop_reason == "stop_sequence" for g in out),
+        os.getloadavg(),
+    )
 
 
 def jax_rows(args: argparse.Namespace, prompts, sizes: list[int], rss: PeakRss) -> list[Row]:
@@ -166,19 +250,40 @@ def jax_rows(args: argparse.Namespace, prompts, sizes: list[int], rss: PeakRss) 
     for label, name, r in [*variants, ("static", "static", 8), ("tunix", "tunix", 8)]:
         if name not in args.samplers.split(","):
             continue
-        sampler = make_sampler(name, loaded.model, loaded.tokenizer, config, decode_rows=r,
-                               segment_steps=args.segment_steps)
+        sampler = make_sampler(
+            name,
+            loaded.model,
+            loaded.tokenizer,
+            config,
+            decode_rows=r,
+            segment_steps=args.segment_steps,
+        )
         for bs in sizes:
             if label.startswith("fixed-r") and bs < r:
                 continue
             if name == "tunix" and stock_logits_gb(bs, prompts, loaded) > args.max_logits_gb:
-                print(f"tunix bs={bs} skipped: its prefill logits need "
-                      f"{stock_logits_gb(bs, prompts, loaded):.0f} GB", flush=True)
+                print(
+                    f"tunix bs={bs} skipped: its prefill logits need "
+                    f"{stock_logits_gb(bs, prompts, loaded):.0f} GB",
+                    flush=True,
+                )
                 continue
             warmup = prompts[:bs]
-            if name != "tunix":
-                warmup += one_per_bucket(prompts, args.max_prompt_length)
-            rows.append(time_shard(sampler, prompts, bs, rss, label, stops, warmup))
+            if name != "tunix":  # every prefill bucket, in as few decode chunks as possible
+                buckets = one_per_bucket(prompts, args.max_prompt_length)
+                warmup = (buckets + [p for p in warmup if p not in buckets])[: max(bs, 8)]
+            rows.append(
+                time_shard(
+                    sampler,
+                    prompts,
+                    bs,
+                    rss,
+                    label,
+                    stops,
+                    warmup,
+                    budgets_of(args.budgets, len(prompts), args.tokens),
+                )
+            )
             print(fmt(rows[-1]), flush=True)
     return rows
 
@@ -199,9 +304,21 @@ def stock_logits_gb(bs: int, prompts: list[list[int]], loaded) -> float:
 
 def hf_rows(args: argparse.Namespace, prompts, sizes: list[int]) -> list[Row]:
     """Run the HF worker in `--hf-python`; [] when torch is not importable there."""
-    payload = json.dumps({"prompts": prompts, "sizes": sizes})
-    command = [args.hf_python, __file__, "--hf-worker", "--model-dir", str(args.model_dir),
-               "--tokens", str(args.tokens), "--dtype", args.dtype, "--stops", args.stops]
+    budgets = budgets_of(args.budgets, len(prompts), args.tokens)
+    payload = json.dumps({"prompts": prompts, "sizes": sizes, "budgets": budgets})
+    command = [
+        args.hf_python,
+        __file__,
+        "--hf-worker",
+        "--model-dir",
+        str(args.model_dir),
+        "--tokens",
+        str(args.tokens),
+        "--dtype",
+        args.dtype,
+        "--stops",
+        args.stops,
+    ]
     proc = subprocess.run(command, input=payload, capture_output=True, text=True)
     if proc.returncode != 0:
         print(f"HF transformers part skipped: {proc.stderr.strip().splitlines()[-1:]}")
@@ -223,25 +340,41 @@ def hf_worker(args: argparse.Namespace) -> None:
     stops = [s for s in args.stops.split(",") if s]
     rss = PeakRss()
 
-    def generate(batch: list[list[int]]) -> list[list[int]]:
-        out = torch_generate(model, batch, max_new_tokens=args.tokens, eos_tokens=(1, 106),
-                             stop_sequences=stops, decode=tokenizer.decode,
-                             batch_size=len(batch), pad_id=int(tokenizer.pad_id))
-        return [g.tokens for g in out]
+    def generate(batch: list[list[int]], budgets: list[int] | None = None) -> list[list[int]]:
+        """One HF call; with budgets, up to the batch's largest budget, each row cut at its."""
+        budgets = budgets or [args.tokens] * len(batch)
+        out = torch_generate(
+            model,
+            batch,
+            max_new_tokens=max(budgets),
+            eos_tokens=(1, 106),
+            stop_sequences=stops,
+            decode=tokenizer.decode,
+            batch_size=len(batch),
+            pad_id=int(tokenizer.pad_id),
+        )
+        return [g.tokens[:b] for g, b in zip(out, budgets, strict=True)]
 
-    rows = [asdict(time_batches(generate, payload["prompts"], bs, rss, "hf")) for bs in
-            payload["sizes"]]
+    rows = [
+        asdict(
+            time_batches(generate, payload["prompts"], bs, rss, "hf", budgets=payload["budgets"])
+        )
+        for bs in payload["sizes"]
+    ]
     print(json.dumps(rows))
 
 
 def fmt(row: Row) -> str:
-    phases = " / ".join("-" if s is None else f"{s:.1f}" for s in (row.prefill_seconds,
-                                                                     row.decode_seconds))
+    phases = " / ".join(
+        "-" if s is None else f"{s:.1f}" for s in (row.prefill_seconds, row.decode_seconds)
+    )
     util = "-" if row.slot_utilization is None else f"{row.slot_utilization:.2f}"
     stopped = "-" if row.stopped is None else str(row.stopped)
-    return (f"| {row.sampler} | {row.batch_size} | {row.seconds:.1f} | {phases} "
-            f"| {row.examples_per_s:.3f} | {row.tokens_per_s:.1f} | {util} | {stopped} "
-            f"| {row.peak_rss_mb:.0f} |")
+    return (
+        f"| {row.sampler} | {row.batch_size} | {row.seconds:.1f} | {phases} "
+        f"| {row.examples_per_s:.3f} | {row.tokens_per_s:.1f} | {util} | {stopped} "
+        f"| {row.peak_rss_mb:.0f} |"
+    )
 
 
 def ratio(rows: list[Row], a: tuple[str, int], b: tuple[str, int]) -> str:
@@ -252,8 +385,10 @@ def ratio(rows: list[Row], a: tuple[str, int], b: tuple[str, int]) -> str:
 
 
 def report(rows: list[Row]) -> dict[str, str]:
-    print("| sampler | bs | seconds | prefill / decode s | examples/s | useful tokens/s "
-          "| slot util. | stopped | peak RSS MB |")
+    print(
+        "| sampler | bs | seconds | prefill / decode s | examples/s | useful tokens/s "
+        "| slot util. | stopped | peak RSS MB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(fmt(row))
@@ -279,17 +414,23 @@ def main(argv: list[str] | None = None) -> None:
         return
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     sizes = [int(s) for s in args.batch_sizes.split(",")]
-    prompts = build_prompts(args.model_dir, args.prompts, args.shots)
-    print(f"{len(prompts)} prompts, {min(map(len, prompts))}-{max(map(len, prompts))} tokens, "
-          f"{args.tokens} new tokens, {args.dtype}", flush=True)
+    prompts = build_prompts(args.model_dir, args.prompts, args.shots, args.template)
+    print(
+        f"{len(prompts)} prompts, {min(map(len, prompts))}-{max(map(len, prompts))} tokens, "
+        f"{args.tokens} new tokens, {args.dtype}",
+        flush=True,
+    )
     rss = PeakRss()
     rows = jax_rows(args, prompts, sizes, rss)
     if "hf" in args.samplers.split(","):
         rows += hf_rows(args, prompts, sizes)
     ratios = report(rows)
     if args.out:
-        data = {"args": {k: str(v) for k, v in vars(args).items()}, "ratios": ratios,
-                "rows": [asdict(r) | {"tokens_per_s": r.tokens_per_s} for r in rows]}
+        data = {
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "ratios": ratios,
+            "rows": [asdict(r) | {"tokens_per_s": r.tokens_per_s} for r in rows],
+        }
         args.out.write_text(json.dumps(data, indent=2))
 
 
