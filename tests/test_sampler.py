@@ -4,6 +4,7 @@ Gemma 3 270M tests are marked slow."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -421,6 +422,33 @@ def test_benchmark_script_runs_and_reports_ratios(tmp_path):
     assert all(row["tokens"] > 0 and row["prefill_seconds"] > 0 for row in result["rows"])
     assert result["ratios"]["fixed bs8 / fixed bs1"] == "n/a"  # bs=8 was not run
     assert "fixed-r4" in proc.stdout
+
+
+def test_benchmark_script_budgets_and_hf(tmp_path):
+    """Per-request budgets cap every sampler's useful tokens; the HF worker (the reference
+    stage's torch generation) runs on the same prompts."""
+    from gsm8k_eval.models import fetch_model
+
+    model_dir = fetch_model("random:tiny", tmp_path / "model")
+    out = tmp_path / "bench.json"
+    script = REPO / "workflow" / "scripts" / "bench_sampler.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--model-dir", str(model_dir), "--prompts", "3",
+         "--tokens", "20", "--batch-sizes", "2", "--samplers", "fixed,static,hf",
+         "--budgets", "lognormal:17:0.3:0", "--shots", "0", "--max-prompt-length", "1024",
+         "--out", str(out)],
+        capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {row["sampler"]: row for row in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"fixed", "static", "hf"}
+    spec = importlib.util.spec_from_file_location("bench_sampler", script)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["bench_sampler"] = bench  # its dataclasses look their module up
+    spec.loader.exec_module(bench)
+    budgets = bench.budgets_of("lognormal:17:0.3:0", 3, 20)
+    assert all(16 <= b <= 20 for b in budgets) and sum(budgets) < 3 * 20
+    assert all(0 < row["tokens"] <= sum(budgets) for row in rows.values()), rows
 
 
 # -- the real model (slow) -----------------------------------------------------------------------
