@@ -11,7 +11,7 @@ import resource
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -36,12 +36,6 @@ ENVIRONMENT_VARIABLES = (
 )
 
 
-def _schema(key: str, convert: Any = None) -> Any:
-    """A dataclass field whose default is the config schema's (the one place defaults live)."""
-    value = schema.default(key)
-    return field(default=convert(value) if convert else value)
-
-
 @dataclass(frozen=True)
 class EvaluateOptions:
     """Everything one evaluation (one checkpoint at one batch size) depends on."""
@@ -52,23 +46,23 @@ class EvaluateOptions:
     batch_size: int
     checkpoint_dir: Path | None = None  # None: the base model, no LoRA
     checkpoint_name: str = "base"
-    limit: int | None = _schema("limit")
-    sampler: str = _schema("sampling.sampler")
-    dtype: str = _schema("sampling.dtype")
-    max_generation_steps: int = _schema("sampling.max_generation_steps")
-    max_prompt_length: int = _schema("sampling.max_prompt_length")
-    eos_tokens: tuple[int, ...] = _schema("sampling.eos_tokens", tuple)
-    decode_rows: int = _schema("sampling.decode_rows")
-    segment_steps: int = _schema("sampling.segment_steps")
-    prompt_template: str = _schema("prompt.template")
-    num_shots: int = _schema("prompt.num_shots")
-    prompt_seed: int = _schema("prompt.seed")
+    limit: int | None = schema.default_field("limit")
+    sampler: str = schema.default_field("sampling.sampler")
+    dtype: str = schema.default_field("sampling.dtype")
+    max_generation_steps: int = schema.default_field("sampling.max_generation_steps")
+    max_prompt_length: int = schema.default_field("sampling.max_prompt_length")
+    eos_tokens: tuple[int, ...] = schema.default_field("sampling.eos_tokens", tuple)
+    decode_rows: int = schema.default_field("sampling.decode_rows")
+    segment_steps: int = schema.default_field("sampling.segment_steps")
+    prompt_template: str = schema.default_field("prompt.template")
+    num_shots: int = schema.default_field("prompt.num_shots")
+    prompt_seed: int = schema.default_field("prompt.seed")
     fewshot_path: Path | None = None
-    lora_rank: int = _schema("lora.rank")
-    lora_alpha: float = _schema("lora.alpha")
-    lora_module_path: str = _schema("lora.module_path")
-    primary_method: str = _schema("scoring.primary")
-    shard_size: int = _schema("evaluation.shard_size")
+    lora_rank: int = schema.default_field("lora.rank")
+    lora_alpha: float = schema.default_field("lora.alpha")
+    lora_module_path: str = schema.default_field("lora.module_path")
+    primary_method: str = schema.default_field("scoring.primary")
+    shard_size: int = schema.default_field("evaluation.shard_size")
     dataset_manifest: Path | None = None
     config_hash: str | None = None
     model_source: str | None = None

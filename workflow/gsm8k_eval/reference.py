@@ -19,7 +19,7 @@ import logging
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -42,11 +42,6 @@ class ReferenceError(RuntimeError):
     """The reference cannot run as asked (message is user-facing)."""
 
 
-def _schema(key: str, convert: Any = None) -> Any:
-    value = schema.default(key)
-    return field(default=convert(value) if convert else value)
-
-
 @dataclass(frozen=True)
 class ReferenceOptions:
     """One reference run: the base model on the evaluate stage's prompts."""
@@ -55,18 +50,18 @@ class ReferenceOptions:
     model_dir: Path
     output_dir: Path
     checkpoint_name: str = "base"
-    limit: int | None = _schema("limit")
-    dtype: str = _schema("reference.dtype")
-    batch_size: int = _schema("reference.batch_size")
-    device: str = _schema("reference.device")
-    max_generation_steps: int = _schema("sampling.max_generation_steps")
-    max_prompt_length: int = _schema("sampling.max_prompt_length")
-    eos_tokens: tuple[int, ...] = _schema("sampling.eos_tokens", tuple)
-    prompt_template: str = _schema("prompt.template")
-    num_shots: int = _schema("prompt.num_shots")
-    prompt_seed: int = _schema("prompt.seed")
+    limit: int | None = schema.default_field("limit")
+    dtype: str = schema.default_field("reference.dtype")
+    batch_size: int = schema.default_field("reference.batch_size")
+    device: str = schema.default_field("reference.device")
+    max_generation_steps: int = schema.default_field("sampling.max_generation_steps")
+    max_prompt_length: int = schema.default_field("sampling.max_prompt_length")
+    eos_tokens: tuple[int, ...] = schema.default_field("sampling.eos_tokens", tuple)
+    prompt_template: str = schema.default_field("prompt.template")
+    num_shots: int = schema.default_field("prompt.num_shots")
+    prompt_seed: int = schema.default_field("prompt.seed")
     fewshot_path: Path | None = None
-    primary_method: str = _schema("scoring.primary")
+    primary_method: str = schema.default_field("scoring.primary")
     dataset_manifest: Path | None = None
     model_source: str | None = None
     config_hash: str | None = None

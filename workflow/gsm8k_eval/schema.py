@@ -7,6 +7,7 @@ needs a default (dataclasses, argparse) asks `default("section.key")`; nothing r
 from __future__ import annotations
 
 import copy
+from dataclasses import field
 from functools import cache
 from typing import Any
 
@@ -56,6 +57,12 @@ def default(key: str) -> Any:
     if spec.get("type") == "object" and isinstance(value, dict):
         return _fill_defaults(spec, value)
     return value
+
+
+def default_field(key: str, convert: Any = None) -> Any:
+    """A dataclass field whose default is the schema's (`convert` applied, e.g. `tuple`)."""
+    value = default(key)
+    return field(default=convert(value) if convert else value)
 
 
 def description(key: str) -> str:
