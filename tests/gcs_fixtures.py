@@ -180,11 +180,25 @@ def start_emulator(log_dir: Path, attempts: int = 3) -> GcsEmulator:
         port = _free_port()
         endpoint = f"http://127.0.0.1:{port}"
         log_path = log_dir / f"fake-gcs-server-{attempt}.log"
-        cmd = [str(binary), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
-               "-backend", "memory", "-external-url", endpoint, "-log-level", "warn"]
+        cmd = [
+            str(binary),
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(port),
+            "-backend",
+            "memory",
+            "-external-url",
+            endpoint,
+            "-log-level",
+            "warn",
+        ]
         with log_path.open("wb") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                    preexec_fn=_die_with_parent)
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+            )
         emulator = GcsEmulator(endpoint=endpoint, process=proc, log_path=log_path)
         try:
             _wait_ready(proc, endpoint, log_path)
@@ -207,9 +221,7 @@ def gcs_emulator_server() -> Iterator[GcsEmulator]:
 
 
 @pytest.fixture
-def gcs_emulator(
-    gcs_emulator_server: GcsEmulator, monkeypatch: pytest.MonkeyPatch
-) -> GcsEmulator:
+def gcs_emulator(gcs_emulator_server: GcsEmulator, monkeypatch: pytest.MonkeyPatch) -> GcsEmulator:
     """The emulator, with its env vars set in ``os.environ`` for this test."""
     for name, value in gcs_emulator_server.env().items():
         monkeypatch.setenv(name, value)

@@ -47,8 +47,15 @@ def _base_model():
     from tunix.models.gemma3 import model as gemma3
 
     config = gemma3.ModelConfig(
-        num_layers=2, num_embed=64, embed_dim=32, hidden_dim=64, num_heads=2, head_dim=16,
-        num_kv_heads=1, sliding_window_size=8, param_dtype=jnp.float32,
+        num_layers=2,
+        num_embed=64,
+        embed_dim=32,
+        hidden_dim=64,
+        num_heads=2,
+        head_dim=16,
+        num_kv_heads=1,
+        sliding_window_size=8,
+        param_dtype=jnp.float32,
     )
     return gemma3.Gemma3(config, rngs=nnx.Rngs(0))
 
@@ -102,8 +109,14 @@ def tunix_run(tmp_path_factory: pytest.TempPathFactory) -> TunixRun:
     for step in STEPS:
         _randomise_lora(model, seed=step)
         logits[step] = _logits(model)
-        manager.save(step, model, optimizer, save_only_lora_params=True, force=True,
-                     custom_metadata={"global_step": step + 1, "role": "actor"})
+        manager.save(
+            step,
+            model,
+            optimizer,
+            save_only_lora_params=True,
+            force=True,
+            custom_metadata={"global_step": step + 1, "role": "actor"},
+        )
     manager.close()
     # An interrupted save (newer, incomplete) and an orbax temp folder: both must be skipped.
     (root / "3" / "model_params").mkdir(parents=True)
@@ -124,7 +137,7 @@ def gcs_run(gcs_emulator, gcs_bucket: str, tunix_run: TunixRun) -> str:
 def _listing(gcs_emulator, url: str) -> dict[str, dict]:
     fs = gcs_emulator.filesystem()
     root = url.removeprefix("gs://")
-    return {k[len(root) + 1:]: v for k, v in fs.find(root, detail=True).items()}
+    return {k[len(root) + 1 :]: v for k, v in fs.find(root, detail=True).items()}
 
 
 def _files(root: Path) -> set[str]:
@@ -149,8 +162,9 @@ def test_lora_config_defaults_match_tunix_examples() -> None:
 # --- round trip through the emulator ------------------------------------------------------------
 
 
-def test_gcs_fetch_and_restore_is_bitwise_exact(gcs_emulator, gcs_run: str, tunix_run: TunixRun,
-                                                tmp_path: Path) -> None:
+def test_gcs_fetch_and_restore_is_bitwise_exact(
+    gcs_emulator, gcs_run: str, tunix_run: TunixRun, tmp_path: Path
+) -> None:
     out = fetch_checkpoint(gcs_run, tmp_path / "ckpt")
     manifest = json.loads((out / "manifest.json").read_text())
     listing = _listing(gcs_emulator, gcs_run)
@@ -180,8 +194,9 @@ def test_gcs_fetch_and_restore_is_bitwise_exact(gcs_emulator, gcs_run: str, tuni
     assert not np.allclose(logits, tunix_run.base_logits, atol=1e-3)  # LoRA really applied
 
 
-def test_explicit_step_restores_that_step(gcs_run: str, tunix_run: TunixRun,
-                                          tmp_path: Path) -> None:
+def test_explicit_step_restores_that_step(
+    gcs_run: str, tunix_run: TunixRun, tmp_path: Path
+) -> None:
     out = fetch_checkpoint(gcs_run, tmp_path / "ckpt", step=1)
     assert json.loads((out / "manifest.json").read_text())["step"] == 1
     logits = _logits(apply_checkpoint(_base_model(), out, TEST_LORA))
@@ -189,11 +204,13 @@ def test_explicit_step_restores_that_step(gcs_run: str, tunix_run: TunixRun,
     assert not np.allclose(logits, tunix_run.logits[2], atol=1e-3)
 
 
-def test_wrong_alpha_restores_silently_but_changes_logits(gcs_run: str, tunix_run: TunixRun,
-                                                          tmp_path: Path) -> None:
+def test_wrong_alpha_restores_silently_but_changes_logits(
+    gcs_run: str, tunix_run: TunixRun, tmp_path: Path
+) -> None:
     out = fetch_checkpoint(gcs_run, tmp_path / "ckpt")
-    wrong = LoraConfig(rank=TEST_LORA.rank, alpha=2 * TEST_LORA.alpha,
-                       module_path=TEST_LORA.module_path)
+    wrong = LoraConfig(
+        rank=TEST_LORA.rank, alpha=2 * TEST_LORA.alpha, module_path=TEST_LORA.module_path
+    )
     logits = _logits(apply_checkpoint(_base_model(), out, wrong))
     assert np.abs(logits - tunix_run.logits[2]).max() > 1e-2
 
@@ -207,8 +224,9 @@ def test_rank_mismatch_lists_expected_and_found(tunix_run: TunixRun, tmp_path: P
     assert "layers.0.attn.q_einsum.w_lora_a: expected (32, 16), found (32, 4)" in text
 
 
-def test_module_path_mismatch_lists_missing_and_unexpected(tunix_run: TunixRun,
-                                                           tmp_path: Path) -> None:
+def test_module_path_mismatch_lists_missing_and_unexpected(
+    tunix_run: TunixRun, tmp_path: Path
+) -> None:
     out = fetch_checkpoint(str(tunix_run.root), tmp_path / "ckpt")
     lora = LoraConfig(rank=4, alpha=8.0, module_path=".*q_einsum|.*lm_head_nothing")
     with pytest.raises(CheckpointMismatchError, match=r"0 expected but missing, 20 unexpected"):
@@ -221,8 +239,9 @@ def test_local_and_file_url_sources(tunix_run: TunixRun, tmp_path: Path) -> None
     ma, mb = (json.loads((d / "manifest.json").read_text()) for d in (a, b))
     assert ma["kind"] == mb["kind"] == "local" and ma["step"] == mb["step"] == 2
     assert [o["md5Hash"] for o in ma["objects"]] == [o["md5Hash"] for o in mb["objects"]]
-    assert np.array_equal(_logits(apply_checkpoint(_base_model(), b, TEST_LORA)),
-                          tunix_run.logits[2])
+    assert np.array_equal(
+        _logits(apply_checkpoint(_base_model(), b, TEST_LORA)), tunix_run.logits[2]
+    )
 
 
 def test_base_is_a_manifest_only_and_leaves_the_model_untouched(tmp_path: Path) -> None:
@@ -295,19 +314,24 @@ def _service_account_key(token_port: int) -> dict[str, str]:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
     return {
-        "type": "service_account", "project_id": "test", "private_key_id": "1",
-        "private_key": pem.decode(), "client_email": "reader@test.iam.gserviceaccount.com",
-        "client_id": "1", "token_uri": f"http://127.0.0.1:{token_port}/token",
+        "type": "service_account",
+        "project_id": "test",
+        "private_key_id": "1",
+        "private_key": pem.decode(),
+        "client_email": "reader@test.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": f"http://127.0.0.1:{token_port}/token",
     }
 
 
-def test_configured_credentials_are_used(gcs_run: str, tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch,
-                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_configured_credentials_are_used(
+    gcs_run: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     handler = type("Token", (_TokenHandler,), {"requests": []})
     caplog.set_level("INFO", logger="gsm8k_eval.checkpoints")
     with _serving(handler) as port:
@@ -350,8 +374,9 @@ def test_object_changed_on_server_after_listing_is_reported(
     assert not (tmp_path / "ckpt").exists()
 
 
-def test_corrupted_download_is_refetched(gcs_run: str, tunix_run: TunixRun, tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_corrupted_download_is_refetched(
+    gcs_run: str, tunix_run: TunixRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real_download = ck_fetch._download_object
     corrupted = []
 
@@ -367,27 +392,35 @@ def test_corrupted_download_is_refetched(gcs_run: str, tunix_run: TunixRun, tmp_
     out = fetch_checkpoint(gcs_run, tmp_path / "ckpt")
     stats = json.loads((out / "manifest.json").read_text())["fetch_stats"]
     assert corrupted and stats["retried"] == 1
-    assert np.array_equal(_logits(apply_checkpoint(_base_model(), out, TEST_LORA)),
-                          tunix_run.logits[2])
+    assert np.array_equal(
+        _logits(apply_checkpoint(_base_model(), out, TEST_LORA)), tunix_run.logits[2]
+    )
 
 
-def test_persistent_checksum_mismatch_is_reported(gcs_run: str, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_persistent_checksum_mismatch_is_reported(
+    gcs_run: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real_list = ck_fetch._list_objects
     calls = []
 
     def wrong_md5(fs, src):
         objects = real_list(fs, src)
         i = next(i for i, o in enumerate(objects) if o.name == "2/model_params/_METADATA")
-        objects[i] = ck.RemoteObject(objects[i].name, objects[i].path, objects[i].size,
-                                     "AAAAAAAAAAAAAAAAAAAAAA==", objects[i].crc32c,
-                                     objects[i].generation)
+        objects[i] = ck.RemoteObject(
+            objects[i].name,
+            objects[i].path,
+            objects[i].size,
+            "AAAAAAAAAAAAAAAAAAAAAA==",
+            objects[i].crc32c,
+            objects[i].generation,
+        )
         return objects
 
     real_download = ck_fetch._download_object
     monkeypatch.setattr(ck_fetch, "_list_objects", wrong_md5)
-    monkeypatch.setattr(ck_fetch, "_download_object",
-                        lambda *a: calls.append(a[1].name) or real_download(*a))
+    monkeypatch.setattr(
+        ck_fetch, "_download_object", lambda *a: calls.append(a[1].name) or real_download(*a)
+    )
     with pytest.raises(CheckpointIntegrityError, match="failed verification 3 times") as err:
         fetch_checkpoint(gcs_run, tmp_path / "ckpt")
     assert "md5" in str(err.value)
@@ -397,8 +430,9 @@ def test_persistent_checksum_mismatch_is_reported(gcs_run: str, tmp_path: Path,
     assert not list(staged.rglob("*.part")) and not (staged / "2/model_params/_METADATA").exists()
 
 
-def test_corrupted_local_copy_is_detected(gcs_run: str, tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_corrupted_local_copy_is_detected(
+    gcs_run: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = fetch_checkpoint(gcs_run, tmp_path / "ckpt")
     victim = _param_object(_files(out))
     path = out / victim
@@ -408,8 +442,9 @@ def test_corrupted_local_copy_is_detected(gcs_run: str, tmp_path: Path,
 
     downloads = []
     real_download = ck_fetch._download_object
-    monkeypatch.setattr(ck_fetch, "_download_object",
-                        lambda *a: downloads.append(a[1].name) or real_download(*a))
+    monkeypatch.setattr(
+        ck_fetch, "_download_object", lambda *a: downloads.append(a[1].name) or real_download(*a)
+    )
     fetch_checkpoint(gcs_run, tmp_path / "ckpt")  # rerun: only the bad file is fetched again
     assert downloads == [victim]
     ck.verify_checkpoint_dir(out, json.loads((out / "manifest.json").read_text()))
@@ -448,7 +483,9 @@ def test_killed_fetch_resumes_without_refetching_verified_files(
     out, marker, after = tmp_path / "ckpt", tmp_path / "marker", 5
     proc = subprocess.Popen(
         [sys.executable, "-c", _KILLED_FETCH, gcs_run, str(out), str(marker), str(after)],
-        env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**os.environ},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 120
@@ -468,8 +505,9 @@ def test_killed_fetch_resumes_without_refetching_verified_files(
 
     downloads = []
     real_download = ck_fetch._download_object
-    monkeypatch.setattr(ck_fetch, "_download_object",
-                        lambda *a: downloads.append(a[1].name) or real_download(*a))
+    monkeypatch.setattr(
+        ck_fetch, "_download_object", lambda *a: downloads.append(a[1].name) or real_download(*a)
+    )
     fetch_checkpoint(gcs_run, out)
     manifest = json.loads((out / "manifest.json").read_text())
     total = len(manifest["objects"])
@@ -478,8 +516,9 @@ def test_killed_fetch_resumes_without_refetching_verified_files(
     assert manifest["fetch_stats"]["reused"] == after - 1
     assert manifest["fetch_stats"]["downloaded"] == total - after + 1
     assert not staging.exists() and not list(out.rglob("*.part"))
-    assert np.array_equal(_logits(apply_checkpoint(_base_model(), out, TEST_LORA)),
-                          tunix_run.logits[2])
+    assert np.array_equal(
+        _logits(apply_checkpoint(_base_model(), out, TEST_LORA)), tunix_run.logits[2]
+    )
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -491,8 +530,9 @@ def _one_line(exc: BaseException) -> str:
     return text
 
 
-def test_missing_bucket_path_and_step_are_one_line_errors(gcs_run: str, gcs_bucket: str,
-                                                          tmp_path: Path) -> None:
+def test_missing_bucket_path_and_step_are_one_line_errors(
+    gcs_run: str, gcs_bucket: str, tmp_path: Path
+) -> None:
     with pytest.raises(CheckpointNotFoundError) as err:
         fetch_checkpoint("gs://no-such-bucket-xyz/tunix/run/actor", tmp_path / "a")
     assert "gs://no-such-bucket-xyz does not exist" in _one_line(err.value)
@@ -523,8 +563,9 @@ def denying_server(request: pytest.FixtureRequest) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
-def test_denied_access_is_a_one_line_error(denying_server: str, tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_denied_access_is_a_one_line_error(
+    denying_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name, value in NO_CREDENTIALS_ENV.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", denying_server)
@@ -535,8 +576,9 @@ def test_denied_access_is_a_one_line_error(denying_server: str, tmp_path: Path,
     assert "GOOGLE_APPLICATION_CREDENTIALS" in text
 
 
-def test_missing_credentials_is_a_one_line_error(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_credentials_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing-key.json"))
     for var in ("GCE_METADATA_HOST", "GCE_METADATA_IP"):  # never probe a real metadata server

@@ -2,7 +2,8 @@
 third-party distribution that the code of its rules imports.
 
 A rule's imports: its `gsm8k-eval <stage>` handler (and the helpers of its own module it
-calls), the module-level imports of the modules `python -m gsm8k_eval` loads, then every import,
+calls), the module-level imports of the modules `python -m gsm8k_eval` loads (the `cli`
+package's subcommand modules included), then every import,
 lazy ones included, of every package module reachable from there (module granularity, so a
 module's lazily imported packages count for every stage that imports the module).
 """
@@ -185,11 +186,14 @@ def _stage_handlers() -> dict[str, object]:
 
 
 def _stage_imports(stage: str) -> set[str]:
+    handlers = _stage_handlers()
+    # the front end: `gsm8k_eval.cli` and its subcommand modules, whose module-level imports
+    # every stage loads; inside them only the chosen handler's imports count
+    front = frozenset({"gsm8k_eval.cli", *(h.__module__ for h in handlers.values())})
     entry = set()
-    for module in ENTRY_MODULES:
+    for module in (*ENTRY_MODULES, *sorted(front)):
         entry |= _imported_names(_walk(_tree(_module_file(module)), True), module)
-    handler = _stage_handlers()[stage]
-    return _third_party(entry | _handler_imports(handler), frozenset({handler.__module__}))
+    return _third_party(entry | _handler_imports(handlers[stage]), front)
 
 
 def _rule_stages() -> dict[str, tuple[str, str]]:

@@ -1,4 +1,4 @@
-"""Static checks the test command runs: ruff, snakefmt --check, snakemake --lint."""
+"""Static checks the test command runs: ruff check and format, snakefmt, snakemake --lint."""
 
 from __future__ import annotations
 
@@ -16,6 +16,11 @@ def _run(*command: str) -> subprocess.CompletedProcess[str]:
 
 def test_ruff_clean():
     result = _run(str(BIN / "ruff"), "check", "workflow", "tests")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format_clean():
+    result = _run(str(BIN / "ruff"), "format", "--check", "workflow", "tests")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

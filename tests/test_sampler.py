@@ -4,6 +4,7 @@ Gemma 3 270M tests are marked slow."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -28,10 +29,10 @@ from gsm8k_eval.sampler import (
     Generation,
     Layout,
     SamplerConfig,
-    TunixSampler,
     bucket_for,
     make_sampler,
 )
+from gsm8k_eval.stock_sampler import TunixSampler
 from gsm8k_eval.tokenizer import TokenId, Tokenizer, build_tiny_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,7 +135,12 @@ def tiny_setup(request):
 
 def test_bucket_depends_only_on_own_length():
     assert [bucket_for(n, 64, 1024) for n in (1, 64, 65, 129, 1000, 1024)] == [
-        64, 64, 128, 192, 1024, 1024,
+        64,
+        64,
+        128,
+        192,
+        1024,
+        1024,
     ]
     assert bucket_for(700, 64, 720) == 704
     assert bucket_for(710, 64, 720) == 720  # the last bucket is max_prompt_length itself
@@ -370,7 +376,10 @@ def test_gpu_invariance_script_tiny_on_cpu(tmp_path):
     script = REPO / "workflow" / "scripts" / "gpu_invariance_check.py"
     proc = subprocess.run(
         [sys.executable, str(script), "--tiny", "--deterministic", "--out", str(out)],
-        capture_output=True, text=True, env=env, timeout=600,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(out.read_text())
@@ -409,11 +418,32 @@ def test_benchmark_script_runs_and_reports_ratios(tmp_path):
     out = tmp_path / "bench.json"
     script = REPO / "workflow" / "scripts" / "bench_sampler.py"
     proc = subprocess.run(
-        [sys.executable, str(script), "--model-dir", str(model_dir), "--prompts", "3",
-         "--tokens", "3", "--batch-sizes", "1,4", "--samplers", "fixed,tunix",
-         "--decode-rows", "2,4", "--shots", "0", "--max-prompt-length", "1024",
-         "--out", str(out)],
-        capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=600,
+        [
+            sys.executable,
+            str(script),
+            "--model-dir",
+            str(model_dir),
+            "--prompts",
+            "3",
+            "--tokens",
+            "3",
+            "--batch-sizes",
+            "1,4",
+            "--samplers",
+            "fixed,tunix",
+            "--decode-rows",
+            "2,4",
+            "--shots",
+            "0",
+            "--max-prompt-length",
+            "1024",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(out.read_text())
@@ -440,8 +470,12 @@ def test_benchmark_script_budgets_and_hf(tmp_path):
         capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows = {row["sampler"]: row for row in json.loads(out.read_text())["rows"]}
+    data = json.loads(out.read_text())
+    rows = {row["sampler"]: row for row in data["rows"]}
     assert set(rows) == {"fixed", "static", "hf"}
+    # the versions behind each row are recorded, the HF interpreter's included
+    assert data["versions"]["jax"]["jax"] == importlib.metadata.version("jax")
+    assert data["versions"]["hf"]["transformers"] == importlib.metadata.version("transformers")
     spec = importlib.util.spec_from_file_location("bench_sampler", script)
     bench = importlib.util.module_from_spec(spec)
     sys.modules["bench_sampler"] = bench  # its dataclasses look their module up
@@ -449,6 +483,9 @@ def test_benchmark_script_budgets_and_hf(tmp_path):
     budgets = bench.budgets_of("lognormal:17:0.3:0", 3, 20)
     assert all(16 <= b <= 20 for b in budgets) and sum(budgets) < 3 * 20
     assert all(0 < row["tokens"] <= sum(budgets) for row in rows.values()), rows
+    # extra slot counts: more slots only at batch sizes that fill them, fewer only where they fit
+    assert bench.fills(32, 32, 8) and not bench.fills(8, 32, 8)
+    assert bench.fills(1, 2, 8) and bench.fills(2, 2, 8) and not bench.fills(8, 2, 8)
 
 
 # -- the real model (slow) -----------------------------------------------------------------------
@@ -479,8 +516,9 @@ def real_runs(model_dir: Path, dtype: str, name: str, batch_sizes, steps: int):
     sampler = make_sampler(name, loaded.model, loaded.tokenizer, config)
     runs = {}
     for bs in batch_sizes:
-        runs[bs] = [g for i in range(0, len(prompts), bs) for g in sampler.generate(
-            prompts[i : i + bs])]
+        runs[bs] = [
+            g for i in range(0, len(prompts), bs) for g in sampler.generate(prompts[i : i + bs])
+        ]
     return runs
 
 

@@ -7,33 +7,24 @@ import logging
 import math
 import os
 import platform
-import resource
 import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from gsm8k_eval import compile_cache, device, fingerprint, schema
-from gsm8k_eval.io import atomic_write_text, read_json, read_jsonl, write_json
+from gsm8k_eval.io import atomic_write_text, read_json, read_jsonl, write_json, write_jsonl
 from gsm8k_eval.parts import part_shards
+from gsm8k_eval.summary import ENVIRONMENT_VARIABLES, write_summary
 from gsm8k_eval.timing import COMPILE_KEY, timed
 
 log = logging.getLogger(__name__)
 
 DIGEST_CACHE = ".file-digests.json"
-
-VERSIONED_PACKAGES = ("gsm8k-eval", "jax", "jaxlib", "flax", "google-tunix", "qwix", "numpy")
-ENVIRONMENT_VARIABLES = (
-    "SLURM_JOB_ID",
-    "SLURM_JOB_NODELIST",
-    "CUDA_VISIBLE_DEVICES",
-    "JAX_PLATFORMS",
-)
 
 
 @dataclass(frozen=True)
@@ -130,7 +121,7 @@ def evaluate(options: EvaluateOptions) -> Path:
     ranges = _selected_ranges(options, len(workload.examples))
     run = _run_shards(options, workload, shard_dir, current, ranges)
     rollouts_path = _merge_shards(options, shard_dir, len(workload.examples), run.digest)
-    _write_summary(options, read_jsonl(rollouts_path), run, backend, ranges)
+    write_summary(options, read_jsonl(rollouts_path), run, backend, ranges)
     return rollouts_path
 
 
@@ -289,7 +280,7 @@ def _run_shards(
         rows, stats = _generate_shard(options, work, start, end, progress)
         stats.fingerprint = digest
         write_json(stats_path, asdict(stats))
-        atomic_write_text(rows_path, "".join(_jsonl_line(row) for row in rows))
+        write_jsonl(rows_path, rows)
         done_stats.append(stats)
         generated += stats.generated_tokens
         elapsed = time.perf_counter() - started
@@ -366,10 +357,6 @@ def rollout_row(options: Any, work: Any, index: int, generation: Any) -> dict[st
     }
 
 
-def _jsonl_line(row: dict[str, Any]) -> str:
-    return json.dumps(row, ensure_ascii=False, sort_keys=False) + "\n"
-
-
 def _merge_shards(options: EvaluateOptions, shard_dir: Path, total: int, digest: str) -> Path:
     """Concatenate this job's finished shards into rollouts.jsonl (byte-identical however often
     resumed); refuses shards made with another fingerprint than `digest`."""
@@ -398,136 +385,3 @@ def check_shard_fingerprint(stats_path: Path, digest: str) -> ShardStats:
 def shard_stats_paths(shard_dir: Path, indices: Sequence[int]) -> list[Path]:
     """The stats files of the shards `indices` of a shard folder."""
     return [_shard_paths(shard_dir, index)[1] for index in indices]
-
-
-def rollout_fields(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The summary fields computed from the rollouts alone (accuracy and its interval)."""
-    from gsm8k_eval.scoring import METHODS
-    from gsm8k_eval.stats import wilson_interval
-
-    total = len(rows)
-    correct = sum(bool(row["correct"]) for row in rows)
-    interval = wilson_interval(correct, total)
-    return {
-        "accuracy": correct / total if total else 0.0,
-        "correct": correct,
-        "total": total,
-        "wilson_95": [interval.low, interval.high],
-        "accuracy_by_method": {
-            method: (
-                sum(bool(r["correct_by_method"][method]) for r in rows) / total if total else 0.0
-            )
-            for method in METHODS
-        },
-    }
-
-
-def shard_fields(stats: Sequence[ShardStats], total: int, resumed: int) -> dict[str, Any]:
-    """The summary's time and token fields, added up over shards (then turned into rates)."""
-    wall = sum(s.wall_seconds for s in stats)
-    compile_seconds = sum(s.compile_seconds for s in stats)
-    generating = max(wall - compile_seconds, 0.0)
-    generated = sum(s.generated_tokens for s in stats)
-    prefill = sum(s.prefill_seconds for s in stats)
-    decode = sum(s.decode_seconds for s in stats)
-    return {
-        "wall_seconds": wall,
-        "compile_seconds": compile_seconds,
-        "generation_seconds": generating,
-        "shards": len(stats),
-        "resumed_shards": resumed,
-        "generated_tokens": generated,
-        "prompt_tokens": sum(s.prompt_tokens for s in stats),
-        "tokens_per_second": generated / generating if generating else 0.0,
-        "examples_per_second": total / generating if generating else 0.0,
-        "prefill_tokens_per_second": _rate(sum(s.prompt_tokens for s in stats), prefill),
-        "decode_tokens_per_second": _rate(generated, decode),
-        "slot_utilization": _rate(
-            sum(s.useful_row_steps for s in stats), sum(s.executed_row_steps for s in stats)
-        ),
-    }
-
-
-def _write_summary(
-    options: EvaluateOptions,
-    rows: list[dict[str, Any]],
-    run: ShardRun,
-    backend: str,
-    ranges: list[tuple[int, int, int]],
-) -> None:
-    summary = {
-        "checkpoint": options.checkpoint_name,
-        "batch_size": options.batch_size,
-        **rollout_fields(rows),
-        "primary_method": options.primary_method,
-        **shard_fields(run.stats, len(rows), run.resumed),
-        "peak_memory_mb": _peak_memory_mb(),
-        "device": _device_description(),
-        "versions": _versions(),
-        "sampler": options.sampler,
-        "dtype": options.dtype,
-        "temperature": 0,
-        "max_generation_steps": options.max_generation_steps,
-        "max_prompt_length": options.max_prompt_length,
-        "eos_tokens": list(options.eos_tokens),
-        "decode_rows": options.decode_rows if options.sampler != "tunix" else None,
-        "prompt_template": options.prompt_template,
-        "num_shots": options.num_shots,
-        "model_source": options.model_source,
-        "dataset_sha256": _dataset_sha256(options.dataset_manifest),
-        "checkpoint_manifest": _checkpoint_manifest(options.checkpoint_dir),
-        "config_hash": options.config_hash,
-        "environment": {name: os.environ.get(name) for name in ENVIRONMENT_VARIABLES},
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "determinism": device.determinism_settings(options.device, backend),
-        "fingerprint_sha256": run.digest,
-        "fingerprint": run.fingerprint,
-        "parallel_jobs": options.part[1] if options.part else 1,
-        "compilation_cache": compile_cache.stats().as_dict(),
-    }
-    if options.part is not None:
-        summary["part"] = {
-            "index": options.part[0],
-            "of": options.part[1],
-            "shards": [r[0] for r in ranges],
-        }
-    write_json(options.output_dir / "summary.json", summary)
-
-
-def _rate(count: int, seconds: float) -> float | None:
-    return count / seconds if seconds > 0 else None
-
-
-def _peak_memory_mb() -> float:
-    """Peak resident memory of this process (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _device_description() -> str:
-    import jax
-
-    first = jax.devices()[0]
-    return f"{first.platform}:{getattr(first, 'device_kind', 'unknown')} x{jax.device_count()}"
-
-
-def _versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in VERSIONED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
-def _dataset_sha256(manifest: Path | None) -> str | None:
-    if manifest is None or not manifest.exists():
-        return None
-    return read_json(manifest).get("sha256")
-
-
-def _checkpoint_manifest(checkpoint_dir: Path | None) -> dict[str, Any] | None:
-    if checkpoint_dir is None:
-        return None
-    path = checkpoint_dir / "manifest.json"
-    return read_json(path) if path.exists() else None

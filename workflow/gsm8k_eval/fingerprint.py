@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -35,6 +36,8 @@ STAGE_MODULES = {
     "reference": (
         "reference",
         "evaluate",
+        "summary",
+        "fingerprint",
         "prompts",
         "data",
         "tokenizer",
@@ -202,6 +205,11 @@ def numerics_versions() -> dict[str, str]:
         if name.startswith(PLUGIN_PREFIXES):
             versions[name] = dist.version
     return dict(sorted(versions.items()))
+
+
+def package_versions(names: Iterable[str]) -> dict[str, str]:
+    """Python's version and each named distribution's (`not installed` when absent)."""
+    return {"python": platform.python_version(), **{name: _version(name) for name in names}}
 
 
 def _version(name: str) -> str:

@@ -14,13 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from gsm8k_eval import compile_cache
-from gsm8k_eval.evaluate import (
-    check_shard_fingerprint,
-    rollout_fields,
-    shard_fields,
-    shard_stats_paths,
-)
+from gsm8k_eval.evaluate import check_shard_fingerprint, shard_stats_paths
 from gsm8k_eval.io import atomic_write_bytes, read_json, read_jsonl, write_json
+from gsm8k_eval.summary import rollout_fields, shard_fields
 
 ROLLOUTS = "rollouts.jsonl"
 SUMMARY = "summary.json"

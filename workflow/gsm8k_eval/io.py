@@ -1,8 +1,9 @@
 """Small file helpers: atomic writes, staging folders, hashing, JSON/JSONL reading and writing.
 
 The one place for these facts: every JSON file the package writes goes through
-:func:`write_json`, every JSON(L) file it reads through :func:`read_json`/:func:`read_jsonl`
-(:func:`iter_jsonl` when line numbers matter), and every output folder is built in the sibling
+:func:`write_json` (JSONL: :func:`write_jsonl`), every JSON(L) file it reads through
+:func:`read_json`/:func:`read_jsonl` (:func:`iter_jsonl` when line numbers matter), and every
+output folder is built in the sibling
 :func:`staging_dir` and published by :func:`staged_dir`.
 """
 
@@ -14,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,11 @@ def write_json(path: Path, data: Any, *, sort_keys: bool = False) -> None:
     """Atomically write pretty JSON (2-space indent, UTF-8, trailing newline)."""
     text = json.dumps(data, indent=2, ensure_ascii=False, sort_keys=sort_keys)
     atomic_write_text(path, text + "\n")
+
+
+def write_jsonl(path: Path, rows: Iterable[Any]) -> None:
+    """Atomically write one compact JSON value per line (UTF-8, keys in the given order)."""
+    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def read_json(path: Path) -> Any:

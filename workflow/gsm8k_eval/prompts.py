@@ -70,7 +70,6 @@ class PromptConfig:
             raise ValueError(f"num_shots must be >= 0, got {self.num_shots}")
 
 
-
 def _environment() -> jinja2.Environment:
     """Plain-text Jinja2 environment: no escaping, exact whitespace, strict variables."""
     return jinja2.Environment(

@@ -16,16 +16,15 @@ The base model only: a LoRA checkpoint is refused (`ReferenceError`).
 from __future__ import annotations
 
 import logging
-import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from gsm8k_eval import schema
-from gsm8k_eval.io import atomic_write_text, read_json, write_json
+from gsm8k_eval import fingerprint, schema
+from gsm8k_eval.io import read_json, write_json, write_jsonl
+from gsm8k_eval.summary import dataset_sha256, rollout_fields
 
 log = logging.getLogger(__name__)
 
@@ -251,39 +250,21 @@ def run_reference(options: ReferenceOptions) -> Path:
     rows = [rollout_row(options, work, i, g) for i, g in enumerate(generations)]
     options.output_dir.mkdir(parents=True, exist_ok=True)
     rollouts = options.output_dir / "rollouts.jsonl"
-    atomic_write_text(rollouts, "".join(_jsonl_line(row) for row in rows))
+    write_jsonl(rollouts, rows)
     write_json(options.output_dir / "summary.json", _summary(options, rows, seconds, device))
     return rollouts
-
-
-def _jsonl_line(row: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(row, ensure_ascii=False) + "\n"
 
 
 def _summary(
     options: ReferenceOptions, rows: list[dict[str, Any]], seconds: float, device: str
 ) -> dict[str, Any]:
-    from gsm8k_eval.scoring import METHODS
-    from gsm8k_eval.stats import wilson_interval
-
     total = len(rows)
-    correct = sum(bool(r["correct"]) for r in rows)
     generated = sum(len(r["tokens"]) for r in rows)
-    interval = wilson_interval(correct, total)
     return {
         "checkpoint": options.checkpoint_name,
         "batch_size": options.batch_size,
         "framework": FRAMEWORK,
-        "accuracy": correct / total if total else 0.0,
-        "correct": correct,
-        "total": total,
-        "wilson_95": [interval.low, interval.high],
-        "accuracy_by_method": {
-            m: sum(bool(r["correct_by_method"][m]) for r in rows) / total if total else 0.0
-            for m in METHODS
-        },
+        **rollout_fields(rows),
         "primary_method": options.primary_method,
         "wall_seconds": seconds,
         "generated_tokens": generated,
@@ -300,23 +281,7 @@ def _summary(
         "prompt_template": options.prompt_template,
         "num_shots": options.num_shots,
         "model_source": options.model_source,
-        "dataset_sha256": _dataset_sha256(options.dataset_manifest),
+        "dataset_sha256": dataset_sha256(options.dataset_manifest),
         "config_hash": options.config_hash,
-        "versions": _versions(),
+        "versions": fingerprint.package_versions(VERSIONED_PACKAGES),
     }
-
-
-def _dataset_sha256(manifest: Path | None) -> str | None:
-    if manifest is None or not Path(manifest).exists():
-        return None
-    return read_json(manifest).get("sha256")
-
-
-def _versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in VERSIONED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions

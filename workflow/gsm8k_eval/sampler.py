@@ -1,4 +1,4 @@
-"""Greedy samplers: the batch-invariant `FixedSampler` and the stock tunix sampler.
+"""Greedy samplers: the shared model step and the static batch-invariant `FixedSampler`.
 
 `FixedSampler` gives every prompt the same computation whatever else shares its batch:
 
@@ -12,13 +12,12 @@
 * positions come from the mask (pads never get a position, never are attended to);
 * logits are computed in float32 for the last position only, argmax in float32.
 
-`TunixSampler` wraps `tunix.generate.sampler.Sampler` (prompt bucket = next power of two of the
-batch's longest prompt) behind the same interface: the negative control. See docs/sampler.md.
+`stock_sampler.TunixSampler` wraps stock tunix behind the same interface (the negative control);
+`make_sampler` builds any of them by name. See docs/sampler.md.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -113,7 +112,7 @@ class Layout:
 
     batch_invariant: bool = True
     bucket_step: int = 64
-    decode_rows: int = 8
+    decode_rows: int = schema.default_field("sampling.decode_rows")
     # A [D, V] copy of the tied embedding for the output head; None: only for bfloat16, where
     # XLA:CPU's [R, D] x [V, D]^T dot is ~4x slower than [R, D] x [D, V] at R = 8 (measured).
     transposed_head: bool | None = None
@@ -310,9 +309,7 @@ def _decode(
         }
         positions = (lengths + s.step - 1)[:, None]
         mask = ((key_index >= start[:, None]) & (key_index <= write))[:, None, :]
-        logits, cache = _last_logits(
-            model, s.last[:, None], positions, cache, mask, hidden, head
-        )
+        logits, cache = _last_logits(model, s.last[:, None], positions, cache, mask, hidden, head)
         token, logit = _greedy(logits)
         token = jnp.where(s.done, jnp.int32(0), token)
         return _DecodeState(
@@ -400,8 +397,14 @@ class FixedSampler:
         cache = _empty_cache(self.model, plan.rows, plan.prompt_region + cfg.max_generation_steps)
         tokens = jnp.asarray(_left_pad([prompt], plan.buckets[0], cfg.pad_id))
         lowered = self._prefill.lower(
-            self._state, self._head, cache, tokens, 0,
-            region=plan.prompt_region, pad_id=cfg.pad_id, hidden=self._hidden,
+            self._state,
+            self._head,
+            cache,
+            tokens,
+            0,
+            region=plan.prompt_region,
+            pad_id=cfg.pad_id,
+            hidden=self._hidden,
         )
         return lowered.compile().as_text()
 
@@ -414,8 +417,14 @@ class FixedSampler:
         for group in plan.groups:
             tokens = _left_pad([prompts[i] for i in group], plan.buckets[group[0]], cfg.pad_id)
             cache, token, logit = self._prefill(
-                self._state, self._head, cache, jnp.asarray(tokens), group[0],
-                region=plan.prompt_region, pad_id=cfg.pad_id, hidden=self._hidden,
+                self._state,
+                self._head,
+                cache,
+                jnp.asarray(tokens),
+                group[0],
+                region=plan.prompt_region,
+                pad_id=cfg.pad_id,
+                hidden=self._hidden,
             )
             first[list(group)] = np.asarray(token)
             first_logit[list(group)] = np.asarray(logit)
@@ -431,10 +440,17 @@ class FixedSampler:
         done = np.arange(plan.rows) >= len(prompts)
         with timed(self.last_timing, "decode_seconds"):
             tokens, logits, _ = self._decode(
-                self._state, self._head, cache, jnp.asarray(first), jnp.asarray(first_logit),
+                self._state,
+                self._head,
+                cache,
+                jnp.asarray(first),
+                jnp.asarray(first_logit),
                 jnp.asarray(done),
-                jnp.asarray(lengths), jnp.asarray(cfg.eos_tokens, jnp.int32),
-                region=plan.prompt_region, steps=cfg.max_generation_steps, hidden=self._hidden,
+                jnp.asarray(lengths),
+                jnp.asarray(cfg.eos_tokens, jnp.int32),
+                region=plan.prompt_region,
+                steps=cfg.max_generation_steps,
+                hidden=self._hidden,
             )
             tokens, logits = np.asarray(tokens), np.asarray(logits)
         return [
@@ -443,108 +459,19 @@ class FixedSampler:
         ]
 
 
-def _stock_sampler_class() -> type:
-    """tunix's `Sampler`, taking token ids instead of strings and keeping its token buffer."""
-    from tunix.generate import sampler as tunix_sampler
-
-    class _IdsSampler(tunix_sampler.Sampler):
-        last_token_buffer: Any = None
-        seconds: dict[str, float]
-
-        def tokenize(self, input_string: Any) -> np.ndarray:
-            return np.asarray(input_string, dtype=np.int32)
-
-        def _timed(self, name: str, fn: Any) -> Any:
-            def run(*args: Any, **kwargs: Any) -> Any:
-                with timed(self.seconds, name):
-                    state = jax.block_until_ready(fn(*args, **kwargs))
-                self.last_token_buffer = state.token_buffer
-                return state
-
-            return run
-
-        def install_timers(self) -> None:
-            self.seconds = {}
-            self._compiled_prefill_fn = self._timed("prefill_seconds", self._compiled_prefill_fn)
-            self._compiled_decode_fn = self._timed("decode_seconds", self._compiled_decode_fn)
-
-    return _IdsSampler
-
-
-@dataclass
-class TunixSampler:
-    """The stock `tunix.generate.sampler.Sampler` behind our interface (negative control).
-
-    Prompts are padded to the next power of two of the batch's longest prompt (stock behaviour).
-    `token_logits` is empty: stock tunix only exposes logits as a [B, L + G, V] float32 buffer.
-    """
-
-    model: nnx.Module
-    tokenizer: Any
-    config: SamplerConfig = field(default_factory=SamplerConfig)
-    last_timing: dict[str, float] = field(default_factory=dict, init=False)
-
-    def __post_init__(self) -> None:
-        from tunix.generate.sampler import CacheConfig
-
-        layers, heads, head_dim, _ = _cache_spec(self.model)
-        cache_size = (
-            _next_power_of_two(self.config.max_prompt_length) + self.config.max_generation_steps
-        )
-        self._sampler = _stock_sampler_class()(
-            self.model,
-            self.tokenizer,  # its callable ids satisfy tunix's TokenizerAdapter
-            CacheConfig(cache_size=cache_size, num_layers=layers, num_kv_heads=heads,
-                        head_dim=head_dim),
-        )
-        self._sampler.install_timers()
-
-    def generate(
-        self,
-        prompts: list[list[int]],
-        stop_sequences: Sequence[str] = (),
-        max_in_flight: int | None = None,
-    ) -> list[Generation]:
-        """Greedy continuations through stock tunix (its own bucketing and cache layout), in
-        batches of `max_in_flight` (default: all), cut at the first stop sequence afterwards."""
-        return _in_batches(self, prompts, max_in_flight, stop_sequences)
-
-    def _generate(self, prompts: list[list[int]]) -> list[Generation]:
-        cfg = self.config
-        _check_lengths([len(p) for p in prompts], cfg.max_prompt_length)
-        if not prompts:
-            return []
-        self._sampler.seconds = {"prefill_seconds": 0.0, "decode_seconds": 0.0,
-                                 "compile_seconds": 0.0}
-        output = self._sampler(
-            [list(p) for p in prompts],
-            max_generation_steps=cfg.max_generation_steps,
-            eos_tokens=list(cfg.eos_tokens),
-            temperature=0.0,
-        )
-        self.last_timing = dict(self._sampler.seconds)
-        start = output.padded_prompt_tokens.shape[1]
-        buffer = np.asarray(self._sampler.last_token_buffer)[:, start:]
-        buffer = buffer[:, : cfg.max_generation_steps]
-        empty = np.zeros(buffer.shape[1], np.float32)
-        out = []
-        for row in buffer[: len(prompts)]:
-            generation = _finish(row, empty, cfg.eos_tokens, self.tokenizer.decode)
-            out.append(dataclasses.replace(generation, token_logits=[]))
-        return out
-
-
 def make_sampler(
     name: str,
     model: nnx.Module,
     tokenizer: Any,
     config: SamplerConfig,
-    decode_rows: int = 8,
+    decode_rows: int | None = None,
     segment_steps: int | None = None,
 ) -> Sampler:
     """`"fixed"`: the batch-invariant continuous-batching `Engine` (`decode_rows` slots, decode
     segments of `segment_steps` steps); `"static"`: the static `FixedSampler` (the engine's test
-    oracle); `"tunix"`: stock tunix (negative control)."""
+    oracle); `"tunix"`: stock tunix (negative control). Unset options take the schema's defaults."""
+    if decode_rows is None:
+        decode_rows = schema.default("sampling.decode_rows")
     if name == "fixed":
         from gsm8k_eval.engine import DEFAULT_SEGMENT_STEPS, Engine
 
@@ -553,5 +480,7 @@ def make_sampler(
     if name == "static":
         return FixedSampler(model, tokenizer, config, Layout(decode_rows=decode_rows))
     if name == "tunix":
+        from gsm8k_eval.stock_sampler import TunixSampler
+
         return TunixSampler(model, tokenizer, config)
     raise ValueError(f"unknown sampler {name!r}; expected 'fixed', 'static' or 'tunix'")

@@ -16,7 +16,7 @@ rule reference:
         gpu=targets.reference_gpu_request(PIPELINE),
     params:
         options=PATHS.reference_arguments(PIPELINE),
-        # Its own module and the prompts, stops and grading it shares with evaluate.
+        # Its own module and what it shares with evaluate: prompts, stops, grading, summary.
         code=fingerprint.code_digest(modules=fingerprint.STAGE_MODULES["reference"]),
         checkpoint=lambda wc: (
             "base"

@@ -95,8 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--decode-rows",
         default="8",
-        help="engine slots; a list (8,32) adds 'fixed-r32', run only at batch "
-        "sizes that fill its rows",
+        help="engine slots; a list (8,32) adds 'fixed-r32', run only at batch sizes that fill "
+        "its rows; (8,2) adds 'fixed-r2', run only at batch sizes up to 2 (what a bs-1 user "
+        "could choose: bits equal at bs 1 and 2, not to the 8-slot engine's)",
     )
     parser.add_argument(
         "--segment-steps",
@@ -237,6 +238,12 @@ def time_shard(
     )
 
 
+def fills(bs: int, rows: int, default_rows: int) -> bool:
+    """Whether an extra slot count is worth running at `bs`: more slots only at batch sizes that
+    fill them, fewer only at batch sizes that fit in them."""
+    return bs >= rows if rows > default_rows else bs <= rows
+
+
 def jax_rows(args: argparse.Namespace, prompts, sizes: list[int], rss: PeakRss) -> list[Row]:
     from gsm8k_eval.models import load_model
     from gsm8k_eval.sampler import SamplerConfig, make_sampler
@@ -259,7 +266,7 @@ def jax_rows(args: argparse.Namespace, prompts, sizes: list[int], rss: PeakRss) 
             segment_steps=args.segment_steps,
         )
         for bs in sizes:
-            if label.startswith("fixed-r") and bs < r:
+            if label.startswith("fixed-r") and not fills(bs, r, decode_rows[0]):
                 continue
             if name == "tunix" and stock_logits_gb(bs, prompts, loaded) > args.max_logits_gb:
                 print(
@@ -300,6 +307,20 @@ def stock_logits_gb(bs: int, prompts: list[list[int]], loaded) -> float:
     """Size of stock tunix's float32 prefill logits [bs, bucket, vocab] for these prompts."""
     bucket = 1 << (max(map(len, prompts)) - 1).bit_length()
     return bs * bucket * loaded.model_config.num_embed * 4 / 2**30
+
+
+def versions(args: argparse.Namespace) -> dict[str, dict[str, str]]:
+    """Library versions of this process and of the `--hf-python` interpreter the HF part used."""
+    from gsm8k_eval.fingerprint import package_versions
+
+    here = package_versions(("gsm8k-eval", "jax", "jaxlib", "flax", "google-tunix", "numpy"))
+    code = (
+        "import json; from gsm8k_eval.fingerprint import package_versions; "
+        "print(json.dumps(package_versions(('transformers', 'torch', 'tokenizers'))))"
+    )
+    proc = subprocess.run([args.hf_python, "-c", code], capture_output=True, text=True)
+    hf = json.loads(proc.stdout) if proc.returncode == 0 else {"error": proc.stderr[-200:]}
+    return {"jax": here, "hf": hf}
 
 
 def hf_rows(args: argparse.Namespace, prompts, sizes: list[int]) -> list[Row]:
@@ -401,6 +422,7 @@ def report(rows: list[Row]) -> dict[str, str]:
         "fixed-r32 bs32 / fixed bs32": ratio(rows, ("fixed-r32", 32), ("fixed", 32)),
         "fixed-r32 bs32 / tunix bs8": ratio(rows, ("fixed-r32", 32), ("tunix", 8)),
         "fixed bs1 / tunix bs1": ratio(rows, ("fixed", 1), ("tunix", 1)),
+        "fixed-r2 bs1 / tunix bs1": ratio(rows, ("fixed-r2", 1), ("tunix", 1)),
     }
     for name, value in ratios.items():
         print(f"{name}: {value}")
@@ -428,6 +450,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         data = {
             "args": {k: str(v) for k, v in vars(args).items()},
+            "versions": versions(args),
             "ratios": ratios,
             "rows": [asdict(r) | {"tokens_per_s": r.tokens_per_s} for r in rows],
         }

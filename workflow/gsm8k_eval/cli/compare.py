@@ -1,0 +1,110 @@
+"""Subcommands that compare and report: check-invariance, render-report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from gsm8k_eval.cli.options import subparser
+
+
+def add_check_invariance(sub) -> None:
+    p = subparser(
+        sub,
+        "check-invariance",
+        _run_check_invariance,
+        "Compare one checkpoint's rollouts across batch sizes, example by example.",
+    )
+    p.add_argument("--checkpoint", required=True, help="checkpoint name")
+    p.add_argument("--sampler", default=None, help="sampler name (recorded in the output)")
+    p.add_argument(
+        "--rollouts",
+        nargs="+",
+        required=True,
+        metavar="BS=PATH",
+        help="batch size and rollouts.jsonl, e.g. 1=results/demo/eval/base/fixed/bs1/rollouts.jsonl"
+        " (one checkpoint and sampler)",
+    )
+    p.add_argument("--fail-on-divergence", action="store_true")
+    p.add_argument("--out", type=Path, required=True)
+
+
+def _run_check_invariance(args: argparse.Namespace) -> None:
+    from gsm8k_eval.invariance import check_invariance
+
+    rollouts = dict(_batch_size_path(item) for item in args.rollouts)
+    check_invariance(
+        rollouts,
+        args.out,
+        checkpoint=args.checkpoint,
+        sampler=args.sampler,
+        fail_on_divergence=args.fail_on_divergence,
+    )
+
+
+def _batch_size_path(item: str) -> tuple[int, Path]:
+    size, sep, path = item.partition("=")
+    if not sep or not size.isdigit():
+        raise ValueError(f"--rollouts expects BS=PATH, got {item!r}")
+    return int(size), Path(path)
+
+
+# --- render-report ----------------------------------------------------------------------------
+
+
+def add_render_report(sub) -> None:
+    p = subparser(
+        sub,
+        "render-report",
+        _run_render_report,
+        "Render the Markdown report (and figures) from rollouts and summaries.",
+    )
+    p.add_argument(
+        "--summaries",
+        type=Path,
+        nargs="*",
+        default=None,
+        help="summary.json files (default: everything under --results-dir)",
+    )
+    p.add_argument("--invariance", type=Path, nargs="*", default=[])
+    p.add_argument(
+        "--reference",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="summary.json files of `gsm8k-eval reference` (adds the JAX vs PyTorch section)",
+    )
+    p.add_argument("--checkpoint-manifests", type=Path, nargs="*", default=[])
+    p.add_argument("--dataset-manifest", type=Path, default=None)
+    p.add_argument(
+        "--results-dir",
+        type=Path,
+        default=Path("results"),
+        help="where to discover inputs when --summaries is not given",
+    )
+    p.add_argument("--config", type=Path, default=None, help="the run's config (yaml/json)")
+    p.add_argument("--config-json", default=None, help="the run's resolved config as JSON")
+    p.add_argument("--template-dir", type=Path, default=None)
+    p.add_argument(
+        "--command-line",
+        default="snakemake --cores all",
+        help="the command that reproduces the report",
+    )
+    p.add_argument("--out", type=Path, default=Path("report/gsm8k_eval_report.md"))
+
+
+def _run_render_report(args: argparse.Namespace) -> None:
+    from gsm8k_eval.report import inputs_from_results, load_config, render_report
+
+    config = json.loads(args.config_json) if args.config_json else load_config(args.config)
+    inputs = inputs_from_results(args.results_dir, args.out, config, args.command_line)
+    if args.summaries is not None:
+        inputs.eval_dirs = list(args.summaries)
+        inputs.invariance_paths = list(args.invariance)
+        inputs.checkpoint_manifests = list(args.checkpoint_manifests)
+        inputs.dataset_manifest = args.dataset_manifest
+        inputs.reference_summaries = list(args.reference)
+    if args.template_dir is not None:
+        inputs.template_dir = args.template_dir
+    render_report(inputs)

@@ -1,0 +1,244 @@
+"""Subcommands that generate rollouts: evaluate, gather, reference."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from gsm8k_eval import schema
+from gsm8k_eval.cli.options import (
+    at_least_two,
+    int_list,
+    integer,
+    non_negative_int,
+    part,
+    positive_float,
+    positive_int,
+    schema_option,
+    subparser,
+)
+
+
+def add_evaluate(sub) -> None:
+    p = subparser(
+        sub,
+        "evaluate",
+        _run_evaluate,
+        "Generate and score rollouts for one checkpoint at one batch size.",
+    )
+    p.add_argument("--dataset", type=Path, required=True, help="jsonl with question/answer")
+    p.add_argument("--model-dir", type=Path, required=True, help="folder written by fetch-model")
+    p.add_argument(
+        "--checkpoint",
+        default="base",
+        help="checkpoint directory (from fetch-checkpoint) or 'base'",
+    )
+    p.add_argument("--checkpoint-name", default=None, help="name in outputs (default: derived)")
+    p.add_argument("--batch-size", type=positive_int, required=True)
+    schema_option(p, "--limit", "limit", type=positive_int)
+    schema_option(
+        p,
+        "--max-new-tokens",
+        "sampling.max_generation_steps",
+        "--max-generation-steps",
+        dest="max_generation_steps",
+        type=positive_int,
+    )
+    schema_option(p, "--max-prompt-length", "sampling.max_prompt_length", type=positive_int)
+    schema_option(p, "--eos-tokens", "sampling.eos_tokens", type=int_list)
+    schema_option(p, "--decode-rows", "sampling.decode_rows", type=at_least_two)
+    schema_option(p, "--segment-steps", "sampling.segment_steps", type=positive_int)
+    schema_option(p, "--dtype", "sampling.dtype")
+    schema_option(p, "--sampler", "sampling.sampler")
+    schema_option(p, "--prompt-template", "prompt.template")
+    schema_option(p, "--num-shots", "prompt.num_shots", type=non_negative_int)
+    schema_option(p, "--prompt-seed", "prompt.seed", type=integer)
+    p.add_argument(
+        "--fewshot-data", type=Path, default=None, help="train jsonl (for the fewshot template)"
+    )
+    schema_option(p, "--lora-rank", "lora.rank", type=positive_int)
+    schema_option(p, "--lora-alpha", "lora.alpha", type=positive_float)
+    schema_option(p, "--lora-module-path", "lora.module_path")
+    schema_option(p, "--primary-method", "scoring.primary")
+    schema_option(p, "--shard-size", "evaluation.shard_size", type=positive_int)
+    schema_option(p, "--device", "evaluation.device")
+    p.add_argument("--dataset-manifest", type=Path, default=None)
+    p.add_argument("--model-source", default=None, help="recorded in summary.json")
+    p.add_argument("--config-hash", default=None, help="recorded in summary.json")
+    p.add_argument(
+        "--part",
+        type=part,
+        default=None,
+        help="K/N: generate only the K-th of N contiguous runs of shards (gather them with "
+        "`gsm8k-eval gather`; config: evaluation.parallel_jobs)",
+    )
+    p.add_argument(
+        "--compilation-cache",
+        type=Path,
+        default=None,
+        help=f"{schema.description('evaluation.compilation_cache')} (default: off)",
+    )
+    p.add_argument("--output-dir", "--out", dest="output_dir", type=Path, required=True)
+
+
+def _run_evaluate(args: argparse.Namespace) -> None:
+    _check_evaluate_inputs(args)
+    _select_device(args.device)
+    from gsm8k_eval.evaluate import EvaluateOptions, evaluate
+
+    checkpoint_dir = None if args.checkpoint == "base" else Path(args.checkpoint)
+    name = args.checkpoint_name or (checkpoint_dir.name if checkpoint_dir else "base")
+    options = EvaluateOptions(
+        dataset_path=args.dataset,
+        model_dir=args.model_dir,
+        output_dir=args.output_dir,
+        batch_size=args.batch_size,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_name=name,
+        limit=args.limit,
+        sampler=args.sampler,
+        dtype=args.dtype,
+        max_generation_steps=args.max_generation_steps,
+        max_prompt_length=args.max_prompt_length,
+        eos_tokens=tuple(args.eos_tokens),
+        decode_rows=args.decode_rows,
+        segment_steps=args.segment_steps,
+        prompt_template=args.prompt_template,
+        num_shots=args.num_shots,
+        prompt_seed=args.prompt_seed,
+        fewshot_path=args.fewshot_data,
+        lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+        lora_module_path=args.lora_module_path,
+        primary_method=args.primary_method,
+        shard_size=args.shard_size,
+        dataset_manifest=args.dataset_manifest,
+        config_hash=args.config_hash,
+        model_source=args.model_source,
+        device=args.device,
+        part=args.part,
+        compilation_cache=args.compilation_cache,
+    )
+    evaluate(options)
+
+
+# --- gather -----------------------------------------------------------------------------------
+
+
+def add_gather(sub) -> None:
+    p = subparser(
+        sub,
+        "gather",
+        _run_gather,
+        "Join the parts of one evaluation (evaluate --part K/N) into rollouts.jsonl and "
+        "summary.json, byte-identical rollouts to a single job's.",
+    )
+    p.add_argument(
+        "--parts", type=Path, nargs="+", required=True, help="the parts' output folders, in order"
+    )
+    p.add_argument("--output-dir", "--out", dest="output_dir", type=Path, required=True)
+
+
+def _run_gather(args: argparse.Namespace) -> None:
+    from gsm8k_eval.gather import gather
+
+    gather(args.parts, args.output_dir)
+
+
+def _check_evaluate_inputs(args: argparse.Namespace) -> None:
+    """Fail before any work, with the flag to fix, on inputs that are missing or inconsistent."""
+    parser = args.parser
+    if args.prompt_template == "fewshot" and args.num_shots > 0 and args.fewshot_data is None:
+        parser.error(
+            "--prompt-template fewshot needs --fewshot-data (the GSM8K train jsonl, "
+            "e.g. from `gsm8k-eval download-dataset --split train`), or --num-shots 0"
+        )
+    paths = [("--dataset", args.dataset), ("--model-dir", args.model_dir)]
+    paths += [("--fewshot-data", args.fewshot_data)] if args.fewshot_data else []
+    if args.checkpoint != "base":
+        paths.append(("--checkpoint", Path(args.checkpoint)))
+    for flag, path in paths:
+        if not path.exists():
+            hint = " (write it with `gsm8k-eval fetch-model`)" if flag == "--model-dir" else ""
+            parser.error(f"{flag} {path}: no such file or directory{hint}")
+
+
+def _select_device(device: str) -> None:
+    """Pin JAX's platform and add GPU determinism flags before JAX is imported."""
+    from gsm8k_eval.device import select_device
+
+    select_device(device)
+
+
+def add_reference(sub) -> None:
+    p = subparser(
+        sub,
+        "reference",
+        _run_reference,
+        "PyTorch reference: transformers greedy generation of the base model on the evaluate "
+        "stage's prompt token ids (needs the [reference] extra).",
+    )
+    p.add_argument("--dataset", type=Path, required=True, help="jsonl with question/answer")
+    p.add_argument("--model-dir", type=Path, required=True, help="folder written by fetch-model")
+    p.add_argument(
+        "--checkpoint", default="base", help="'base' (LoRA checkpoints are not supported)"
+    )
+    p.add_argument("--checkpoint-name", default="base", help="name in outputs")
+    schema_option(p, "--batch-size", "reference.batch_size", type=positive_int)
+    schema_option(p, "--dtype", "reference.dtype")
+    schema_option(p, "--device", "reference.device")
+    schema_option(p, "--limit", "limit", type=positive_int)
+    schema_option(
+        p,
+        "--max-new-tokens",
+        "sampling.max_generation_steps",
+        type=positive_int,
+        dest="max_generation_steps",
+    )
+    schema_option(p, "--max-prompt-length", "sampling.max_prompt_length", type=positive_int)
+    schema_option(p, "--eos-tokens", "sampling.eos_tokens", type=int_list)
+    schema_option(p, "--prompt-template", "prompt.template")
+    schema_option(p, "--num-shots", "prompt.num_shots", type=non_negative_int)
+    schema_option(p, "--prompt-seed", "prompt.seed", type=integer)
+    p.add_argument(
+        "--fewshot-data", type=Path, default=None, help="train jsonl (for the fewshot template)"
+    )
+    schema_option(p, "--primary-method", "scoring.primary")
+    p.add_argument("--dataset-manifest", type=Path, default=None)
+    p.add_argument("--model-source", default=None, help="recorded in summary.json")
+    p.add_argument("--config-hash", default=None, help="recorded in summary.json")
+    p.add_argument("--output-dir", "--out", dest="output_dir", type=Path, required=True)
+
+
+def _run_reference(args: argparse.Namespace) -> None:
+    if args.checkpoint != "base":
+        args.parser.error(
+            f"--checkpoint {args.checkpoint}: the PyTorch reference runs the base model only "
+            "(LoRA checkpoints are not supported); use --checkpoint base"
+        )
+    _check_evaluate_inputs(args)
+    from gsm8k_eval.reference import ReferenceOptions, run_reference
+
+    run_reference(
+        ReferenceOptions(
+            dataset_path=args.dataset,
+            model_dir=args.model_dir,
+            output_dir=args.output_dir,
+            checkpoint_name=args.checkpoint_name,
+            limit=args.limit,
+            dtype=args.dtype,
+            batch_size=args.batch_size,
+            device=args.device,
+            max_generation_steps=args.max_generation_steps,
+            max_prompt_length=args.max_prompt_length,
+            eos_tokens=tuple(args.eos_tokens),
+            prompt_template=args.prompt_template,
+            num_shots=args.num_shots,
+            prompt_seed=args.prompt_seed,
+            fewshot_path=args.fewshot_data,
+            primary_method=args.primary_method,
+            dataset_manifest=args.dataset_manifest,
+            model_source=args.model_source,
+            config_hash=args.config_hash,
+        )
+    )

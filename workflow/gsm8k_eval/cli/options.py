@@ -1,0 +1,105 @@
+"""Shared pieces of the subcommands: registration, schema-backed flags, argument types."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from gsm8k_eval import schema
+
+Handler = Callable[[argparse.Namespace], None]
+
+
+def subparser(sub, name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+    """A subcommand reachable as `name` and as its snake_case rule name."""
+    aliases = [alias for alias in [name.replace("-", "_")] if alias != name]
+    parser = sub.add_parser(name, aliases=aliases, help=help_text, description=help_text)
+    parser.set_defaults(handler=handler, command=name, parser=parser)
+    return parser
+
+
+def schema_option(
+    parser: argparse.ArgumentParser, flag: str, key: str, *aliases: str, **kwargs: object
+) -> None:
+    """A flag whose default, help and choices come from the config schema's key."""
+    spec = schema.node(key)
+    if "enum" in spec:
+        kwargs.setdefault("choices", spec["enum"])
+    default = schema.default(key)
+    parser.add_argument(
+        flag,
+        *aliases,
+        default=tuple(default) if isinstance(default, list) else default,
+        help=f"{schema.description(key)} (config: {key}; default: %(default)s)",
+        **kwargs,
+    )
+
+
+# argparse prefixes each message with the flag: "argument --batch-size: expected ...".
+
+
+def integer(text: str, what: str = "an integer") -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    value = integer(text, "a positive integer")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = integer(text, "an integer >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def at_least_two(text: str) -> int:
+    value = integer(text, "an integer >= 2")
+    if value < 2:
+        raise argparse.ArgumentTypeError(
+            f"must be at least 2 (a 1-row matmul takes another kernel), got {text!r}"
+        )
+    return value
+
+
+def part(text: str) -> tuple[int, int]:
+    from gsm8k_eval.parts import parse_part
+
+    try:
+        return parse_part(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def optional_str(text: str) -> str | None:
+    """An empty string (as Snakemake passes an unset param) means None."""
+    return text or None
+
+
+def optional_int(text: str) -> int | None:
+    return integer(text) if text else None
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(item) for item in text.replace(" ", "").split(",") if item)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 1,106, got {text!r}"
+        ) from None
