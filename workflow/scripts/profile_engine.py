@@ -4,6 +4,11 @@ Prefills `decode_rows` two-shot GSM8K prompts into the engine's slots, warms the
 program up, traces `--segments` segments and prints the XLA:CPU ops' time per decode step,
 grouped by kind (dots, copies, fusions, ...), and the number of copies in the compiled HLO.
 
+Also the memory floor of a step: a decode step reads every weight once (the tied embedding as
+the output head), so it cannot take less than `weight_bytes / bandwidth`. The bandwidth is
+measured here with two jitted reads of the head's table: a row sum (a plain streaming read)
+and the float32 head dot alone (`[R, D] x [V, D]^T`, the engine's kernel).
+
     .venv/bin/python workflow/scripts/profile_engine.py --model-dir results/model \\
         --tokens 256 [--dtype float32] [--out profile.json]
 """
@@ -75,6 +80,35 @@ def op_times(trace_dir: str) -> dict[str, float]:
     return dict(totals)
 
 
+def memory_floor(state, head_table, rows: int, reps: int = 5) -> dict[str, float]:
+    """Weight bytes a step reads, read bandwidths measured on the head's table, the floor."""
+    import time
+
+    import jax
+    import jax.numpy as jnp
+
+    weight_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(state) if hasattr(x, "nbytes"))
+    hidden = jnp.ones((rows, head_table.shape[1]), head_table.dtype)
+    probes = {
+        "row_sum": (jax.jit(lambda w: jnp.sum(w, axis=1)), (head_table,)),
+        "head_dot": (jax.jit(lambda h, w: jnp.dot(h, w.T)), (hidden, head_table)),
+    }
+    out: dict[str, float] = {"weight_bytes_per_step": float(weight_bytes)}
+    for name, (fn, args) in probes.items():
+        jax.block_until_ready(fn(*args))
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            times.append(time.perf_counter() - t0)
+        best = min(times)
+        out[f"{name}_ms"] = 1e3 * best
+        out[f"{name}_gb_per_s"] = head_table.nbytes / best / 1e9
+    bandwidth = max(out["row_sum_gb_per_s"], out["head_dot_gb_per_s"])
+    out["floor_ms_per_step"] = 1e3 * weight_bytes / (bandwidth * 1e9)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -129,6 +163,9 @@ def main(argv: list[str] | None = None) -> None:
         "hlo_copy_shapes": dict(copies.most_common(10)),
         "by_kind_ms": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])),
         "top_ops_ms": dict(sorted(per_step.items(), key=lambda kv: -kv[1])[: args.top]),
+        "memory_floor": memory_floor(
+            engine._state, loaded.model.embedder.input_embedding.value, args.decode_rows
+        ),
         "load_average": os.getloadavg(),
     }
     print(json.dumps(result, indent=1))
