@@ -35,6 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--segment-steps", type=int, default=16)
     parser.add_argument("--segments", type=int, default=2, help="segments traced")
     parser.add_argument("--max-prompt-length", type=int, default=512)
+    parser.add_argument("--shots", type=int, default=2, help="few-shot examples per prompt")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", type=Path)
     return parser.parse_args(argv)
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     engine.last_timing = dict.fromkeys(
         ("prefill_seconds", "decode_seconds", "compile_seconds"), 0.0
     )
-    prompts = build_prompts(args.model_dir, args.decode_rows, 2)
+    prompts = build_prompts(args.model_dir, args.decode_rows, args.shots)
     slots = Slots.empty(args.decode_rows)
     for slot, prompt in enumerate(prompts):
         first, _ = engine._prefill(prompt, slot)

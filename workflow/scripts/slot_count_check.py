@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import time
+from itertools import pairwise
 from pathlib import Path
 
 from bench_sampler import build_prompts
@@ -32,6 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rows", default="2,3", help="slot counts compared with 8")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--max-prompt-length", type=int, default=512)
+    parser.add_argument("--shots", type=int, default=2, help="few-shot examples per prompt")
     parser.add_argument("--out", type=Path)
     return parser.parse_args(argv)
 
@@ -56,7 +58,7 @@ def engine_rows(args: argparse.Namespace, dtype: str) -> list[dict]:
 
     loaded = load_model(args.model_dir, dtype)
     config = SamplerConfig(args.max_prompt_length, args.tokens, pad_id=int(loaded.tokenizer.pad_id))
-    prompts = build_prompts(args.model_dir, args.prompts, 2)
+    prompts = build_prompts(args.model_dir, args.prompts, args.shots)
     out = {}
     for rows in (8, *(int(r) for r in args.rows.split(","))):
         sampler = make_sampler("fixed", loaded.model, loaded.tokenizer, config, decode_rows=rows)
@@ -114,11 +116,9 @@ def head_variants(args: argparse.Namespace) -> dict:
             "row0_bits_equal_to_8_rows": row0.tobytes() == reference[0].tobytes(),
         }
     transposed = jnp.asarray(np.ascontiguousarray(np.asarray(table).T))
-    quarter = table.shape[0] // 4
+    bounds = [i * table.shape[0] // 4 for i in range(5)]  # 4 parts covering the vocabulary
     split = jax.jit(
-        lambda h, w: jnp.concatenate(
-            [jnp.dot(h, w[i * quarter : (i + 1) * quarter].T) for i in range(4)], axis=1
-        )
+        lambda h, w: jnp.concatenate([jnp.dot(h, w[a:b].T) for a, b in pairwise(bounds)], axis=1)
     )
     variants = {
         "dv_layout": (jax.jit(lambda h, w: jnp.dot(h, w)), transposed),
