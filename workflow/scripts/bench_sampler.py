@@ -146,6 +146,19 @@ def build_prompts(
     return [tokenizer.encode(builder.render(json.loads(line)["question"])) for line in lines]
 
 
+def best_ms(fn, *args, repeats: int = 7) -> float:
+    """Fastest of `repeats` warm calls of a jitted `fn`, in milliseconds."""
+    import jax
+
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return 1e3 * min(times)
+
+
 def time_batches(
     generate,
     prompts: list[list[int]],

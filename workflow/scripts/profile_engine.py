@@ -23,7 +23,7 @@ import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from bench_sampler import build_prompts
+from bench_sampler import best_ms, build_prompts
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -83,8 +83,6 @@ def op_times(trace_dir: str) -> dict[str, float]:
 
 def memory_floor(state, head_table, rows: int, reps: int = 5) -> dict[str, float]:
     """Weight bytes a step reads, read bandwidths measured on the head's table, the floor."""
-    import time
-
     import jax
     import jax.numpy as jnp
 
@@ -96,15 +94,9 @@ def memory_floor(state, head_table, rows: int, reps: int = 5) -> dict[str, float
     }
     out: dict[str, float] = {"weight_bytes_per_step": float(weight_bytes)}
     for name, (fn, args) in probes.items():
-        jax.block_until_ready(fn(*args))
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            times.append(time.perf_counter() - t0)
-        best = min(times)
-        out[f"{name}_ms"] = 1e3 * best
-        out[f"{name}_gb_per_s"] = head_table.nbytes / best / 1e9
+        ms = best_ms(fn, *args, repeats=reps)
+        out[f"{name}_ms"] = ms
+        out[f"{name}_gb_per_s"] = head_table.nbytes / ms / 1e6
     bandwidth = max(out["row_sum_gb_per_s"], out["head_dot_gb_per_s"])
     out["floor_ms_per_step"] = 1e3 * weight_bytes / (bandwidth * 1e9)
     return out

@@ -18,11 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from itertools import pairwise
 from pathlib import Path
 
-from bench_sampler import build_prompts
+from bench_sampler import best_ms, build_prompts
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -82,18 +81,6 @@ def engine_rows(args: argparse.Namespace, dtype: str) -> list[dict]:
             }
         )
     return results
-
-
-def best_ms(fn, *args, repeats: int = 7) -> float:
-    import jax
-
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return 1e3 * min(times)
 
 
 def head_variants(args: argparse.Namespace) -> dict:
