@@ -60,6 +60,21 @@ def test_deprecated_sampler_disagreeing_with_samplers_is_an_error():
         load_config({"samplers": ["fixed"], "sampling": {"sampler": "tunix"}})
 
 
+def test_the_reports_config_listing_leaves_out_deprecated_keys():
+    """Validation fills in `sampling.sampler: fixed` whatever `samplers` says; the report's
+    listing of the resolved config shows `samplers` only (it carries the value)."""
+    from gsm8k_eval.report.render import config_yaml
+
+    assert schema.deprecated_keys() == ["sampling.sampler"]
+    config = {"samplers": ["fixed", "tunix"]}
+    load_config(config)  # fills in defaults, in place, as the Snakefile's validate() does
+    assert config["sampling"]["sampler"] == "fixed"
+    listed = yaml.safe_load(config_yaml(config))
+    assert listed["samplers"] == ["fixed", "tunix"]
+    assert "sampler" not in listed["sampling"] and "decode_rows" in listed["sampling"]
+    assert config["sampling"]["sampler"] == "fixed"  # the caller's config is left as it was
+
+
 def test_sampler_is_not_part_of_the_evaluation_hash():
     """The sampler is a wildcard (a path component), like the batch size."""
     one = load_config({"samplers": ["fixed"]}).evaluation_hash()

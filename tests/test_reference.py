@@ -289,3 +289,6 @@ def test_editing_the_reference_module_reruns_only_the_reference(tmp_path):
     assert fingerprint.code_digest(tmp_path, modules) != reference
     (tmp_path / "scoring.py").write_text("x = 2\n")  # shared grading: both rerun
     assert fingerprint.code_digest(tmp_path) != evaluate
+    before = fingerprint.code_digest(tmp_path, modules)
+    (tmp_path / "sampler.py").write_text("x = 2\n")  # its prompt-length check: both rerun
+    assert fingerprint.code_digest(tmp_path, modules) != before

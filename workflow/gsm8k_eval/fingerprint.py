@@ -38,6 +38,7 @@ STAGE_MODULES = {
         "evaluate",
         "summary",
         "fingerprint",
+        "sampler",  # the prompt-length check
         "prompts",
         "data",
         "tokenizer",

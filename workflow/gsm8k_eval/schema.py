@@ -59,6 +59,30 @@ def default(key: str) -> Any:
     return value
 
 
+def deprecated_keys(spec: dict[str, Any] | None = None, prefix: str = "") -> list[str]:
+    """Dotted keys the schema marks `deprecated: true` (object properties, nested too)."""
+    spec = load_schema() if spec is None else spec
+    keys = []
+    for name, child in spec.get("properties", {}).items():
+        key = f"{prefix}{name}"
+        keys += [key] if child.get("deprecated") else deprecated_keys(child, f"{key}.")
+    return keys
+
+
+def without_deprecated(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a resolved config without its deprecated keys (their replacements hold the
+    values: `apply_deprecations` mapped them before validation filled in defaults)."""
+    config = copy.deepcopy(config)
+    for key in deprecated_keys():
+        *parents, name = key.split(".")
+        section = config
+        for part in parents:
+            section = section.get(part) if isinstance(section, dict) else None
+        if isinstance(section, dict):
+            section.pop(name, None)
+    return config
+
+
 def default_field(key: str, convert: Any = None) -> Any:
     """A dataclass field whose default is the schema's (`convert` applied, e.g. `tuple`)."""
     value = default(key)

@@ -16,7 +16,8 @@ rule reference:
         gpu=targets.reference_gpu_request(PIPELINE),
     params:
         options=PATHS.reference_arguments(PIPELINE),
-        # Its own module and what it shares with evaluate: prompts, stops, grading, summary.
+        # Its own module and what it shares with evaluate (prompts, stops, grading, summary,
+        # the prompt-length check).
         code=fingerprint.code_digest(modules=fingerprint.STAGE_MODULES["reference"]),
         checkpoint=lambda wc: (
             "base"

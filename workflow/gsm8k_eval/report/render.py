@@ -10,6 +10,7 @@ from typing import Any
 import jinja2
 import yaml
 
+from gsm8k_eval import schema
 from gsm8k_eval.io import atomic_write_text, read_json
 from gsm8k_eval.report import findings as fnd
 from gsm8k_eval.report import settings, sweeps, tables
@@ -198,7 +199,9 @@ def output_files(
 
 
 def config_yaml(config: dict[str, Any]) -> str:
-    """The configuration as YAML ('' when empty)."""
+    """The configuration as YAML ('' when empty), without deprecated keys (whose values their
+    replacements carry, e.g. `sampling.sampler` in `samplers`)."""
+    config = schema.without_deprecated(config) if config else config
     return yaml.safe_dump(config, sort_keys=False).rstrip() if config else ""
 
 
