@@ -211,3 +211,29 @@ def test_every_model_source_kind_is_documented_in_the_schema():
     for kind in sources.FETCHERS:
         spelled = "model.gguf" if kind == "gguf" else f"{kind}:"
         assert spelled in documented, kind
+
+
+@pytest.mark.parametrize(
+    ("stage", "options", "given"),
+    [
+        ("evaluate", "gsm8k_eval.evaluate:EvaluateOptions", {"checkpoint_dir", "checkpoint_name"}),
+        ("reference", "gsm8k_eval.reference:ReferenceOptions", set()),
+    ],
+)
+def test_every_option_field_has_a_flag(stage, options, given):
+    """`options_from` fills each field from its flag: none may silently keep its default."""
+    import dataclasses
+    import importlib
+
+    from gsm8k_eval.cli.options import FLAG_FOR_FIELD
+
+    module, name = options.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    sub = cli.build_parser()._subparsers._group_actions[0].choices[stage]
+    dests = {action.dest for action in sub._actions}
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.name not in given and FLAG_FOR_FIELD.get(f.name, f.name) not in dests
+    ]
+    assert not missing, missing

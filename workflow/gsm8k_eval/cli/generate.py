@@ -11,6 +11,7 @@ from gsm8k_eval.cli.options import (
     int_list,
     integer,
     non_negative_int,
+    options_from,
     part,
     positive_float,
     positive_int,
@@ -88,36 +89,8 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 
     checkpoint_dir = None if args.checkpoint == "base" else Path(args.checkpoint)
     name = args.checkpoint_name or (checkpoint_dir.name if checkpoint_dir else "base")
-    options = EvaluateOptions(
-        dataset_path=args.dataset,
-        model_dir=args.model_dir,
-        output_dir=args.output_dir,
-        batch_size=args.batch_size,
-        checkpoint_dir=checkpoint_dir,
-        checkpoint_name=name,
-        limit=args.limit,
-        sampler=args.sampler,
-        dtype=args.dtype,
-        max_generation_steps=args.max_generation_steps,
-        max_prompt_length=args.max_prompt_length,
-        eos_tokens=tuple(args.eos_tokens),
-        decode_rows=args.decode_rows,
-        segment_steps=args.segment_steps,
-        prompt_template=args.prompt_template,
-        num_shots=args.num_shots,
-        prompt_seed=args.prompt_seed,
-        fewshot_path=args.fewshot_data,
-        lora_rank=args.lora_rank,
-        lora_alpha=args.lora_alpha,
-        lora_module_path=args.lora_module_path,
-        primary_method=args.primary_method,
-        shard_size=args.shard_size,
-        dataset_manifest=args.dataset_manifest,
-        config_hash=args.config_hash,
-        model_source=args.model_source,
-        device=args.device,
-        part=args.part,
-        compilation_cache=args.compilation_cache,
+    options = options_from(
+        EvaluateOptions, args, checkpoint_dir=checkpoint_dir, checkpoint_name=name
     )
     evaluate(options)
 
@@ -219,26 +192,4 @@ def _run_reference(args: argparse.Namespace) -> None:
     _check_evaluate_inputs(args)
     from gsm8k_eval.reference import ReferenceOptions, run_reference
 
-    run_reference(
-        ReferenceOptions(
-            dataset_path=args.dataset,
-            model_dir=args.model_dir,
-            output_dir=args.output_dir,
-            checkpoint_name=args.checkpoint_name,
-            limit=args.limit,
-            dtype=args.dtype,
-            batch_size=args.batch_size,
-            device=args.device,
-            max_generation_steps=args.max_generation_steps,
-            max_prompt_length=args.max_prompt_length,
-            eos_tokens=tuple(args.eos_tokens),
-            prompt_template=args.prompt_template,
-            num_shots=args.num_shots,
-            prompt_seed=args.prompt_seed,
-            fewshot_path=args.fewshot_data,
-            primary_method=args.primary_method,
-            dataset_manifest=args.dataset_manifest,
-            model_source=args.model_source,
-            config_hash=args.config_hash,
-        )
-    )
+    run_reference(options_from(ReferenceOptions, args))

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 from gsm8k_eval import schema
 
 Handler = Callable[[argparse.Namespace], None]
+# Option fields whose flag is spelled otherwise (field name -> argparse dest).
+FLAG_FOR_FIELD = {"dataset_path": "dataset", "fewshot_path": "fewshot_data"}
 
 
 def subparser(sub, name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
@@ -33,6 +37,17 @@ def schema_option(
         help=f"{schema.description(key)} (config: {key}; default: %(default)s)",
         **kwargs,
     )
+
+
+def options_from(cls: type, args: argparse.Namespace, **given: Any) -> Any:
+    """An options dataclass from the parsed flags: each field takes the flag of its name (see
+    `FLAG_FOR_FIELD`) unless `given`; fields without a flag keep their defaults."""
+    values = dict(given)
+    for spec in dataclasses.fields(cls):
+        flag = FLAG_FOR_FIELD.get(spec.name, spec.name)
+        if spec.name not in values and hasattr(args, flag):
+            values[spec.name] = getattr(args, flag)
+    return cls(**values)
 
 
 # argparse prefixes each message with the flag: "argument --batch-size: expected ...".
