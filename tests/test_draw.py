@@ -82,6 +82,10 @@ def test_seed_key_matches_jax_below_2_32_and_takes_64_bits() -> None:
 def test_request_keys_and_raw_keys_match_typed() -> None:
     keys = request_keys(3, [("a", 0), ("b", 1)])
     assert _data(keys[1]) == _data(request_key(3, "b", 1))
+    chain = seed_key(3)  # the documented derivation, one fold_in at a time
+    for word in (*question_words("b"), 1):
+        chain = jax.random.fold_in(chain, word)
+    assert _data(chain) == _data(keys[1])
     raw = jax.random.key_data(keys)
     assert np.array_equal(
         jax.random.key_data(step_keys(raw, 5)), jax.random.key_data(step_keys(keys, 5))

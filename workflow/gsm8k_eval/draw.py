@@ -53,21 +53,31 @@ def seed_key(seed: int) -> jax.Array:
     return jax.random.wrap_key_data(data, impl=KEY_IMPL)
 
 
-def request_key(seed: int, question_id: str, sample_index: int) -> jax.Array:
-    """The typed PRNG key of sample `sample_index` of question `question_id` under `seed`."""
-    _check_u32("sample_index", sample_index)
-    high, low = question_words(question_id)
-    key = seed_key(seed)
-    for word in (high, low, sample_index):
-        key = jax.random.fold_in(key, np.uint32(word))
-    return key
-
-
 def request_keys(seed: int, requests: Sequence[tuple[str, int]]) -> jax.Array:
-    """Stacked keys [R] of (question id, sample index) pairs, each as `request_key`."""
+    """Typed PRNG keys [R] of (question id, sample index) pairs under `seed`.
+
+    Each is seed_key(seed) with the question's two hash words and then the sample index folded
+    in (`jax.random.fold_in`, in that order).
+    """
     if not requests:
         raise ValueError("request_keys needs at least one request")
-    return jnp.stack([request_key(seed, qid, index) for qid, index in requests])
+    for _, index in requests:
+        _check_u32("sample_index", index)
+    words = np.array([(*question_words(qid), index) for qid, index in requests], np.uint32)
+    base = seed_key(seed)
+
+    def one(row: jax.Array) -> jax.Array:
+        key = base
+        for j in range(words.shape[1]):
+            key = jax.random.fold_in(key, row[j])
+        return key
+
+    return jax.vmap(one)(jnp.asarray(words))
+
+
+def request_key(seed: int, question_id: str, sample_index: int) -> jax.Array:
+    """The typed PRNG key of sample `sample_index` of question `question_id` under `seed`."""
+    return request_keys(seed, [(question_id, sample_index)])[0]
 
 
 def step_key(key: jax.Array, step: int | jax.Array) -> jax.Array:
