@@ -160,7 +160,13 @@ def test_make_sampler_names():
 
     engine = make_sampler("fixed", model, tok, TINY, decode_rows=4, segment_steps=3)
     assert isinstance(engine, Engine)
-    assert (engine.layout.decode_rows, engine.segment_steps) == (4, 3)
+    layout = engine.layout
+    assert (layout.decode_rows, engine.segment_steps, layout.prefill_rows) == (4, 3, 1)
+    engine = make_sampler("fixed", model, tok, TINY, prefill_rows=8)
+    assert engine.layout.prefill_rows == 8
+    static = make_sampler("static", model, tok, TINY, decode_rows=4, prefill_rows=2)
+    assert isinstance(static, FixedSampler)
+    assert static.layout == Layout(decode_rows=4, prefill_rows=2)
     assert isinstance(make_sampler("static", model, tok, TINY), FixedSampler)
     assert isinstance(make_sampler("tunix", model, tok, TINY), TunixSampler)
     with pytest.raises(ValueError, match="unknown sampler"):
@@ -199,6 +205,8 @@ def test_batch_invariance_at_other_decode_rows(tiny_setup, rows):
 def test_one_decode_row_is_refused():
     with pytest.raises(ValueError, match="decode_rows must be at least 2"):
         Layout(decode_rows=1)
+    with pytest.raises(ValueError, match="prefill_rows must be at least 1"):
+        Layout(prefill_rows=0)
 
 
 def test_no_recompilation_across_batch_sizes(tiny_setup):

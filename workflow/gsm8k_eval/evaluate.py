@@ -45,6 +45,7 @@ class EvaluateOptions:
     eos_tokens: tuple[int, ...] = schema.default_field("sampling.eos_tokens", tuple)
     decode_rows: int = schema.default_field("sampling.decode_rows")
     segment_steps: int = schema.default_field("sampling.segment_steps")
+    prefill_rows: int = schema.default_field("sampling.prefill_rows")
     prompt_template: str = schema.default_field("prompt.template")
     num_shots: int = schema.default_field("prompt.num_shots")
     prompt_seed: int = schema.default_field("prompt.seed")
@@ -203,6 +204,7 @@ def _prepare(options: EvaluateOptions) -> Workload:
         sampler_config,
         options.decode_rows,
         options.segment_steps,
+        prefill_rows=options.prefill_rows,
     )
     prompt_ids = [loaded.tokenizer.encode(prompt) for prompt in prompts]
     return Workload(

@@ -2,8 +2,11 @@
 
 `FixedSampler` gives every prompt the same computation whatever else shares its batch:
 
-* each prompt is prefilled alone (one row per prefill call), left-padded to a bucket that depends
-  only on its own length (the next multiple of `Layout.bucket_step`, at most `max_prompt_length`);
+* prompts of one length bucket are prefilled together in calls of exactly `Layout.prefill_rows`
+  rows (dummy rows fill the rest), each row on its own (its own mask), left-padded to a bucket
+  that depends only on its own length (the next multiple of `Layout.bucket_step`, at most
+  `max_prompt_length`); each row's K/V are scattered into its own slot (the rest of the slot
+  zeroed), so a prompt's bits do not depend on its row in the call or on its call-mates;
 * the decode KV cache has a fixed size, `max_prompt_length + max_generation_steps`, and every
   prompt ends at cache index `max_prompt_length`, so a row's cache layout is set by configuration;
 * every decode runs on exactly `Layout.decode_rows` rows (>= 2): a batch is cut into chunks of
@@ -105,6 +108,8 @@ class Layout:
 
     `decode_rows`: every decode runs on exactly this many rows; a batch is cut into chunks of
     that size and short chunks are padded with dummy rows, so no shape ever depends on the batch.
+    `prefill_rows`: every prefill call has exactly this many rows (prompts of one bucket, dummy
+    rows fill the rest); 1 is the one-prompt-per-call prefill of earlier versions (same bits).
     `batch_invariant=False` switches to a batch-dependent layout like stock tunix (one bucket =
     next power of two of the batch's longest prompt, all rows prefilled together, rows = batch
     size); it exists as a negative control for tests and benchmarks.
@@ -113,6 +118,7 @@ class Layout:
     batch_invariant: bool = True
     bucket_step: int = 64
     decode_rows: int = schema.default_field("sampling.decode_rows")
+    prefill_rows: int = schema.default_field("sampling.prefill_rows")
     # A [D, V] copy of the tied embedding for the output head; None: only for bfloat16, where
     # XLA:CPU's [R, D] x [V, D]^T dot is ~4x slower than [R, D] x [D, V] at R = 8 (measured).
     transposed_head: bool | None = None
@@ -123,6 +129,8 @@ class Layout:
                 f"decode_rows must be at least 2 (XLA computes a 1-row matmul with another "
                 f"kernel), got {self.decode_rows}"
             )
+        if self.prefill_rows < 1:
+            raise ValueError(f"prefill_rows must be at least 1, got {self.prefill_rows}")
 
 
 @dataclass(frozen=True)
@@ -132,7 +140,8 @@ class _Plan:
     rows: int  # decode rows (chunk padded with dummy rows)
     prompt_region: int  # cache index where every prompt ends
     buckets: tuple[int, ...]  # prefill length of each real row
-    groups: tuple[tuple[int, ...], ...]  # real-row indices prefilled together (contiguous)
+    groups: tuple[tuple[int, ...], ...]  # real-row indices prefilled together (one bucket)
+    prefill_rows: int  # rows of every prefill call (a group padded with dummy rows)
 
 
 def _next_power_of_two(n: int) -> int:
@@ -162,10 +171,35 @@ def _plan(lengths: Sequence[int], config: SamplerConfig, layout: Layout) -> _Pla
     n = len(lengths)
     if not layout.batch_invariant:
         bucket = _next_power_of_two(max(lengths))
-        return _Plan(n, bucket, (bucket,) * n, (tuple(range(n)),))
+        return _Plan(n, bucket, (bucket,) * n, (tuple(range(n)),), n)
     buckets = tuple(bucket_for(k, layout.bucket_step, config.max_prompt_length) for k in lengths)
-    groups = tuple((i,) for i in range(n))
-    return _Plan(layout.decode_rows, config.max_prompt_length, buckets, groups)
+    groups = prefill_groups(buckets, layout.prefill_rows)
+    return _Plan(layout.decode_rows, config.max_prompt_length, buckets, groups, layout.prefill_rows)
+
+
+def prefill_groups(buckets: Sequence[int], rows: int) -> tuple[tuple[int, ...], ...]:
+    """Indices of `buckets` prefilled together: same bucket, at most `rows` per call, in order."""
+    by_bucket: dict[int, list[int]] = {}
+    for i, bucket in enumerate(buckets):
+        by_bucket.setdefault(bucket, []).append(i)
+    return tuple(
+        tuple(members[k : k + rows])
+        for members in by_bucket.values()
+        for k in range(0, len(members), rows)
+    )
+
+
+def prefill_inputs(
+    prompts: Sequence[Sequence[int]], slots: Sequence[int], rows: int, bucket: int, config, dummy
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens [rows, bucket] and slot indices [rows] of one prefill call; dummy rows (all pad)
+    get slot index `dummy`, out of the cache's range, so their K/V are dropped."""
+    if not 0 < len(prompts) <= rows or len(slots) != len(prompts):
+        raise ValueError(f"a prefill call takes 1..{rows} prompts, got {len(prompts)}")
+    tokens = _left_pad([*prompts, *[[]] * (rows - len(prompts))], bucket, config.pad_id)
+    index = np.full(rows, dummy, np.int32)
+    index[: len(slots)] = slots
+    return tokens, index
 
 
 def _left_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int) -> np.ndarray:
@@ -242,10 +276,12 @@ def _greedy(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def _prefill(
-    graphdef, state, head, cache: Cache, tokens, row0, region: int, pad_id: int, hidden: bool
+    graphdef, state, head, cache: Cache, tokens, slots, region: int, pad_id: int, hidden: bool
 ):
-    """Prefill `tokens` [P, b] on their own and write their K/V into decode-cache rows
-    `row0 .. row0 + P - 1`, ending at cache index `region`."""
+    """Prefill `tokens` [P, b], each row on its own, and scatter row i's K/V into decode-cache
+    slot `slots[i]`, ending at cache index `region`; the rest of that slot is zeroed, so nothing
+    of a previous occupant survives. Rows whose slot index is out of range are dropped (dummy
+    rows). Returns the cache and each row's first token and float32 logit ([P])."""
     model = nnx.merge(graphdef, state)
     rows, length = tokens.shape
     valid = tokens != pad_id
@@ -262,11 +298,16 @@ def _prefill(
     }
     logits, small = _last_logits(model, tokens, positions, small, mask, hidden, head)
     token, logit = _greedy(logits)
-    at = (row0, region - length, 0, 0)
+    size = next(iter(cache.values()))["k"].shape[1]
+    pad = ((0, 0), (region - length, size - region), (0, 0), (0, 0))
+
+    def scatter(buffer: jax.Array, new: jax.Array) -> jax.Array:
+        return buffer.at[slots].set(jnp.pad(new, pad), mode="drop")
+
     cache = {
         name: {
-            "k": jax.lax.dynamic_update_slice(layer["k"], small[name]["k"], at),
-            "v": jax.lax.dynamic_update_slice(layer["v"], small[name]["v"], at),
+            "k": scatter(layer["k"], small[name]["k"]),
+            "v": scatter(layer["v"], small[name]["v"]),
             "end_index": layer["end_index"],
         }
         for name, layer in cache.items()
@@ -395,13 +436,13 @@ class FixedSampler:
         cfg = self.config
         plan = _plan([len(prompt)], cfg, self.layout)
         cache = _empty_cache(self.model, plan.rows, plan.prompt_region + cfg.max_generation_steps)
-        tokens = jnp.asarray(_left_pad([prompt], plan.buckets[0], cfg.pad_id))
+        tokens, slots = prefill_inputs([prompt], [0], plan.prefill_rows, plan.buckets[0], cfg, 0)
         lowered = self._prefill.lower(
             self._state,
             self._head,
             cache,
-            tokens,
-            0,
+            jnp.asarray(tokens),
+            jnp.asarray(slots),
             region=plan.prompt_region,
             pad_id=cfg.pad_id,
             hidden=self._hidden,
@@ -409,25 +450,36 @@ class FixedSampler:
         return lowered.compile().as_text()
 
     def _prefill_chunk(self, prompts: list[list[int]], plan: _Plan) -> tuple[Cache, Any, Any]:
-        """Prefill every group of a chunk into a fresh decode cache; first tokens and logits."""
+        """Prefill every group of a chunk into a fresh decode cache (calls of `plan.prefill_rows`
+        rows, real row i into cache row i); first tokens and logits in one transfer."""
         cfg = self.config
         cache = _empty_cache(self.model, plan.rows, plan.prompt_region + cfg.max_generation_steps)
-        first = np.zeros(plan.rows, np.int32)
-        first_logit = np.zeros(plan.rows, np.float32)
+        outputs = []
         for group in plan.groups:
-            tokens = _left_pad([prompts[i] for i in group], plan.buckets[group[0]], cfg.pad_id)
+            tokens, slots = prefill_inputs(
+                [prompts[i] for i in group],
+                group,
+                plan.prefill_rows,
+                plan.buckets[group[0]],
+                cfg,
+                plan.rows,
+            )
             cache, token, logit = self._prefill(
                 self._state,
                 self._head,
                 cache,
                 jnp.asarray(tokens),
-                group[0],
+                jnp.asarray(slots),
                 region=plan.prompt_region,
                 pad_id=cfg.pad_id,
                 hidden=self._hidden,
             )
-            first[list(group)] = np.asarray(token)
-            first_logit[list(group)] = np.asarray(logit)
+            outputs.append((token, logit))
+        first = np.zeros(plan.rows, np.int32)
+        first_logit = np.zeros(plan.rows, np.float32)
+        for group, (token, logit) in zip(plan.groups, jax.device_get(outputs), strict=True):
+            first[list(group)] = token[: len(group)]
+            first_logit[list(group)] = logit[: len(group)]
         return cache, first, first_logit
 
     def _generate_chunk(self, prompts: list[list[int]]) -> list[Generation]:
@@ -466,19 +518,25 @@ def make_sampler(
     config: SamplerConfig,
     decode_rows: int | None = None,
     segment_steps: int | None = None,
+    prefill_rows: int | None = None,
 ) -> Sampler:
-    """`"fixed"`: the batch-invariant continuous-batching `Engine` (`decode_rows` slots, decode
-    segments of `segment_steps` steps); `"static"`: the static `FixedSampler` (the engine's test
-    oracle); `"tunix"`: stock tunix (negative control). Unset options take the schema's defaults."""
+    """`"fixed"`: the batch-invariant continuous-batching `Engine` (`decode_rows` slots, prefill
+    calls of `prefill_rows` rows, decode segments of `segment_steps` steps); `"static"`: the
+    static `FixedSampler` (the engine's test oracle, same prefill); `"tunix"`: stock tunix
+    (negative control). Unset options take the schema's defaults (numbers, not `auto`: resolve
+    `auto` first with `shapes.resolve_shapes`)."""
     if decode_rows is None:
         decode_rows = schema.default("sampling.decode_rows")
+    if prefill_rows is None:
+        prefill_rows = schema.default("sampling.prefill_rows")
+    layout = Layout(decode_rows=decode_rows, prefill_rows=prefill_rows)
     if name == "fixed":
         from gsm8k_eval.engine import DEFAULT_SEGMENT_STEPS, Engine
 
         steps = DEFAULT_SEGMENT_STEPS if segment_steps is None else segment_steps
-        return Engine(model, tokenizer, config, Layout(decode_rows=decode_rows), steps)
+        return Engine(model, tokenizer, config, layout, steps)
     if name == "static":
-        return FixedSampler(model, tokenizer, config, Layout(decode_rows=decode_rows))
+        return FixedSampler(model, tokenizer, config, layout)
     if name == "tunix":
         from gsm8k_eval.stock_sampler import TunixSampler
 

@@ -49,6 +49,7 @@ def add_evaluate(sub) -> None:
     schema_option(p, "--eos-tokens", "sampling.eos_tokens", type=int_list)
     schema_option(p, "--decode-rows", "sampling.decode_rows", type=at_least_two)
     schema_option(p, "--segment-steps", "sampling.segment_steps", type=positive_int)
+    schema_option(p, "--prefill-rows", "sampling.prefill_rows", type=positive_int)
     schema_option(p, "--dtype", "sampling.dtype")
     schema_option(p, "--sampler", "sampling.sampler")
     schema_option(p, "--prompt-template", "prompt.template")
