@@ -41,19 +41,15 @@ from flax import nnx
 
 from gsm8k_eval import schema
 from gsm8k_eval.attention import check_tunix_attention, per_row_attention
-from gsm8k_eval.sampler import (
+from gsm8k_eval.sampler import Generation, Layout, SamplerConfig, _check_lengths, bucket_for
+from gsm8k_eval.step import (
     Cache,
-    Generation,
-    Layout,
-    SamplerConfig,
-    _check_lengths,
     _empty_cache,
     _greedy,
     _last_logits,
     _prefill,
     _supports_hidden_states,
     _transposed_head,
-    bucket_for,
     prefill_groups,
     prefill_inputs,
 )

@@ -55,14 +55,13 @@ def main(argv: list[str] | None = None) -> None:
     from flax import nnx
 
     from gsm8k_eval.models import load_model
-    from gsm8k_eval.sampler import (
-        Layout,
+    from gsm8k_eval.sampler import Layout, bucket_for
+    from gsm8k_eval.step import (
         _empty_cache,
         _left_pad,
         _prefill,
         _supports_hidden_states,
         _transposed_head,
-        bucket_for,
     )
 
     loaded = load_model(args.model_dir, args.dtype)
