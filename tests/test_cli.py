@@ -159,6 +159,7 @@ def _evaluate_parser():
         ("eos_tokens", "sampling.eos_tokens"),
         ("decode_rows", "sampling.decode_rows"),
         ("segment_steps", "sampling.segment_steps"),
+        ("prefill_rows", "sampling.prefill_rows"),
         ("dtype", "sampling.dtype"),
         ("sampler", "sampling.sampler"),
         ("prompt_template", "prompt.template"),

@@ -4,10 +4,14 @@ Tiny random Gemma 3 (float32 and bfloat16); the real 270M test is marked slow.""
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from test_sampler import (
     LENGTHS,
     TINY,
@@ -18,10 +22,23 @@ from test_sampler import (
     tiny_lora_model,
     tiny_model,
 )
+from tunix.models.gemma3 import model as gemma3
 
-from gsm8k_eval.attention import write_rows
-from gsm8k_eval.engine import Engine
-from gsm8k_eval.sampler import STOP_EOS, STOP_MAX_STEPS, FixedSampler, Generation, SamplerConfig
+from gsm8k_eval.attention import (
+    PerRowAttention,
+    check_tunix_attention,
+    per_row_attention,
+    write_rows,
+)
+from gsm8k_eval.engine import Engine, Slots
+from gsm8k_eval.sampler import (
+    STOP_EOS,
+    STOP_MAX_STEPS,
+    FixedSampler,
+    Generation,
+    Layout,
+    SamplerConfig,
+)
 from gsm8k_eval.stops import STOP_SEQUENCE, apply_stops, cut_at_stop, first_stop, settle
 
 SEGMENT = 5  # small, so that generations cross several segment boundaries
@@ -120,6 +137,208 @@ def test_cap_above_decode_rows_and_utilization(setup):
     assert sampler.last_timing["slot_utilization"] <= 1 / 8  # one prompt in 8 physical rows
 
 
+# -- batched prefill at a fixed row count ---------------------------------------------------------
+
+PREFILL = 4  # rows of every prefill call in the batched-prefill tests
+BEFORE = Path(__file__).parent / "data" / "engine_before_prefill_rows.json"
+
+
+def bits(generations: list[Generation]) -> list[dict]:
+    """Tokens, float32 logit bits and stop reason of each generation (JSON-able)."""
+    return [
+        {
+            "tokens": g.tokens,
+            "logit_bits": np.asarray(g.token_logits, np.float32).view(np.uint32).tolist(),
+            "stop_reason": g.stop_reason,
+        }
+        for g in generations
+    ]
+
+
+def prefill_outputs(sampler: Engine, prompts: list[list[int]], slots: list[int]) -> list[tuple]:
+    """Prefill `prompts` into `slots` of a fresh cache: per prompt its first token, the bytes of
+    its float32 first logit and of its slot's K/V in every layer."""
+    sampler._cache = None
+    sampler.last_timing = dict.fromkeys(("prefill_seconds", "compile_seconds"), 0.0)
+    firsts = sampler._prefill_many(prompts, slots)
+    kv = [np.asarray(layer[x]) for layer in sampler._cache.values() for x in ("k", "v")]
+    return [
+        (token, np.float32(logit).tobytes(), b"".join(a[slot].tobytes() for a in kv))
+        for (token, logit), slot in zip(firsts, slots, strict=True)
+    ]
+
+
+@pytest.fixture(scope="module")
+def batched_oracle(setup):
+    """The static oracle's outputs with prefill calls of `PREFILL` rows."""
+    _, model, prompts, _ = setup
+    layout = Layout(prefill_rows=PREFILL)
+    return FixedSampler(model, StandInTokenizer(), TINY, layout).generate(prompts)
+
+
+def test_prefill_rows_1_equals_the_engine_before_batched_prefill(setup):
+    """`prefill_rows: 1` (the default) gives the bits the engine gave before batched prefill
+    existed (recorded from commit a49d36d with the same call), float32 and bfloat16."""
+    dtype, model, prompts, _ = setup
+    out = engine(model, layout=Layout(prefill_rows=1)).generate(prompts, max_in_flight=3)
+    assert bits(out) == json.loads(BEFORE.read_text())[dtype], dtype
+
+
+def test_prefill_row_position_and_call_mates_do_not_matter(setup):
+    """A prompt's slot K/V (all layers), first token and first float32 logit are bitwise the
+    same at every row of a 4-row call, with dummy rows or random call-mates, in any slot."""
+    dtype, model, prompts, _ = setup
+    sampler = engine(model, layout=Layout(prefill_rows=PREFILL))
+    rng = np.random.default_rng(3)
+    target = prompts[3]  # 40 tokens: bucket 64, as are all the call-mates
+    mates = random_prompts(tuple(int(n) for n in rng.integers(1, 65, size=12)), seed=7)
+    alone = prefill_outputs(sampler, [target], [5])[0]  # 3 dummy rows
+    for position in range(PREFILL):
+        others = [mates[i] for i in rng.choice(len(mates), PREFILL - 1, replace=False)]
+        call = [*others[:position], target, *others[position:]]
+        slots = rng.permutation(sampler.layout.decode_rows)[:PREFILL].tolist()
+        out = prefill_outputs(sampler, call, slots)
+        assert out[position] == alone, f"{dtype}: row {position} of {PREFILL}, slots {slots}"
+        for prompt, got in zip(call, out, strict=True):  # every call-mate equals itself alone
+            assert got == prefill_outputs(sampler, [prompt], [0])[0], dtype
+    assert sampler.compiled_programs == [("prefill", 64)]
+
+
+def test_batched_prefill_engine_equals_oracle_at_any_batch_and_shard_size(setup, batched_oracle):
+    """4-row prefill: the engine equals the static oracle (same prefill) bit for bit at bs 1, 2,
+    3, 8 and 16, with random admission orders and slots, and with shards of 3, 8 and 13 prompts
+    (fewer than, as many as and more than `decode_rows`, each shard one `generate` call)."""
+    dtype, model, prompts, _ = setup
+    sampler = engine(model, layout=Layout(prefill_rows=PREFILL), choose_slot=random_slot(5))
+    rng = np.random.default_rng(11)
+    for bs in (1, 2, 3, 8, 16):
+        order = rng.permutation(len(prompts)).tolist()
+        out = sampler.generate([prompts[i] for i in order], max_in_flight=bs)
+        expected = [batched_oracle[i] for i in order]
+        assert not mismatches(out, expected), f"{dtype} bs={bs} order={order}"
+    for shard in (3, 8, 13):
+        doubled = prompts * 2
+        out = []
+        for begin in range(0, len(doubled), shard):
+            out += sampler.generate(doubled[begin : begin + shard], max_in_flight=8)
+        assert not mismatches(out, batched_oracle * 2), f"{dtype} shard={shard}"
+    assert sampler.compiled_programs == [("prefill", 128), ("prefill", 64), ("segment",)]
+
+
+# -- robust slots --------------------------------------------------------------------------------
+
+
+class PoisonedFreeSlots(Engine):
+    """An engine whose free slots hold NaN keys and Inf values (all layers) whenever it takes
+    its cache: at the start, and after every segment for the rows that stopped in it."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.poison = np.ones(self.layout.decode_rows, np.bool_)
+        self.planted = 0
+
+    def _take_cache(self):
+        cache = super()._take_cache()
+        rows = jnp.asarray(self.poison)[:, None, None, None]
+        self.planted += int(self.poison.sum())
+        self.poison = np.zeros_like(self.poison)
+        return {
+            name: {
+                **layer,
+                "k": jnp.where(rows, jnp.nan, layer["k"]).astype(layer["k"].dtype),
+                "v": jnp.where(rows, jnp.inf, layer["v"]).astype(layer["v"].dtype),
+            }
+            for name, layer in cache.items()
+        }
+
+    def _run_segment(self, slots: Slots):
+        out = super()._run_segment(slots)
+        self.poison = ~out[0].active
+        return out
+
+
+def test_nan_and_inf_left_in_freed_slots_change_nothing(setup):
+    """Stale K/V are masked, but 0 x NaN is NaN: the prefill zeroes a refilled slot."""
+    dtype, model, prompts, oracle = setup
+    sampler = PoisonedFreeSlots(model, StandInTokenizer(), TINY, segment_steps=SEGMENT)
+    budgets = [1 + (5 * i) % TINY.max_generation_steps for i in range(len(prompts))]
+    out = sampler.generate(prompts, max_in_flight=3, max_new_tokens=budgets)
+    assert sampler.planted > 8  # slots were poisoned after they were freed, not only at start
+    for g, ref, n in zip(out, oracle, budgets, strict=True):
+        assert g.tokens == ref.tokens[:n], dtype
+        assert np.array_equal(np.float32(g.token_logits), np.float32(ref.token_logits[:n]))
+
+
+def test_out_of_range_cursor_raises_before_the_segment_runs(setup):
+    _, model, _, _ = setup
+    sampler = engine(model)
+    sampler.last_timing = dict.fromkeys(("decode_seconds", "compile_seconds"), 0.0)
+    steps = TINY.max_generation_steps
+    for field, slot, value, active in (
+        ("step", 3, steps + 1, False),  # an idle slot would write past the cache
+        ("limit", 2, steps + 1, True),  # an active slot would run past the cache
+        ("step", 1, 0, False),  # before the prompt's end
+    ):
+        slots = Slots.empty(8)
+        getattr(slots, field)[slot] = value
+        slots.active[slot] = active
+        with pytest.raises(IndexError, match=rf"cache cursor out of range in slots \[{slot}\]"):
+            sampler._run_segment(slots)
+    assert sampler.compiled_programs == []
+
+
+def test_a_segment_without_progress_raises_instead_of_spinning(setup, monkeypatch):
+    _, model, prompts, _ = setup
+    sampler = engine(model)
+    calls = []
+
+    def stuck(slots: Slots):
+        calls.append(1)
+        if len(calls) > 50:
+            raise AssertionError("the scheduler spun")
+        zeros = np.zeros((8, SEGMENT))
+        return slots, zeros.astype(np.int32), zeros.astype(np.float32), 0
+
+    monkeypatch.setattr(sampler, "_run_segment", stuck)
+    with pytest.raises(RuntimeError, match="no progress"):
+        sampler.generate(prompts[:2])
+
+
+def test_per_row_attention_does_not_touch_tunix_or_the_callers_model(setup):
+    """The per-row block is a subclass given to the traced copy of the model only."""
+    _, model, prompts, oracle = setup
+    original = gemma3.Attention.block
+
+    def kinds(m: nnx.Module) -> set[type]:
+        return {type(x) for _, x in nnx.iter_modules(m) if isinstance(x, gemma3.Attention)}
+
+    merged = per_row_attention(nnx.merge(*nnx.split(model)))
+    assert kinds(merged) == {PerRowAttention} and kinds(model) == {gemma3.Attention}
+    assert gemma3.Attention.block is original and PerRowAttention.block is not original
+    assert not mismatches(engine(model).generate(prompts[:2]), oracle[:2])
+    assert gemma3.Attention.block is original and kinds(model) == {gemma3.Attention}
+
+
+def test_tunix_members_the_per_row_attention_relies_on(setup):
+    """Fails loudly when tunix changes what `per_row_block` uses (a new tunix needs a look)."""
+    import types
+
+    from gsm8k_eval import attention
+
+    _, model, _, _ = setup
+    check_tunix_attention(model)
+    members = {m: getattr(gemma3, m) for m in attention.MODULE_MEMBERS}
+    fake = types.SimpleNamespace(__name__="fake", Attention=gemma3.Attention, **members)
+    del fake.apply_rope
+    with pytest.raises(RuntimeError, match=r"fake\.apply_rope"):
+        check_tunix_attention(model, fake)
+    fake.apply_rope, fake.Attention = gemma3.apply_rope, type("Attention", (), {})
+    with pytest.raises(RuntimeError, match=r"Attention\.block"):
+        check_tunix_attention(model, fake)
+    with pytest.raises(RuntimeError, match="no tunix Gemma 3 attention"):
+        per_row_attention(nnx.Linear(2, 2, rngs=nnx.Rngs(0)))
+
+
 # -- stops ---------------------------------------------------------------------------------------
 
 
@@ -194,7 +413,7 @@ def test_lora_model_equals_oracle_and_is_invariant():
 def test_write_rows_writes_each_row_at_its_cursor():
     buffer = np.zeros((3, 6, 2), np.float32)
     update = np.arange(1, 7, dtype=np.float32).reshape(3, 1, 2)
-    out = np.asarray(write_rows(buffer, update, np.array([0, 5, 8])))  # 8 wraps to 2
+    out = np.asarray(write_rows(buffer, update, np.array([0, 5, 2])))
     expected = buffer.copy()
     expected[0, 0], expected[1, 5], expected[2, 2] = update[0, 0], update[1, 0], update[2, 0]
     np.testing.assert_array_equal(out, expected)
@@ -203,14 +422,12 @@ def test_write_rows_writes_each_row_at_its_cursor():
 def test_negative_control_shared_cursor_differs(monkeypatch):
     """Without the per-row cache write (tunix writes every row at row 0's cursor), rows admitted
     at different times are wrong: the per-row cursor is what makes refilling possible."""
-    import contextlib
-
     import gsm8k_eval.engine as engine_module
 
     model = tiny_model("float32")
     prompts = random_prompts(LENGTHS[:6], seed=1)
     oracle = FixedSampler(model, StandInTokenizer(), TINY).generate(prompts)
-    monkeypatch.setattr(engine_module, "per_row_cache_update", contextlib.nullcontext)
+    monkeypatch.setattr(engine_module, "per_row_attention", lambda model: model)
     out = engine(model).generate(prompts, max_in_flight=3, max_new_tokens=[5, 24] * 3)
     assert any(a.tokens != b.tokens[: len(a.tokens)] for a, b in zip(out, oracle, strict=True))
 

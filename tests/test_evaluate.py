@@ -113,7 +113,8 @@ def test_summary_fields(tiny_model_dir, tmp_path):
 
     out = tmp_path / "run"
     extra = ("--limit", "3", "--config-hash", "cafe01", "--primary-method", "flexible-extract")
-    _run(_evaluate_command(tiny_model_dir, out, *extra))
+    auto = ("--decode-rows", "auto", "--prefill-rows", "auto")  # resolved for the CPU: 8 and 1
+    _run(_evaluate_command(tiny_model_dir, out, *extra, *auto))
     summary = json.loads((out / "summary.json").read_text())
     rows = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
     assert summary["total"] == 3 == len(rows)
@@ -122,7 +123,8 @@ def test_summary_fields(tiny_model_dir, tmp_path):
     assert summary["accuracy"] == summary["correct"] / 3
     low, high = summary["wilson_95"]
     assert 0 <= low <= summary["accuracy"] <= high <= 1
-    assert summary["decode_rows"] == 8
+    assert (summary["decode_rows"], summary["prefill_rows"], summary["segment_steps"]) == (8, 1, 16)
+    assert summary["fingerprint"]["options"]["decode_rows"] == "8"
     assert (summary["dtype"], summary["sampler"], summary["config_hash"]) == (
         "float32",
         "fixed",

@@ -21,6 +21,7 @@ from flax import nnx
 from shared_data import GSM8K_DIR
 from tunix.models.gemma3 import model as gemma3
 
+from gsm8k_eval import schema
 from gsm8k_eval.checkpoints import LoraConfig
 from gsm8k_eval.sampler import (
     STOP_EOS,
@@ -160,11 +161,65 @@ def test_make_sampler_names():
 
     engine = make_sampler("fixed", model, tok, TINY, decode_rows=4, segment_steps=3)
     assert isinstance(engine, Engine)
-    assert (engine.layout.decode_rows, engine.segment_steps) == (4, 3)
+    layout = engine.layout
+    assert (layout.decode_rows, engine.segment_steps, layout.prefill_rows) == (4, 3, 1)
+    engine = make_sampler("fixed", model, tok, TINY, prefill_rows=8)
+    assert engine.layout.prefill_rows == 8
+    static = make_sampler("static", model, tok, TINY, decode_rows=4, prefill_rows=2)
+    assert isinstance(static, FixedSampler)
+    assert static.layout == Layout(decode_rows=4, prefill_rows=2)
     assert isinstance(make_sampler("static", model, tok, TINY), FixedSampler)
     assert isinstance(make_sampler("tunix", model, tok, TINY), TunixSampler)
     with pytest.raises(ValueError, match="unknown sampler"):
         make_sampler("vllm", model, tok, TINY)
+
+
+def test_auto_shapes_resolve_from_the_device_kind(tmp_path):
+    """`auto` is resolved in one place (shapes.py): a CPU keeps the schema's numbers (recorded
+    CPU results keep their bits), an accelerator gets GPU-sized shapes; the evaluate path
+    records the resolved numbers (options -> shard fingerprint and summary.json)."""
+    from dataclasses import asdict
+
+    from gsm8k_eval import fingerprint
+    from gsm8k_eval.config import ConfigError, load_config
+    from gsm8k_eval.evaluate import EvaluateOptions
+    from gsm8k_eval.shapes import resolve_options, resolve_shapes, resolved
+
+    keys = ("decode_rows", "prefill_rows", "segment_steps")
+    cpu = {key: schema.default(f"sampling.{key}") for key in keys}
+    assert resolve_shapes("cpu") == cpu
+    assert cpu == {"decode_rows": 8, "prefill_rows": 1, "segment_steps": 16}
+    gpu = resolve_shapes("cuda")
+    assert gpu["decode_rows"] >= 64 and gpu["prefill_rows"] >= 8 and gpu["segment_steps"] > 16
+    assert resolved({"decode_rows": "auto", "prefill_rows": 4, "dtype": "auto"}, "cpu") == {
+        "decode_rows": 8,
+        "prefill_rows": 4,
+        "dtype": "auto",  # not a shape
+    }
+    options = EvaluateOptions(
+        tmp_path, tmp_path, tmp_path, 8, decode_rows="auto", prefill_rows="auto", segment_steps=5
+    )
+    on_gpu = resolve_options(options, "cuda")
+    assert (on_gpu.decode_rows, on_gpu.prefill_rows, on_gpu.segment_steps) == (64, 8, 5)
+    engine_options = fingerprint.engine_options(asdict(resolve_options(options, "cpu")))
+    assert (engine_options["decode_rows"], engine_options["prefill_rows"]) == ("8", "1")
+    # the config accepts `auto` (also as a command-line string) and numbers, nothing else
+    cfg = load_config({"sampling": {"decode_rows": "auto", "prefill_rows": "4"}})
+    assert (cfg.sampling.decode_rows, cfg.sampling.prefill_rows) == ("auto", 4)
+    for bad in ({"prefill_rows": 0}, {"prefill_rows": "many"}, {"segment_steps": "autos"}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            load_config({"sampling": bad})
+
+
+def test_evaluate_flags_take_auto_or_numbers():
+    from gsm8k_eval import cli
+
+    parser = cli.build_parser()
+    base = ["evaluate", "--dataset", "d", "--model-dir", "m", "--batch-size", "1", "--out", "o"]
+    args = parser.parse_args([*base, "--decode-rows", "auto", "--prefill-rows", "4"])
+    assert (args.decode_rows, args.prefill_rows, args.segment_steps) == ("auto", 4, 16)
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--prefill-rows", "0"])
 
 
 # -- the property -------------------------------------------------------------------------------
@@ -199,6 +254,8 @@ def test_batch_invariance_at_other_decode_rows(tiny_setup, rows):
 def test_one_decode_row_is_refused():
     with pytest.raises(ValueError, match="decode_rows must be at least 2"):
         Layout(decode_rows=1)
+    with pytest.raises(ValueError, match="prefill_rows must be at least 1"):
+        Layout(prefill_rows=0)
 
 
 def test_no_recompilation_across_batch_sizes(tiny_setup):

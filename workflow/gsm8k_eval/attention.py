@@ -4,28 +4,34 @@ tunix's `Attention.block` writes the new keys and values of every row at `end_in
 first row's cursor. `per_row_block` is the same computation, calling the block's own tunix
 submodules (projections, norms; tunix's RoPE and sliding-window helpers), except that row `r`
 writes at its own `end_index[r]`. With equal cursors it is bitwise the same as tunix's block.
-`per_row_cache_update()` installs it while a function is traced; the model is otherwise
-untouched, so qwix LoRA still intercepts its projections.
+`per_row_attention(model)` gives the attention modules of one (traced, merged) model the
+subclass `PerRowAttention`; tunix's `Attention` class and every other model are untouched, and
+the modules' submodules stay the same objects, so qwix LoRA still intercepts the projections.
+`check_tunix_attention()` fails loudly if tunix no longer has the members this relies on.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+import inspect
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 from tunix.models.gemma3 import model as gemma3
 from tunix.utils import sharding_utils
 
 
 def write_rows(buffer: jax.Array, update: jax.Array, index: jax.Array) -> jax.Array:
-    """`buffer` [B, S, ...] with row b's `update` [B, T, ...] written at position `index[b]`."""
+    """`buffer` [B, S, ...] with row b's `update` [B, T, ...] written at position `index[b]`.
+
+    `index[b]` must be in range (no wrapping; the engine checks every cursor on the host before
+    a segment, see `engine.check_cursors`)."""
 
     def one(row: jax.Array, new: jax.Array, at: jax.Array) -> jax.Array:
         return jax.lax.dynamic_update_slice(row, new, (at,) + (0,) * (row.ndim - 1))
 
-    return jax.vmap(one)(buffer, update, index % buffer.shape[1])
+    return jax.vmap(one)(buffer, update, index)
 
 
 def _project(attn: gemma3.Attention, x: jax.Array, positions: jax.Array):
@@ -94,12 +100,59 @@ def per_row_block(attn: gemma3.Attention, x, segment_pos, cache, attn_mask):
     return {"v": value, "k": key, "end_index": cache["end_index"] + x.shape[1]}, out
 
 
-@contextlib.contextmanager
-def per_row_cache_update() -> Iterator[None]:
-    """Within this block, tunix Gemma 3 attention uses `per_row_block` (use while tracing)."""
-    original = gemma3.Attention.block
-    gemma3.Attention.block = per_row_block
-    try:
-        yield
-    finally:
-        gemma3.Attention.block = original
+class PerRowAttention(gemma3.Attention):
+    """tunix's Gemma 3 attention whose `block` writes each row at its own cache cursor."""
+
+    block = per_row_block
+
+
+# What `per_row_block` uses of tunix (attributes of an Attention instance; module names).
+ATTENTION_MEMBERS = (
+    "use_qkv_einsum",
+    "shd_config",
+    "_query_norm",
+    "_key_norm",
+    "head_dim",
+    "rope_base_frequency",
+    "rope_scale_factor",
+    "query_pre_attn_scalar",
+    "use_gqa",
+    "num_kv_heads",
+    "attn_type",
+    "sliding_window_size",
+    "attn_vec_einsum",
+)
+MODULE_MEMBERS = ("apply_rope", "create_sliding_window_mask", "K_MASK", "AttentionType")
+BLOCK_PARAMETERS = ("self", "x", "segment_pos", "cache", "attn_mask")
+
+
+def check_tunix_attention(model: Any, module: Any = gemma3) -> None:
+    """Raise a RuntimeError naming what is missing if tunix's Gemma 3 attention lacks a member
+    `per_row_block` relies on, or if `model` has no tunix Gemma 3 attention module at all."""
+    missing = [f"{module.__name__}.{m}" for m in MODULE_MEMBERS if not hasattr(module, m)]
+    block = getattr(getattr(module, "Attention", None), "block", None)
+    if block is None or tuple(inspect.signature(block).parameters) != BLOCK_PARAMETERS:
+        missing.append(f"Attention.block{BLOCK_PARAMETERS}")
+    attention = [m for _, m in nnx.iter_modules(model) if type(m).__name__ == "Attention"]
+    if not attention:
+        missing.append("Attention modules in the model")
+    if attention:
+        missing += [f"Attention.{m}" for m in ATTENTION_MEMBERS if not hasattr(attention[0], m)]
+    if missing:
+        raise RuntimeError(
+            "unsupported tunix version or model: the per-row KV-cache attention needs "
+            + ", ".join(missing)
+        )
+
+
+def per_row_attention(model: Any) -> Any:
+    """`model` with its Gemma 3 attention modules switched to `PerRowAttention` (in place; call
+    it on a model merged inside the traced function, never on the caller's model)."""
+    switched = 0
+    for _, module in nnx.iter_modules(model):
+        if type(module) is gemma3.Attention:
+            module.__class__ = PerRowAttention
+            switched += 1
+    if not switched:
+        raise RuntimeError("no tunix Gemma 3 attention module to give a per-row cache cursor")
+    return model

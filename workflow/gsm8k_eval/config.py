@@ -88,8 +88,9 @@ class SamplingSpec:
     max_generation_steps: int
     max_prompt_length: int
     eos_tokens: tuple[int, ...]
-    decode_rows: int
-    segment_steps: int
+    decode_rows: int | str  # a number, or "auto" (resolved from the device: shapes.py)
+    segment_steps: int | str
+    prefill_rows: int | str
 
 
 @dataclass(frozen=True)

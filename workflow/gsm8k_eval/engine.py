@@ -7,8 +7,11 @@ Reads as state → prefill → decode segment → scheduler:
   `max_prompt_length` (as in the static `FixedSampler`), so its keys sit at indices that depend
   on that prompt only. Per slot: last token, tokens generated so far (its own cache cursor),
   prompt length, token budget, active flag.
-* **Prefill.** Each prompt is prefilled alone in its own length bucket (the static sampler's
-  program) and its K/V written into its slot; the cache is donated.
+* **Prefill.** Prompts admitted together are grouped by length bucket; each group is prefilled
+  in calls of exactly `Layout.prefill_rows` rows (the static sampler's program; dummy rows fill
+  the rest), each row's K/V scattered into its own free slot (any slot: a slot index per row)
+  and the rest of that slot zeroed; the cache is donated. All first tokens and logits of one
+  admission come back in one host transfer.
 * **Decode segment.** One jitted `while_loop` of at most `segment_steps` greedy steps over all
   slots. The model is called per row under `jax.vmap` (batch 1 inside), so tunix's shared cache
   cursor `cache['end_index'][0]` becomes each row's own cursor and each row writes its K/V at its
@@ -37,21 +40,18 @@ import numpy as np
 from flax import nnx
 
 from gsm8k_eval import schema
-from gsm8k_eval.attention import per_row_cache_update
-from gsm8k_eval.sampler import (
+from gsm8k_eval.attention import check_tunix_attention, per_row_attention
+from gsm8k_eval.sampler import Generation, Layout, SamplerConfig, _check_lengths, bucket_for
+from gsm8k_eval.step import (
     Cache,
-    Generation,
-    Layout,
-    SamplerConfig,
-    _check_lengths,
     _empty_cache,
     _greedy,
     _last_logits,
-    _left_pad,
     _prefill,
     _supports_hidden_states,
     _transposed_head,
-    bucket_for,
+    prefill_groups,
+    prefill_inputs,
 )
 from gsm8k_eval.stops import settle
 
@@ -95,6 +95,23 @@ jax.tree_util.register_dataclass(
 )
 
 
+def check_cursors(slots: Slots, region: int, size: int) -> None:
+    """Raise an IndexError unless every cache write of the next segment stays inside the cache
+    (an idle slot rewrites its cursor; an active one advances at most to its budget).
+
+    The cache write itself does not wrap (`attention.write_rows`), but XLA clamps an index out
+    of range, which would silently overwrite another position: this check comes first."""
+    step, limit = np.asarray(slots.step), np.asarray(slots.limit)
+    active = np.asarray(slots.active)
+    last = region + np.where(active, np.maximum(limit, step), step) - 1
+    bad = np.flatnonzero((step < 1) | (last >= size))
+    if bad.size:
+        raise IndexError(
+            f"cache cursor out of range in slots {bad.tolist()}: steps {step[bad].tolist()}, "
+            f"budgets {limit[bad].tolist()}, region {region}, cache size {size}"
+        )
+
+
 # -- decode segment ------------------------------------------------------------------------------
 
 
@@ -113,13 +130,12 @@ def _segment(
 
     def body(carry):
         i, s, cache, tokens, logits = carry
-        model = nnx.merge(graphdef, state)
+        model = per_row_attention(nnx.merge(graphdef, state))
         write = region + s.step - 1  # each row's own cursor
         cache = {name: {**layer, "end_index": write} for name, layer in cache.items()}
         mask = ((key_index >= start[:, None]) & (key_index <= write[:, None]))[:, None, :]
         positions = (s.length + s.step - 1)[:, None]
-        with per_row_cache_update():
-            out, cache = _last_logits(model, s.last[:, None], positions, cache, mask, hidden, head)
+        out, cache = _last_logits(model, s.last[:, None], positions, cache, mask, hidden, head)
         token, logit = _greedy(out)
         emit = s.active
         step = s.step + emit
@@ -189,6 +205,7 @@ class Engine:
             raise ValueError("the engine is batch invariant by design; use FixedSampler")
         if self.segment_steps < 1:
             raise ValueError(f"segment_steps must be >= 1, got {self.segment_steps}")
+        check_tunix_attention(self.model)
         self._graphdef, self._state = nnx.split(self.model)
         self._hidden = _supports_hidden_states(self.model)
         self._head = _transposed_head(self.model, self.layout) if self._hidden else None
@@ -240,18 +257,44 @@ class Engine:
         return cache
 
     def _prefill(self, prompt: list[int], slot: int) -> tuple[int, float]:
-        """Prefill `prompt` alone and write its K/V into `slot`; its first token and logit."""
-        bucket = bucket_for(len(prompt), self.layout.bucket_step, self.config.max_prompt_length)
-        tokens = jnp.asarray(_left_pad([prompt], bucket, self.config.pad_id))
-        args = (self._state, self._head, self._take_cache(), tokens, jnp.int32(slot))
-        program = self._program(("prefill", bucket), self._prefill_jit, *args)
+        """Prefill one prompt into `slot`; its first token and logit."""
+        return self._prefill_many([prompt], [slot])[0]
+
+    def _prefill_many(
+        self, prompts: Sequence[list[int]], slots: Sequence[int]
+    ) -> list[tuple[int, float]]:
+        """Prefill `prompts` into `slots` (distinct free slots), those of one bucket together in
+        calls of `layout.prefill_rows` rows; first tokens and logits, in input order."""
+        cfg, layout = self.config, self.layout
+        buckets = [bucket_for(len(p), layout.bucket_step, cfg.max_prompt_length) for p in prompts]
+        groups = prefill_groups(buckets, layout.prefill_rows)
+        outputs = []
         t0 = time.perf_counter()
-        self._cache, token, logit = program(*args)
-        first, first_logit = int(token[0]), float(logit[0])
-        self.last_timing["prefill_seconds"] += time.perf_counter() - t0
-        return first, first_logit
+        compile_before = self.last_timing["compile_seconds"]
+        for group in groups:
+            bucket = buckets[group[0]]
+            tokens, index = prefill_inputs(
+                [prompts[i] for i in group],
+                [slots[i] for i in group],
+                layout.prefill_rows,
+                bucket,
+                cfg,
+                layout.decode_rows,
+            )
+            args = (self._state, self._head, self._take_cache(), tokens, index)
+            program = self._program(("prefill", bucket), self._prefill_jit, *args)
+            self._cache, token, logit = program(*args)
+            outputs.append((token, logit))
+        firsts: list[tuple[int, float]] = [(0, 0.0)] * len(prompts)
+        for group, (token, logit) in zip(groups, jax.device_get(outputs), strict=True):
+            for row, i in enumerate(group):
+                firsts[i] = (int(token[row]), float(logit[row]))
+        compiling = self.last_timing["compile_seconds"] - compile_before
+        self.last_timing["prefill_seconds"] += time.perf_counter() - t0 - compiling
+        return firsts
 
     def _run_segment(self, slots: Slots) -> tuple[Slots, np.ndarray, np.ndarray, int]:
+        check_cursors(slots, self._region, self._region + self.config.max_generation_steps)
         args = (self._state, self._head, self._take_cache(), slots, self._eos)
         program = self._program(("segment",), self._segment_jit, *args)
         t0 = time.perf_counter()
@@ -317,21 +360,29 @@ class Engine:
             return True
 
         while pending or running:
-            while pending and len(running) < in_flight:
-                index = pending.popleft()
-                slot = self.choose_slot([r for r in range(rows) if r not in running])
-                first, logit = self._prefill(prompts[index], slot)
-                run = _Running(index, [first], [logit], limits[index])
-                if not finish(None, run):
-                    running[slot] = run
-                    slots.last[slot], slots.step[slot] = first, 1
-                    slots.length[slot], slots.limit[slot] = len(prompts[index]), run.limit
-                    slots.active[slot] = True
-            if not running:
-                continue
+            if pending and len(running) < in_flight:
+                admitted = []
+                free = [r for r in range(rows) if r not in running]
+                while pending and len(running) + len(admitted) < in_flight:
+                    slot = self.choose_slot(free)
+                    free.remove(slot)
+                    admitted.append((pending.popleft(), slot))
+                firsts = self._prefill_many(
+                    [prompts[i] for i, _ in admitted], [s for _, s in admitted]
+                )
+                for (index, slot), (first, logit) in zip(admitted, firsts, strict=True):
+                    run = _Running(index, [first], [logit], limits[index])
+                    if not finish(None, run):
+                        running[slot] = run
+                        slots.last[slot], slots.step[slot] = first, 1
+                        slots.length[slot], slots.limit[slot] = len(prompts[index]), run.limit
+                        slots.active[slot] = True
+                continue  # admit again if a prompt ended at its first token
             before = slots.step.copy()
             slots, tokens, logits, steps = self._run_segment(slots)
             executed_rows += steps * rows
+            if not steps or not np.any(slots.step > before):
+                raise RuntimeError(f"a decode segment made no progress ({steps} steps)")
             for slot, run in list(running.items()):
                 n = int(slots.step[slot] - before[slot])
                 run.tokens += tokens[slot, :n].tolist()

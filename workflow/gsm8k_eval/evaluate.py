@@ -19,6 +19,7 @@ from tqdm import tqdm
 from gsm8k_eval import compile_cache, device, fingerprint, schema
 from gsm8k_eval.io import atomic_write_text, read_json, read_jsonl, write_json, write_jsonl
 from gsm8k_eval.parts import part_shards
+from gsm8k_eval.shapes import resolve_options
 from gsm8k_eval.summary import ENVIRONMENT_VARIABLES, write_summary
 from gsm8k_eval.timing import COMPILE_KEY, timed
 
@@ -45,6 +46,7 @@ class EvaluateOptions:
     eos_tokens: tuple[int, ...] = schema.default_field("sampling.eos_tokens", tuple)
     decode_rows: int = schema.default_field("sampling.decode_rows")
     segment_steps: int = schema.default_field("sampling.segment_steps")
+    prefill_rows: int = schema.default_field("sampling.prefill_rows")
     prompt_template: str = schema.default_field("prompt.template")
     num_shots: int = schema.default_field("prompt.num_shots")
     prompt_seed: int = schema.default_field("prompt.seed")
@@ -114,6 +116,7 @@ def evaluate(options: EvaluateOptions) -> Path:
     _log_environment()
     options.output_dir.mkdir(parents=True, exist_ok=True)
     backend = device.check_backend(options.device)
+    options = resolve_options(options, backend)  # `auto` shapes -> this device's numbers
     compile_cache.enable(options.compilation_cache)
     workload = _prepare(options)
     current = _current_fingerprint(options, workload.prompts)
@@ -203,6 +206,7 @@ def _prepare(options: EvaluateOptions) -> Workload:
         sampler_config,
         options.decode_rows,
         options.segment_steps,
+        prefill_rows=options.prefill_rows,
     )
     prompt_ids = [loaded.tokenizer.encode(prompt) for prompt in prompts]
     return Workload(

@@ -2,8 +2,11 @@
 
 `FixedSampler` gives every prompt the same computation whatever else shares its batch:
 
-* each prompt is prefilled alone (one row per prefill call), left-padded to a bucket that depends
-  only on its own length (the next multiple of `Layout.bucket_step`, at most `max_prompt_length`);
+* prompts of one length bucket are prefilled together in calls of exactly `Layout.prefill_rows`
+  rows (dummy rows fill the rest), each row on its own (its own mask), left-padded to a bucket
+  that depends only on its own length (the next multiple of `Layout.bucket_step`, at most
+  `max_prompt_length`); each row's K/V are scattered into its own slot (the rest of the slot
+  zeroed), so a prompt's bits do not depend on its row in the call or on its call-mates;
 * the decode KV cache has a fixed size, `max_prompt_length + max_generation_steps`, and every
   prompt ends at cache index `max_prompt_length`, so a row's cache layout is set by configuration;
 * every decode runs on exactly `Layout.decode_rows` rows (>= 2): a batch is cut into chunks of
@@ -18,7 +21,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -30,9 +32,18 @@ import numpy as np
 from flax import nnx
 
 from gsm8k_eval import schema
+from gsm8k_eval.step import (
+    Cache,
+    _empty_cache,
+    _greedy,
+    _last_logits,
+    _prefill,
+    _supports_hidden_states,
+    _transposed_head,
+    prefill_groups,
+    prefill_inputs,
+)
 from gsm8k_eval.timing import timed
-
-Cache = dict[str, dict[str, jax.Array]]
 
 STOP_EOS = "eos"
 STOP_MAX_STEPS = "max_steps"
@@ -105,6 +116,8 @@ class Layout:
 
     `decode_rows`: every decode runs on exactly this many rows; a batch is cut into chunks of
     that size and short chunks are padded with dummy rows, so no shape ever depends on the batch.
+    `prefill_rows`: every prefill call has exactly this many rows (prompts of one bucket, dummy
+    rows fill the rest); 1 is the one-prompt-per-call prefill of earlier versions (same bits).
     `batch_invariant=False` switches to a batch-dependent layout like stock tunix (one bucket =
     next power of two of the batch's longest prompt, all rows prefilled together, rows = batch
     size); it exists as a negative control for tests and benchmarks.
@@ -113,6 +126,7 @@ class Layout:
     batch_invariant: bool = True
     bucket_step: int = 64
     decode_rows: int = schema.default_field("sampling.decode_rows")
+    prefill_rows: int = schema.default_field("sampling.prefill_rows")
     # A [D, V] copy of the tied embedding for the output head; None: only for bfloat16, where
     # XLA:CPU's [R, D] x [V, D]^T dot is ~4x slower than [R, D] x [D, V] at R = 8 (measured).
     transposed_head: bool | None = None
@@ -123,6 +137,8 @@ class Layout:
                 f"decode_rows must be at least 2 (XLA computes a 1-row matmul with another "
                 f"kernel), got {self.decode_rows}"
             )
+        if self.prefill_rows < 1:
+            raise ValueError(f"prefill_rows must be at least 1, got {self.prefill_rows}")
 
 
 @dataclass(frozen=True)
@@ -132,7 +148,8 @@ class _Plan:
     rows: int  # decode rows (chunk padded with dummy rows)
     prompt_region: int  # cache index where every prompt ends
     buckets: tuple[int, ...]  # prefill length of each real row
-    groups: tuple[tuple[int, ...], ...]  # real-row indices prefilled together (contiguous)
+    groups: tuple[tuple[int, ...], ...]  # real-row indices prefilled together (one bucket)
+    prefill_rows: int  # rows of every prefill call (a group padded with dummy rows)
 
 
 def _next_power_of_two(n: int) -> int:
@@ -162,116 +179,10 @@ def _plan(lengths: Sequence[int], config: SamplerConfig, layout: Layout) -> _Pla
     n = len(lengths)
     if not layout.batch_invariant:
         bucket = _next_power_of_two(max(lengths))
-        return _Plan(n, bucket, (bucket,) * n, (tuple(range(n)),))
+        return _Plan(n, bucket, (bucket,) * n, (tuple(range(n)),), n)
     buckets = tuple(bucket_for(k, layout.bucket_step, config.max_prompt_length) for k in lengths)
-    groups = tuple((i,) for i in range(n))
-    return _Plan(layout.decode_rows, config.max_prompt_length, buckets, groups)
-
-
-def _left_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int) -> np.ndarray:
-    out = np.full((len(prompts), length), pad_id, dtype=np.int32)
-    for i, prompt in enumerate(prompts):
-        if prompt:
-            out[i, length - len(prompt) :] = prompt
-    return out
-
-
-def _cache_spec(model: nnx.Module) -> tuple[int, int, int, jnp.dtype]:
-    """(num_layers, num_kv_heads, head_dim, dtype) of a tunix decoder's KV cache."""
-    cfg = model.config
-    embedder = getattr(model, "embedder", None)
-    table = getattr(embedder, "input_embedding", None)
-    if table is not None:
-        dtype = table.value.dtype
-    else:
-        dtype = jax.tree.leaves(nnx.state(model, nnx.Param))[0].dtype
-    return cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, dtype
-
-
-def _empty_cache(model: nnx.Module, rows: int, size: int) -> Cache:
-    layers, heads, head_dim, dtype = _cache_spec(model)
-    shape = (rows, size, heads, head_dim)
-    return {
-        f"layer_{i}": {
-            "k": jnp.zeros(shape, dtype),
-            "v": jnp.zeros(shape, dtype),
-            "end_index": jnp.zeros((rows,), jnp.int32),
-        }
-        for i in range(layers)
-    }
-
-
-def _supports_hidden_states(model: nnx.Module) -> bool:
-    try:
-        params = inspect.signature(model.__call__).parameters
-    except (TypeError, ValueError):
-        return False
-    table = getattr(getattr(model, "embedder", None), "input_embedding", None)
-    return "output_hidden_states" in params and table is not None
-
-
-def _last_logits(model: nnx.Module, tokens, positions, cache, mask, use_hidden: bool, head):
-    """Float32 logits of the last position ([B, V]) and the updated cache.
-
-    With `use_hidden`, the model's own [B, T, V] logits are unused, so XLA drops them, and the
-    last hidden state goes through the tied embedding (or `head`, its [D, V] transposed copy)
-    with float32 accumulation. The call goes through `model.__call__`, so qwix LoRA interception
-    still applies.
-    """
-    if not use_hidden:
-        logits, cache = model(tokens, positions, cache, mask)
-        return logits[:, -1].astype(jnp.float32), cache
-    _, cache = model(tokens, positions, cache, mask, output_hidden_states=True)
-    hidden = nnx.pop(model, nnx.Intermediate)["all_hidden_states"].value[-1][:, -1]
-    if head is None:
-        head = model.embedder.input_embedding.value.T
-    return jnp.dot(hidden, head, preferred_element_type=jnp.float32).astype(jnp.float32), cache
-
-
-def _transposed_head(model: nnx.Module, layout: Layout) -> jax.Array | None:
-    table = model.embedder.input_embedding.value
-    wanted = layout.transposed_head
-    if wanted is None:
-        wanted = table.dtype == jnp.bfloat16
-    return jnp.asarray(table.T) if wanted else None
-
-
-def _greedy(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
-    token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    return token, jnp.take_along_axis(logits, token[:, None], axis=-1)[:, 0]
-
-
-def _prefill(
-    graphdef, state, head, cache: Cache, tokens, row0, region: int, pad_id: int, hidden: bool
-):
-    """Prefill `tokens` [P, b] on their own and write their K/V into decode-cache rows
-    `row0 .. row0 + P - 1`, ending at cache index `region`."""
-    model = nnx.merge(graphdef, state)
-    rows, length = tokens.shape
-    valid = tokens != pad_id
-    positions = jnp.maximum(jnp.cumsum(valid, axis=-1) - 1, 0)
-    causal = jnp.tril(jnp.ones((length, length), dtype=jnp.bool_))
-    mask = valid[:, None, :] & causal[None]
-    small = {
-        name: {
-            "k": jnp.zeros((rows, length, *layer["k"].shape[2:]), layer["k"].dtype),
-            "v": jnp.zeros((rows, length, *layer["v"].shape[2:]), layer["v"].dtype),
-            "end_index": jnp.zeros((rows,), jnp.int32),
-        }
-        for name, layer in cache.items()
-    }
-    logits, small = _last_logits(model, tokens, positions, small, mask, hidden, head)
-    token, logit = _greedy(logits)
-    at = (row0, region - length, 0, 0)
-    cache = {
-        name: {
-            "k": jax.lax.dynamic_update_slice(layer["k"], small[name]["k"], at),
-            "v": jax.lax.dynamic_update_slice(layer["v"], small[name]["v"], at),
-            "end_index": layer["end_index"],
-        }
-        for name, layer in cache.items()
-    }
-    return cache, token, logit
+    groups = prefill_groups(buckets, layout.prefill_rows)
+    return _Plan(layout.decode_rows, config.max_prompt_length, buckets, groups, layout.prefill_rows)
 
 
 @dataclass
@@ -395,13 +306,13 @@ class FixedSampler:
         cfg = self.config
         plan = _plan([len(prompt)], cfg, self.layout)
         cache = _empty_cache(self.model, plan.rows, plan.prompt_region + cfg.max_generation_steps)
-        tokens = jnp.asarray(_left_pad([prompt], plan.buckets[0], cfg.pad_id))
+        tokens, slots = prefill_inputs([prompt], [0], plan.prefill_rows, plan.buckets[0], cfg, 0)
         lowered = self._prefill.lower(
             self._state,
             self._head,
             cache,
-            tokens,
-            0,
+            jnp.asarray(tokens),
+            jnp.asarray(slots),
             region=plan.prompt_region,
             pad_id=cfg.pad_id,
             hidden=self._hidden,
@@ -409,25 +320,36 @@ class FixedSampler:
         return lowered.compile().as_text()
 
     def _prefill_chunk(self, prompts: list[list[int]], plan: _Plan) -> tuple[Cache, Any, Any]:
-        """Prefill every group of a chunk into a fresh decode cache; first tokens and logits."""
+        """Prefill every group of a chunk into a fresh decode cache (calls of `plan.prefill_rows`
+        rows, real row i into cache row i); first tokens and logits in one transfer."""
         cfg = self.config
         cache = _empty_cache(self.model, plan.rows, plan.prompt_region + cfg.max_generation_steps)
-        first = np.zeros(plan.rows, np.int32)
-        first_logit = np.zeros(plan.rows, np.float32)
+        outputs = []
         for group in plan.groups:
-            tokens = _left_pad([prompts[i] for i in group], plan.buckets[group[0]], cfg.pad_id)
+            tokens, slots = prefill_inputs(
+                [prompts[i] for i in group],
+                group,
+                plan.prefill_rows,
+                plan.buckets[group[0]],
+                cfg,
+                plan.rows,
+            )
             cache, token, logit = self._prefill(
                 self._state,
                 self._head,
                 cache,
                 jnp.asarray(tokens),
-                group[0],
+                jnp.asarray(slots),
                 region=plan.prompt_region,
                 pad_id=cfg.pad_id,
                 hidden=self._hidden,
             )
-            first[list(group)] = np.asarray(token)
-            first_logit[list(group)] = np.asarray(logit)
+            outputs.append((token, logit))
+        first = np.zeros(plan.rows, np.int32)
+        first_logit = np.zeros(plan.rows, np.float32)
+        for group, (token, logit) in zip(plan.groups, jax.device_get(outputs), strict=True):
+            first[list(group)] = token[: len(group)]
+            first_logit[list(group)] = logit[: len(group)]
         return cache, first, first_logit
 
     def _generate_chunk(self, prompts: list[list[int]]) -> list[Generation]:
@@ -466,19 +388,25 @@ def make_sampler(
     config: SamplerConfig,
     decode_rows: int | None = None,
     segment_steps: int | None = None,
+    prefill_rows: int | None = None,
 ) -> Sampler:
-    """`"fixed"`: the batch-invariant continuous-batching `Engine` (`decode_rows` slots, decode
-    segments of `segment_steps` steps); `"static"`: the static `FixedSampler` (the engine's test
-    oracle); `"tunix"`: stock tunix (negative control). Unset options take the schema's defaults."""
+    """`"fixed"`: the batch-invariant continuous-batching `Engine` (`decode_rows` slots, prefill
+    calls of `prefill_rows` rows, decode segments of `segment_steps` steps); `"static"`: the
+    static `FixedSampler` (the engine's test oracle, same prefill); `"tunix"`: stock tunix
+    (negative control). Unset options take the schema's defaults (numbers, not `auto`: resolve
+    `auto` first with `shapes.resolve_shapes`)."""
     if decode_rows is None:
         decode_rows = schema.default("sampling.decode_rows")
+    if prefill_rows is None:
+        prefill_rows = schema.default("sampling.prefill_rows")
+    layout = Layout(decode_rows=decode_rows, prefill_rows=prefill_rows)
     if name == "fixed":
         from gsm8k_eval.engine import DEFAULT_SEGMENT_STEPS, Engine
 
         steps = DEFAULT_SEGMENT_STEPS if segment_steps is None else segment_steps
-        return Engine(model, tokenizer, config, Layout(decode_rows=decode_rows), steps)
+        return Engine(model, tokenizer, config, layout, steps)
     if name == "static":
-        return FixedSampler(model, tokenizer, config, Layout(decode_rows=decode_rows))
+        return FixedSampler(model, tokenizer, config, layout)
     if name == "tunix":
         from gsm8k_eval.stock_sampler import TunixSampler
 

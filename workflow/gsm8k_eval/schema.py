@@ -142,6 +142,12 @@ def _coerce_value(spec: dict[str, Any], value: Any) -> Any:
 
 
 def _parse_string(spec: dict[str, Any], text: str) -> Any:
+    if "anyOf" in spec:  # e.g. an integer or "auto": the first alternative that takes the text
+        for option in spec["anyOf"]:
+            value = _parse_string(option, text)
+            if value is not text or option.get("const") == text:
+                return value
+        return text
     accepted = _accepted_types(spec)
     if accepted is None:
         return text

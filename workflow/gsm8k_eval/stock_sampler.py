@@ -18,12 +18,12 @@ from flax import nnx
 from gsm8k_eval.sampler import (
     Generation,
     SamplerConfig,
-    _cache_spec,
     _check_lengths,
     _finish,
     _in_batches,
     _next_power_of_two,
 )
+from gsm8k_eval.step import _cache_spec
 from gsm8k_eval.timing import timed
 
 

@@ -99,6 +99,8 @@ def write_summary(
         "max_prompt_length": options.max_prompt_length,
         "eos_tokens": list(options.eos_tokens),
         "decode_rows": options.decode_rows if options.sampler != "tunix" else None,
+        "prefill_rows": options.prefill_rows if options.sampler != "tunix" else None,
+        "segment_steps": options.segment_steps if options.sampler == "fixed" else None,
         "prompt_template": options.prompt_template,
         "num_shots": options.num_shots,
         "model_source": options.model_source,

@@ -285,6 +285,7 @@ def _evaluate_flags(cfg: PipelineConfig) -> list[tuple[str, object]]:
         ("--eos-tokens", ",".join(str(t) for t in s.eos_tokens)),
         ("--decode-rows", s.decode_rows),
         ("--segment-steps", s.segment_steps),
+        ("--prefill-rows", s.prefill_rows),
         ("--prompt-template", p.template),
         ("--num-shots", p.num_shots),
         ("--prompt-seed", p.seed),

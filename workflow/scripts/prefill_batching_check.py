@@ -55,14 +55,13 @@ def main(argv: list[str] | None = None) -> None:
     from flax import nnx
 
     from gsm8k_eval.models import load_model
-    from gsm8k_eval.sampler import (
-        Layout,
+    from gsm8k_eval.sampler import Layout, bucket_for
+    from gsm8k_eval.step import (
         _empty_cache,
         _left_pad,
         _prefill,
         _supports_hidden_states,
         _transposed_head,
-        bucket_for,
     )
 
     loaded = load_model(args.model_dir, args.dtype)
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         """Prefill `batch` (None: dummy row) in one call; per real row: K/V rows, token, logit."""
         tokens = _left_pad([p or [pad] for p in batch], bucket, pad)
         cache = _empty_cache(model, len(batch), region + 1)
-        cache, token, logit = fn(state, head, cache, tokens, 0)
+        cache, token, logit = fn(state, head, cache, tokens, np.arange(len(batch), dtype=np.int32))
         token, logit = np.asarray(token), np.asarray(logit)
         kv = [np.asarray(layer[x]) for layer in cache.values() for x in ("k", "v")]
         return [
@@ -133,11 +132,12 @@ def main(argv: list[str] | None = None) -> None:
         inputs = [
             (_left_pad(b, bucket, pad), _empty_cache(model, len(b), region + 1)) for b in batches
         ]
-        jax.block_until_ready(fn(state, head, inputs[0][1], inputs[0][0], 0))
+        slots = np.arange(len(batches[0]), dtype=np.int32)
+        jax.block_until_ready(fn(state, head, inputs[0][1], inputs[0][0], slots))
         t0 = time.perf_counter()
         for _ in range(args.repeats):
             for tokens, cache in inputs:
-                jax.block_until_ready(fn(state, head, cache, tokens, 0))
+                jax.block_until_ready(fn(state, head, cache, tokens, slots))
         timing[label] = (time.perf_counter() - t0) / args.repeats / rows
     result["seconds_per_prompt"] = timing
     result["load_average"] = os.getloadavg()

@@ -8,6 +8,7 @@ from pathlib import Path
 from gsm8k_eval import schema
 from gsm8k_eval.cli.options import (
     at_least_two,
+    auto_or,
     int_list,
     integer,
     non_negative_int,
@@ -47,8 +48,9 @@ def add_evaluate(sub) -> None:
     )
     schema_option(p, "--max-prompt-length", "sampling.max_prompt_length", type=positive_int)
     schema_option(p, "--eos-tokens", "sampling.eos_tokens", type=int_list)
-    schema_option(p, "--decode-rows", "sampling.decode_rows", type=at_least_two)
-    schema_option(p, "--segment-steps", "sampling.segment_steps", type=positive_int)
+    schema_option(p, "--decode-rows", "sampling.decode_rows", type=auto_or(at_least_two))
+    schema_option(p, "--segment-steps", "sampling.segment_steps", type=auto_or(positive_int))
+    schema_option(p, "--prefill-rows", "sampling.prefill_rows", type=auto_or(positive_int))
     schema_option(p, "--dtype", "sampling.dtype")
     schema_option(p, "--sampler", "sampling.sampler")
     schema_option(p, "--prompt-template", "prompt.template")

@@ -84,6 +84,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def auto_or(parse: Callable[[str], int]) -> Callable[[str], int | str]:
+    """A flag type taking `auto` (a shape resolved from the device: shapes.py) or `parse`'s."""
+
+    def parse_or_auto(text: str) -> int | str:
+        return "auto" if text == "auto" else parse(text)
+
+    parse_or_auto.__name__ = f"auto or {parse.__name__}"
+    return parse_or_auto
+
+
 def at_least_two(text: str) -> int:
     value = integer(text, "an integer >= 2")
     if value < 2:
