@@ -70,7 +70,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "gpu-bench-out"))
     p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
-    p.add_argument("--prefill-rows", default="", help="engine prefill row counts, e.g. 1,8,16")
+    p.add_argument(
+        "--prefill-rows",
+        default="",
+        help="engine prefill row counts, e.g. 1,16; the last is the reference engine "
+        "(bs 1, invariance, calibration, decode steps, flag variants)",
+    )
     p.add_argument("--segment-steps", type=int, default=None, help="engine segment length")
     p.add_argument("--variants", default=None, help="flag variants (default: gpubench.variants)")
     p.add_argument("--no-compile-cache", action="store_true", help="no persistent cache here")
@@ -197,7 +202,7 @@ class Bench:
         from gpubench.throughput import in_process_invariance
 
         a = self.args
-        label, options = self.engines[0]
+        label, options = self.engines[-1]
         reference = self.outputs.get(f"{label}/bs{max(ints(a.batch_sizes))}")
         if reference is not None and len(reference) < len(self.prompts):
             reference = None
@@ -229,7 +234,7 @@ class Bench:
         rows = decode_steps(
             self.model,
             self.config,
-            self.engines[0][1],
+            self.engines[-1][1],
             ints(self.args.step_rows),
             self.prompts,
             self.guard,
@@ -299,7 +304,7 @@ def worker_main(args: argparse.Namespace) -> None:
     def body() -> dict[str, Any]:
         bench = Bench(args, [])
         bench.setup()
-        label, options = bench.engines[0]
+        label, options = bench.engines[-1]
         s = common.sampler("fixed", bench.model, bench.config, options)
         rows, best, out = options.decode_rows, None, None
         warmup = warmup_prompts("fixed", bench.prompts, rows)

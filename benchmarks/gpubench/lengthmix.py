@@ -106,7 +106,7 @@ def run(
     want = targets(len(prompts), mix["median"], mix["p90"], cap)
     slots = 2 * len(prompts) + 1  # EOS list length fixed: calibration and timed runs share programs
     calib_config = replace(base_config, max_generation_steps=cap, eos_tokens=(1,) * slots)
-    options = engines[0][1]
+    options = engines[-1][1]  # the reference engine (last prefill row count)
     calib = sampler("fixed", model, calib_config, options)
     log(f"length-mix calibration: {len(prompts)} prompts up to {cap} tokens")
     with measuring(lock):

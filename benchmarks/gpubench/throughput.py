@@ -129,8 +129,8 @@ def uniform(
     ]:
         s = sampler(name, model, config, options)
         for bs in sizes:
-            if label.startswith("fixed-p") and bs == 1 and label != engines[0][0]:
-                continue  # bs 1 only with the first prefill row count (time)
+            if label.startswith("fixed-p") and bs == 1 and label != engines[-1][0]:
+                continue  # bs 1 only with the last prefill row count (time)
             part = prompts[:bs1_prompts] if bs == 1 else prompts
             if not guard(estimate_run(name, bs, len(part))):
                 rows.append({"sampler": label, "batch_size": bs, "skipped": "time"})
