@@ -114,3 +114,30 @@ def test_tiny_run_end_to_end(tmp_path: Path) -> None:
     assert flags["invariant_across_processes"] is True
     assert sections["flags"]["comparison"]["flags_processes_equal_main_process"] is True
     assert json.loads(proc.stdout.strip().splitlines()[-1])["invariant_in_process"] is True
+
+
+def test_prefill_rows_are_passed_through_when_supported(monkeypatch) -> None:
+    """Each --prefill-rows value is its own engine; make_sampler gets it only when given."""
+    from gpubench import common, throughput
+
+    import gsm8k_eval.sampler as sampler_module
+
+    calls = []
+
+    def fake(
+        name, model, tokenizer, config, decode_rows=None, segment_steps=None, prefill_rows=None
+    ):
+        calls.append((name, decode_rows, prefill_rows))
+        return name
+
+    monkeypatch.setattr(sampler_module, "make_sampler", fake)
+    assert common.prefill_rows_supported()
+    engines = throughput.engine_variants(common.EngineOptions(64), [1, 16])
+    assert [label for label, _ in engines] == ["fixed-p1", "fixed-p16"]
+    for _, options in engines:
+        common.sampler("fixed", None, None, options)
+    common.sampler("tunix", None, None, common.EngineOptions(64))
+    assert calls == [("fixed", 64, 1), ("fixed", 64, 16), ("tunix", 64, None)]
+    assert throughput.engine_variants(common.EngineOptions(64), []) == [
+        ("fixed", common.EngineOptions(64))
+    ]

@@ -191,7 +191,7 @@ def determinism_settings(device: str | None, platform: str) -> dict[str, object]
         "gpu_determinism_flags_set": all(
             flags.get(name) == value for name, value in map(_split_flag, GPU_DETERMINISM_FLAGS)
         ),
-        "gpu_determinism": gpu_determinism_mode(flags),
+        "gpu_determinism": None if platform == "cpu" else gpu_determinism_mode(flags),
         "xla_gpu_load_autotune_results_from": flags.get(_LOAD_AUTOTUNE),
         "xla_gpu_dump_autotune_results_to": flags.get(_DUMP_AUTOTUNE),
     }
