@@ -54,6 +54,8 @@ def test_choose_eos_accounts_for_shared_tokens() -> None:
     assert recomputed_stops(outputs, eos) == stops
     err = lambda s: sum(abs(np.log(a / b)) for a, b in zip(s, want, strict=True))  # noqa: E731
     assert err(stops) < err([120] * 30)
+    eos, stops, scale = lengthmix.calibrate_eos(outputs, want, 120)
+    assert recomputed_stops(outputs, eos) == stops and scale >= 1.0
 
 
 def test_shared_autotune_variant_dumps_then_loads(tmp_path: Path) -> None:

@@ -229,7 +229,7 @@ def decode_steps(
 
 def _engine_with_rows(model: Any, config: Any, base: EngineOptions, rows: int) -> Any:
     """An engine with `rows` slots; 1 row bypasses Layout's >= 2 check (timing only)."""
-    prefill = None if base.prefill_rows is None else min(base.prefill_rows, max(rows, 2))
+    prefill = None if base.prefill_rows is None else min(base.prefill_rows, rows)
     base = replace(base, prefill_rows=prefill)
     if rows >= 2:
         return sampler("fixed", model, config, replace(base, decode_rows=rows))
