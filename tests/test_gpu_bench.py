@@ -138,7 +138,7 @@ def test_prefill_rows_are_passed_through_when_supported(monkeypatch) -> None:
     assert [label for label, _ in engines] == ["fixed-p1", "fixed-p16"]
     for _, options in engines:
         common.sampler("fixed", None, None, options)
-    common.sampler("tunix", None, None, common.EngineOptions(64))
+    common.sampler("tunix", None, None, engines[1][1])
     assert calls == [("fixed", 64, 1), ("fixed", 64, 16), ("tunix", 64, None)]
     assert throughput.engine_variants(common.EngineOptions(64), []) == [
         ("fixed", common.EngineOptions(64))

@@ -153,10 +153,11 @@ def prefill_rows_supported() -> bool:
 
 
 def sampler(name: str, model: Any, config: Any, options: EngineOptions) -> Any:
-    """`make_sampler(name, ...)`; `prefill_rows` only when given (and supported)."""
+    """`make_sampler(name, ...)`; `prefill_rows` only when given, and not to stock tunix."""
     from gsm8k_eval.sampler import make_sampler
 
-    extra = {} if options.prefill_rows is None else {"prefill_rows": options.prefill_rows}
+    given = options.prefill_rows is not None and name != "tunix"
+    extra = {"prefill_rows": options.prefill_rows} if given else {}
     return make_sampler(
         name,
         model,
