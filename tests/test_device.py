@@ -124,11 +124,46 @@ def test_determinism_settings_read_the_effective_flags(monkeypatch):
         "xla_gpu_deterministic_ops": "true",
         "xla_gpu_autotune_level": "0",
         "gpu_determinism_flags_set": True,
+        "gpu_determinism": "flags",
+        "xla_gpu_load_autotune_results_from": None,
+        "xla_gpu_dump_autotune_results_to": None,
     }
     monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_autotune_level=4")
     settings = device.determinism_settings("auto", "cpu")
     assert settings["gpu_determinism_flags_set"] is False
     assert settings["xla_gpu_deterministic_ops"] is None
+
+
+def test_gpu_determinism_modes_and_their_record(monkeypatch, tmp_path):
+    """Each `evaluation.gpu_determinism` mode's flags; summary.json's mode read back from them;
+    the shared-autotune modes write the results file when absent and load it once present."""
+    for mode in device.GPU_DETERMINISM:
+        flags = device.gpu_determinism_flags(mode, tmp_path)
+        assert device.gpu_determinism_mode(device.xla_flag_values(" ".join(flags))) == mode
+    assert device.gpu_determinism_flags("flags") == GPU_DETERMINISM_FLAGS
+    file = tmp_path / device.AUTOTUNE_RESULTS_FILE
+    assert device.gpu_determinism_flags("shared_autotune", tmp_path) == (
+        f"--xla_gpu_dump_autotune_results_to={file}",
+    )
+    file.write_text("")
+    assert device.gpu_determinism_flags("deterministic_ops+shared_autotune", tmp_path) == (
+        "--xla_gpu_deterministic_ops=true",
+        f"--xla_gpu_load_autotune_results_from={file}",
+    )
+    with pytest.raises(ValueError, match="compilation_cache"):
+        device.gpu_determinism_flags("shared_autotune", None)
+    with pytest.raises(ValueError, match="gpu_determinism must be one of"):
+        device.gpu_determinism_flags("fast")
+    assert device.gpu_determinism_mode({"--xla_gpu_autotune_level": "4"}) == "custom"
+
+
+def test_select_device_adds_the_chosen_mode(monkeypatch, tmp_path):
+    _fake_distributions(monkeypatch, ["jax-cuda12-plugin"])
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    device.select_device("gpu", "autotune_off", tmp_path)
+    assert os.environ["XLA_FLAGS"] == "--xla_gpu_autotune_level=0"
+    assert device.determinism_settings("gpu", "gpu")["gpu_determinism"] == "autotune_off"
 
 
 def test_check_backend_names_the_device_when_jax_runs_elsewhere():

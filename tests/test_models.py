@@ -556,3 +556,42 @@ def test_orbax_config_from_tunix_preset() -> None:
     tensors["model.embed_tokens.weight"] = np.broadcast_to(np.float32(0), (1000, 1152))
     with pytest.raises(ModelSourceError, match="no tunix Gemma 3 preset"):
         models.orbax_hf_config(tensors, None)
+
+
+def test_random_real_shapes_with_overrides(tmp_path: Path) -> None:
+    """`random:gemma3-1b` is the real 1B shape; options shrink it (here: 2 layers, small dims)."""
+    source = "random:gemma3-1b?layers=2&embed_dim=64&hidden_dim=128&vocab=1024&seed=3"
+    out = fetch_model(source, tmp_path / "model")
+    config = json.loads((out / "config.json").read_text())
+    assert (config["num_attention_heads"], config["head_dim"], config["num_key_value_heads"]) == (
+        4,
+        256,
+        1,
+    )
+    assert (config["num_hidden_layers"], config["hidden_size"], config["vocab_size"]) == (
+        2,
+        64,
+        1024,
+    )
+    assert config["sliding_window"] == 512
+    record = json.loads((out / "source.json").read_text())
+    assert record["inputs"]["shape"] == "gemma3-1b" and record["inputs"]["seed"] == 3
+    loaded = load_model(out, "float32")
+    logits = forward_last_logits(loaded.model, loaded.tokenizer.encode("Question: 2 + 2?"))
+    assert logits.shape == (1024,) and bool(jnp.all(jnp.isfinite(logits)))
+    from tunix.models.gemma3 import model as gemma3
+
+    from gsm8k_eval.models.tiny import random_spec
+
+    full = random_spec(parse_source("random:gemma3-1b"))
+    cfg = gemma3.ModelConfig.gemma3_1b_it()
+    assert (full.num_layers, full.embed_dim, full.hidden_dim, full.vocab_size) == (
+        cfg.num_layers,
+        cfg.embed_dim,
+        cfg.hidden_dim,
+        cfg.num_embed,
+    )
+    with pytest.raises(ModelSourceError, match="unknown random model"):
+        fetch_model("random:gemma9", tmp_path / "bad")
+    with pytest.raises(ModelSourceError, match="options"):
+        fetch_model("random:gemma3-1b?depth=2", tmp_path / "bad")

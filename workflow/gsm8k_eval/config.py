@@ -136,6 +136,7 @@ class PipelineConfig:
     reference: ReferenceSpec
     parallel_jobs: int
     compilation_cache: str | None  # as configured (<run> not yet filled in)
+    gpu_determinism: str = schema.default_field("evaluation.gpu_determinism")
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -171,6 +172,7 @@ class PipelineConfig:
             reference=_reference_spec(config["reference"], checkpoints),
             parallel_jobs=config["evaluation"]["parallel_jobs"],
             compilation_cache=config["evaluation"]["compilation_cache"],
+            gpu_determinism=config["evaluation"]["gpu_determinism"],
             raw=config,
         )
 

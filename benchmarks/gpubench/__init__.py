@@ -1,0 +1,1 @@
+"""Modules of `benchmarks/gpu_bench.py`: shared helpers, throughput sections, XLA flag variants."""
