@@ -177,7 +177,7 @@ class Bench:
     def section_bandwidth(self) -> dict[str, Any]:
         from gpubench.throughput import copy_bandwidth
 
-        bw = copy_bandwidth(0.25 if self.args.tiny else 4.0)
+        bw = copy_bandwidth(0.25 if self.args.tiny else 2.0)
         weights = self.data["meta"]["weight_bytes"]
         bw["weight_bound_ms_per_step"] = round(1e3 * weights / (bw["gb_per_s"] * 1e9), 3)
         return bw

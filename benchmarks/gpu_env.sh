@@ -29,3 +29,6 @@ export PYTHONPATH="$root/.gpu/site:$root/workflow${PYTHONPATH:+:$PYTHONPATH}"
 export PATH="$root/.gpu/site/bin:$PATH"
 export JAX_PLATFORMS="${JAX_PLATFORMS:-cuda}"
 "$py" -c 'import sys, jax, flax, tunix, qwix, yaml, numpy; print("python", sys.version.split()[0], "jax", jax.__version__, "flax", flax.__version__, jax.devices())'
+# The GPU and its compute mode (the benchmark's flag-variant workers share the GPU with the main
+# process: an Exclusive_Process mode would make them fail)
+nvidia-smi --query-gpu=name,compute_mode,memory.total,driver_version --format=csv,noheader 2>/dev/null || true

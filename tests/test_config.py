@@ -238,6 +238,11 @@ def test_run_paths_put_the_sampler_between_checkpoint_and_batch_size():
         "8=results/demo/eval/base/tunix/bs8/rollouts.jsonl"
     )
     assert "--sampler" not in paths.evaluate_arguments(cfg)  # a wildcard, not a config flag
+    # the GPU determinism mode reaches evaluate only when not the default (params stay as before)
+    assert "--gpu-determinism" not in paths.evaluate_arguments(cfg)
+    shared = load_config({"evaluation": {"gpu_determinism": "shared_autotune"}})
+    assert shared.gpu_determinism == "shared_autotune"
+    assert "--gpu-determinism shared_autotune" in paths.evaluate_arguments(shared)
 
 
 def test_divergence_is_fatal_for_batch_invariant_samplers_only():
