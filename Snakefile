@@ -1,7 +1,7 @@
 """GSM8K evaluation of JAX/tunix checkpoints, batch-invariant by construction.
 
 dataset → model, checkpoints → evaluate (checkpoint × sampler × batch size) → invariance
-(checkpoint × sampler) → report.
+(checkpoint × sampler) → report → verdict (a batch-invariant sampler that diverged fails the run).
 Every rule is thin wiring around one `gsm8k-eval` subcommand (workflow/gsm8k_eval), and every
 output of a run lives under results/<run>/ (the `run` config key).
 """
@@ -26,6 +26,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/gather.smk"
 include: "workflow/rules/invariance.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/verdict.smk"
 include: "workflow/rules/reference.smk"
 
 
@@ -36,9 +37,11 @@ localrules:
     fetch_checkpoint,
     check_invariance,
     render_report,
+    verdict,
 
 
 rule all:
     default_target: True
     input:
         PATHS.report,
+        PATHS.verdict,

@@ -12,14 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gsm8k_eval.config import PipelineConfig
+from gsm8k_eval.invariance import BATCH_DEPENDENT_SAMPLERS
 from gsm8k_eval.parts import PARTS_DIR, part_labels
 
 RESULTS = "results"
 REPORT_NAME = "gsm8k_eval_report.md"
 EMBEDDED_CONFIG = "config.yaml"
 EMBEDDED_RUN = "demo"
-# Samplers whose outputs may change with the batch size: measured, never a failure.
-BATCH_DEPENDENT_SAMPLERS = frozenset({"tunix"})
 _RUN_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -56,6 +55,10 @@ class RunPaths:
     @property
     def figures(self) -> str:
         return f"{self.root}/report/figures"
+
+    @property
+    def verdict(self) -> str:
+        return f"{self.root}/verdict.json"
 
     @property
     def owner(self) -> str:
@@ -208,6 +211,11 @@ def fail_on_divergence_flag(cfg: PipelineConfig, sampler: str) -> str:
     """`--fail-on-divergence` when configured, for the batch-invariant samplers only."""
     strict = cfg.fail_on_divergence and sampler not in BATCH_DEPENDENT_SAMPLERS
     return "--fail-on-divergence" if strict else ""
+
+
+def verdict_flag(cfg: PipelineConfig) -> str:
+    """`gsm8k-eval verdict`: fail (the default) or only warn on a divergence."""
+    return "--fail-on-divergence" if cfg.fail_on_divergence else "--no-fail-on-divergence"
 
 
 PART_WILDCARD = "{part}"
