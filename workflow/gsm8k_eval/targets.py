@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gsm8k_eval.config import PipelineConfig
+from gsm8k_eval.evaluation.options import GENERATION_RECORD, GENERATIONS
 from gsm8k_eval.invariance import BATCH_DEPENDENT_SAMPLERS
 from gsm8k_eval.parts import PARTS_DIR, part_labels
 
@@ -88,6 +89,13 @@ class RunPaths:
         path = cfg.compilation_cache
         return None if path is None else path.replace("<run>", self.run)
 
+    def generations(self, folder: str) -> str:
+        """What the model produced in an evaluation's (or the reference's) folder."""
+        return f"{folder}/{GENERATIONS}"
+
+    def generation_record(self, folder: str) -> str:
+        return f"{folder}/{GENERATION_RECORD}"
+
     def rollouts(self, checkpoint: str, sampler: str, batch_size: int | str) -> str:
         return f"{self.eval_dir(checkpoint, sampler, batch_size)}/rollouts.jsonl"
 
@@ -150,7 +158,6 @@ class RunPaths:
             ("--prompt-template", p.template),
             ("--num-shots", p.num_shots),
             ("--prompt-seed", p.seed),
-            ("--primary-method", cfg.primary_method),
             ("--model-source", cfg.model.source),
         ]
         if cfg.limit is not None:
@@ -299,7 +306,6 @@ def _evaluate_flags(cfg: PipelineConfig) -> list[tuple[str, object]]:
         ("--lora-rank", lora.rank),
         ("--lora-alpha", lora.alpha),
         ("--lora-module-path", lora.module_path),
-        ("--primary-method", cfg.primary_method),
         ("--shard-size", cfg.shard_size),
         ("--device", cfg.device),
         ("--model-source", cfg.model.source),

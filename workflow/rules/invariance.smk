@@ -9,6 +9,7 @@ rule check_invariance:
         "../../envs/report.yaml"
     params:
         rollouts=lambda wc: PATHS.rollouts_argument(PIPELINE, wc.checkpoint, wc.sampler),
+        code=codegraph.stage_digest("check-invariance"),
     shell:
         "python -m gsm8k_eval check-invariance --checkpoint {wildcards.checkpoint}"
         " --sampler {wildcards.sampler}"

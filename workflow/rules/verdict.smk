@@ -12,6 +12,7 @@ rule verdict:
         "../../envs/report.yaml"
     params:
         fail=targets.verdict_flag(PIPELINE),
+        code=codegraph.stage_digest("verdict"),
     shell:
         "python -m gsm8k_eval verdict --invariance {input.invariance:q} {params.fail}"
         " --out {output:q} > {log:q} 2>&1 || {{ tail -n 1 {log:q} >&2; exit 1; }}"
