@@ -38,7 +38,7 @@ def _package(root: Path) -> Path:
         "a.py": "def f():\n    from gsm8k_eval import b\n",
         "b.py": "x = 1\n",
         "c.py": "y = 1\n",
-        "t.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from gsm8k_eval import c\n",
+        "t.py": "import typing\nif typing.TYPE_CHECKING:\n    from gsm8k_eval import c\n",
         "prompts/chat.j2": "{{ q }}\n",
     }
     for name, text in files.items():

@@ -15,8 +15,8 @@ from lora_checkpoints import LORA, save_lora_steps
 from shared_data import GSM8K_DIR
 
 from gsm8k_eval import codegraph, fingerprint
-from gsm8k_eval.evaluation import shards
 from gsm8k_eval.evaluate import EvaluateOptions, evaluate
+from gsm8k_eval.evaluation import shards
 from gsm8k_eval.models import fetch_model
 
 LIMIT = 2
