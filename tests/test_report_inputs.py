@@ -26,7 +26,7 @@ from report_fixture import (
 )
 from shared_data import GSM8K_DIR
 
-from gsm8k_eval import cli, targets
+from gsm8k_eval import cli, codegraph
 from gsm8k_eval.report import ReportDataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,8 +161,6 @@ def test_standalone_evaluate_then_render_report(
 
 def test_every_report_module_is_in_the_report_stage_code() -> None:
     """Editing any report module re-renders the report (its code digest, from the imports)."""
-    from gsm8k_eval import codegraph
-
     modules = set((REPO / "workflow" / "gsm8k_eval" / "report").glob("*.py"))
     assert len(modules) >= 5
     assert modules <= set(codegraph.stage_files("render-report"))
