@@ -145,6 +145,9 @@ def test_reference_rollouts_have_the_evaluate_schema_and_prompts(tmp_path, gsm8k
     assert jax.returncode == 0, jax.stderr[-2000:]
     ref = _gsm8k_eval("reference", *common, "--device", "cpu", "--out", str(tmp_path / "pt"))
     assert ref.returncode == 0, ref.stderr[-2000:]
+    for name in ("jax", "pt"):  # the score stage grades both with one function
+        graded = _gsm8k_eval("score", "--generations-dir", str(tmp_path / name))
+        assert graded.returncode == 0, graded.stderr[-2000:]
     rows = {name: _rows(tmp_path / name / "rollouts.jsonl") for name in ("jax", "pt")}
     assert len(rows["pt"]) == 2
     for a, b in zip(rows["jax"], rows["pt"], strict=True):
