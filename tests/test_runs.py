@@ -75,7 +75,6 @@ def test_a_config_file_gets_schema_defaults_not_the_demos(tmp_path):
         "--max-new-tokens": schema.default("sampling.max_generation_steps"),
         "--prompt-template": schema.default("prompt.template"),
         "--num-shots": schema.default("prompt.num_shots"),
-        "--primary-method": schema.default("scoring.primary"),
         "--shard-size": schema.default("evaluation.shard_size"),
         "--decode-rows": schema.default("sampling.decode_rows"),
     }
