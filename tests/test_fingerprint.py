@@ -305,3 +305,20 @@ def test_module_imports_without_jax(module):
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert result.stdout.strip() == "64"
+
+
+def test_shards_of_the_older_graded_layout_are_regenerated_not_mixed(inputs, copied, caplog):
+    """Format-1 shards held graded rollouts: their folder is emptied (a log line names the
+    format) and every shard is generated again, never merged with new ones."""
+    marker = copied / "shards" / "fingerprint.json"
+    old = json.loads(marker.read_text())
+    marker.write_text(json.dumps(dict(old, format=1)))
+    for path in (copied / "shards").glob("shard-*.jsonl"):  # as the old layout wrote them
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        path.write_text("".join(json.dumps(dict(r, correct=True)) + "\n" for r in rows))
+    with caplog.at_level("INFO"):
+        evaluate(_options(inputs["model"], inputs["dataset"], copied))
+    assert _summary(copied)["resumed_shards"] == 0
+    assert "format" in caplog.text and "starting afresh" in caplog.text
+    generations = (copied / "generations.jsonl").read_text().splitlines()
+    assert all("correct" not in json.loads(line) for line in generations)
