@@ -134,7 +134,9 @@ def test_editing_a_module_replans_exactly_its_stage_and_dependents(finished, rul
     original = path.read_text()
     path.write_text(original + "# edited\n")
     try:
-        result = run_snakemake(workdir, finished[2], "-n", snakefile=repo / "Snakefile")
+        result = run_snakemake(
+            workdir, workdir / finished[2].name, "-n", snakefile=repo / "Snakefile"
+        )
     finally:
         path.write_text(original)
     planned = set(_planned(result))
@@ -151,7 +153,7 @@ def _flip_one_logit_bit(rollouts: Path) -> None:
 
 def test_a_planted_logit_bit_fails_the_run_after_the_report(finished, tmp_path):
     repo, workdir = _copy_run(finished, tmp_path)
-    config = finished[2]
+    config = workdir / finished[2].name  # the copy's (a run belongs to its config file)
     sizes = sorted(tiny_config()["batch_sizes"])
     _flip_one_logit_bit(run_root(workdir) / f"eval/base/fixed/bs{sizes[-1]}/rollouts.jsonl")
     report = next(run_root(workdir).glob("report/*.md"))
