@@ -98,6 +98,12 @@ class PairResult:
         return self.total - self.identical
 
     @property
+    def logit_divergences(self) -> int:
+        """Examples with identical tokens and text whose float32 logit bits differ (for the
+        templates: token and logit identity shown separately)."""
+        return self.comparison.logit_divergences
+
+    @property
     def identical_rate(self) -> float:
         return self.identical / self.total if self.total else 0.0
 
