@@ -1,7 +1,8 @@
 """GSM8K evaluation of JAX/tunix checkpoints, batch-invariant by construction.
 
-dataset → model, checkpoints → evaluate (checkpoint × sampler × batch size) → invariance
-(checkpoint × sampler) → report.
+dataset → model, checkpoints → evaluate (checkpoint × sampler × batch size: generations) →
+score (grading) → invariance
+(checkpoint × sampler) → report → verdict (a batch-invariant sampler that diverged fails the run).
 Every rule is thin wiring around one `gsm8k-eval` subcommand (workflow/gsm8k_eval), and every
 output of a run lives under results/<run>/ (the `run` config key).
 """
@@ -24,8 +25,10 @@ include: "workflow/rules/model.smk"
 include: "workflow/rules/checkpoints.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/gather.smk"
+include: "workflow/rules/score.smk"
 include: "workflow/rules/invariance.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/verdict.smk"
 include: "workflow/rules/reference.smk"
 
 
@@ -36,9 +39,12 @@ localrules:
     fetch_checkpoint,
     check_invariance,
     render_report,
+    verdict,
+    score,
 
 
 rule all:
     default_target: True
     input:
         PATHS.report,
+        PATHS.verdict,

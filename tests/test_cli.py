@@ -168,7 +168,6 @@ def _evaluate_parser():
         ("lora_rank", "lora.rank"),
         ("lora_alpha", "lora.alpha"),
         ("lora_module_path", "lora.module_path"),
-        ("primary_method", "scoring.primary"),
         ("shard_size", "evaluation.shard_size"),
         ("device", "evaluation.device"),
     ],

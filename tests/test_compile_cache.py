@@ -21,7 +21,7 @@ def _evaluate(model: Path, dataset: Path, out: Path, *extra: str) -> dict:
     command += ["--output-dir", str(out), *extra]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads((out / "summary.json").read_text())
+    return json.loads((out / "generation.json").read_text())  # summary.json is score's
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +67,11 @@ def test_warm_cache_loads_every_program_and_saves_compile_time(runs):
 
 
 def test_cache_changes_no_token_or_logit(runs):
-    reference = (runs["none"][1] / "rollouts.jsonl").read_bytes()
+    reference = (runs["none"][1] / "generations.jsonl").read_bytes()
     rows = [json.loads(line) for line in reference.decode().splitlines()]
     assert len(rows) == LIMIT and all(row["tokens"] and row["token_logits"] for row in rows)
     for name in ("cold", "warm"):
-        assert (runs[name][1] / "rollouts.jsonl").read_bytes() == reference, name
+        assert (runs[name][1] / "generations.jsonl").read_bytes() == reference, name
 
 
 def test_cache_folder_is_not_in_the_fingerprint(runs):

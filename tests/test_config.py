@@ -214,10 +214,12 @@ def test_demo_plans_each_sampler_at_each_batch_size():
         for line in _commands(output, "check-invariance")
     }
     assert set(checks) == {"fixed", "tunix"}
-    # Divergence is fatal for the batch-invariant sampler only: tunix is the negative control.
-    assert "--fail-on-divergence" in checks["fixed"]
-    assert "--fail-on-divergence" not in checks["tunix"]
+    # check_invariance records; the last stage, verdict (after the report), fails the run.
+    assert not [line for line in checks.values() if "fail-on-divergence" in line]
     assert "--out results/demo/invariance/base/tunix.json" in checks["tunix"]
+    (verdict,) = _commands(output, "gsm8k_eval verdict")
+    assert " --fail-on-divergence " in verdict
+    assert "results/demo/invariance/base/tunix.json" in verdict
 
 
 def test_run_paths_put_the_sampler_between_checkpoint_and_batch_size():
@@ -252,8 +254,10 @@ def test_divergence_is_fatal_for_batch_invariant_samplers_only():
         "--fail-on-divergence",
         "",
     ]
-    lenient = load_config({})
+    assert targets.fail_on_divergence_flag(load_config({}), "fixed") == "--fail-on-divergence"
+    lenient = load_config({"invariance": {"fail_on_divergence": False}})
     assert targets.fail_on_divergence_flag(lenient, "fixed") == ""
+    assert targets.verdict_flag(lenient) == "--no-fail-on-divergence"
 
 
 def test_deprecated_key_in_a_config_file_plans_that_sampler_with_a_message(tmp_path):

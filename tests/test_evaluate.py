@@ -56,8 +56,14 @@ def _evaluate_command(model_dir: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
-def _run(command: list[str]) -> None:
+def _run(command: list[str], primary_method: str | None = None) -> None:
+    """Run an evaluate command, then grade its output folder as the `score` stage does."""
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = command[command.index("--output-dir") + 1]
+    score = [sys.executable, "-m", "gsm8k_eval", "score", "--generations-dir", out]
+    score += ["--primary-method", primary_method] if primary_method else []
+    result = subprocess.run(score, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
 
 
@@ -112,9 +118,9 @@ def test_summary_fields(tiny_model_dir, tmp_path):
     import numpy as np
 
     out = tmp_path / "run"
-    extra = ("--limit", "3", "--config-hash", "cafe01", "--primary-method", "flexible-extract")
+    extra = ("--limit", "3", "--config-hash", "cafe01")
     auto = ("--decode-rows", "auto", "--prefill-rows", "auto")  # resolved for the CPU: 8 and 1
-    _run(_evaluate_command(tiny_model_dir, out, *extra, *auto))
+    _run(_evaluate_command(tiny_model_dir, out, *extra, *auto), primary_method="flexible-extract")
     summary = json.loads((out / "summary.json").read_text())
     rows = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
     assert summary["total"] == 3 == len(rows)

@@ -14,9 +14,9 @@ import pytest
 from lora_checkpoints import LORA, save_lora_steps
 from shared_data import GSM8K_DIR
 
-from gsm8k_eval import evaluate as evaluate_module
-from gsm8k_eval import fingerprint
+from gsm8k_eval import codegraph, fingerprint
 from gsm8k_eval.evaluate import EvaluateOptions, evaluate
+from gsm8k_eval.evaluation import shards
 from gsm8k_eval.models import fetch_model
 
 LIMIT = 2
@@ -245,7 +245,7 @@ def test_merging_refuses_shards_with_different_fingerprints(inputs, copied):
     stats_path.write_text(json.dumps(stats))
     options = _options(inputs["model"], inputs["dataset"], copied)
     with pytest.raises(RuntimeError, match="refusing to merge shards made with different inputs"):
-        evaluate_module._merge_shards(options, copied / "shards", LIMIT, digest)
+        shards.merge_shards(options, copied / "shards", LIMIT, digest)
 
 
 def test_summary_records_the_shard_fingerprint(baseline, inputs):
@@ -281,48 +281,16 @@ def test_digest_cache_detects_replaced_bytes_of_equal_size(tmp_path):
     )
 
 
-def _package(root: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text)
-    return root
-
-
-def test_code_digest_covers_subpackages_and_skips_render_only_modules(tmp_path):
-    root = _package(
-        tmp_path / "pkg",
-        {
-            "sampler.py": "a = 1\n",
-            "models/__init__.py": "",
-            "models/gemma.py": "b = 1\n",
-            "prompts/chat.j2": "{{ q }}\n",
-            "report.py": "r = 1\n",
-            "report_figures.py": "",
-            "figures.py": "",
-            "stats.py": "",
-            "invariance.py": "",
-            "cli.py": "",
-            "targets.py": "",
-        },
-    )
-    base = fingerprint.code_digest(root)
-    for name in (
-        "report.py",
-        "report_figures.py",
-        "figures.py",
-        "stats.py",
-        "invariance.py",
-        "cli.py",
-        "targets.py",
-    ):
-        (root / name).write_text("# edited\n")
-        assert fingerprint.code_digest(root) == base, name
-    for name in ("sampler.py", "models/gemma.py", "prompts/chat.j2"):
-        original = (root / name).read_text()
-        (root / name).write_text(original + "# edited\n")
-        assert fingerprint.code_digest(root) != base, name
-        (root / name).write_text(original)
-    assert fingerprint.code_digest(root) == base
+def test_grading_is_not_in_the_generation_fingerprint(inputs, copied, baseline):
+    """Another primary method regrades the same shards (issue 23 §2; this test used to lock in
+    the opposite); the generating code digest leaves the grading modules out."""
+    evaluate(_options(inputs["model"], inputs["dataset"], copied), primary_method="strict-match")
+    summary = _summary(copied)
+    assert (summary["resumed_shards"], summary["primary_method"]) == (LIMIT, "strict-match")
+    assert summary["fingerprint_sha256"] == _summary(baseline)["fingerprint_sha256"]
+    assert "primary_method" not in summary["fingerprint"]["options"]
+    generating = codegraph.stage_modules("evaluate")
+    assert not {"gsm8k_eval.scoring", "gsm8k_eval.grading", "gsm8k_eval.summary"} & generating
 
 
 @pytest.mark.parametrize("module", ["gsm8k_eval.fingerprint", "gsm8k_eval.device"])
@@ -337,3 +305,20 @@ def test_module_imports_without_jax(module):
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert result.stdout.strip() == "64"
+
+
+def test_shards_of_the_older_graded_layout_are_regenerated_not_mixed(inputs, copied, caplog):
+    """Format-1 shards held graded rollouts: their folder is emptied (a log line names the
+    format) and every shard is generated again, never merged with new ones."""
+    marker = copied / "shards" / "fingerprint.json"
+    old = json.loads(marker.read_text())
+    marker.write_text(json.dumps(dict(old, format=1)))
+    for path in (copied / "shards").glob("shard-*.jsonl"):  # as the old layout wrote them
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        path.write_text("".join(json.dumps(dict(r, correct=True)) + "\n" for r in rows))
+    with caplog.at_level("INFO"):
+        evaluate(_options(inputs["model"], inputs["dataset"], copied))
+    assert _summary(copied)["resumed_shards"] == 0
+    assert "format" in caplog.text and "starting afresh" in caplog.text
+    generations = (copied / "generations.jsonl").read_text().splitlines()
+    assert all("correct" not in json.loads(line) for line in generations)

@@ -71,7 +71,7 @@ def test_split_evaluation_is_three_evaluate_jobs_and_one_gather(single, split):
     parts = sorted(p.name for p in (three / "parts").iterdir())
     assert parts == ["1-of-3", "2-of-3", "3-of-3"]
     for part in parts:
-        summary = json.loads((three / "parts" / part / "summary.json").read_text())
+        summary = json.loads((three / "parts" / part / "generation.json").read_text())
         assert summary["part"]["of"] == 3
     assert "gather_evaluation" in three_run.stdout + three_run.stderr
     assert not (one / "parts").exists()

@@ -57,6 +57,10 @@ def test_dag_produces_every_output(pipeline_run):
         assert summary["wall_seconds"] > 0 and summary["tokens_per_second"] > 0
     invariance = json.loads((results / "invariance" / "base" / "fixed.json").read_text())
     assert (invariance["invariant"], invariance["batch_sizes"]) == (True, [1, 4])
+    assert (invariance["token_invariant"], invariance["logit_invariant"]) == (True, True)
+    assert json.loads((results / "verdict.json").read_text())["passed"] is True
+    generated = (results / "eval" / "base" / "fixed" / "bs1" / "generations.jsonl").read_text()
+    assert "correct" not in json.loads(generated.splitlines()[0])  # graded by `score` only
     assert (results / "report" / "gsm8k_eval_report.md").read_text().strip()
     assert sorted(p.name for p in (results / "logs").rglob("*.log"))
 
@@ -88,7 +92,9 @@ def test_changed_parameter_reruns_dependent_jobs_only(pipeline_run):
     changed = write_config(workdir, tiny_config(scoring={"primary": "flexible-extract"}))
     result = run_snakemake(workdir, changed, "-n")
     out = result.stdout + result.stderr
-    assert "evaluate" in out and "render_report" in out
+    assert "rule score:" in out and "render_report" in out
+    # grading is its own stage: a new primary method never regenerates (issue 23 §2)
+    assert "rule evaluate:" not in out
     assert "fetch_model" not in out and "download_dataset" not in out
 
 

@@ -145,6 +145,9 @@ def test_reference_rollouts_have_the_evaluate_schema_and_prompts(tmp_path, gsm8k
     assert jax.returncode == 0, jax.stderr[-2000:]
     ref = _gsm8k_eval("reference", *common, "--device", "cpu", "--out", str(tmp_path / "pt"))
     assert ref.returncode == 0, ref.stderr[-2000:]
+    for name in ("jax", "pt"):  # the score stage grades both with one function
+        graded = _gsm8k_eval("score", "--generations-dir", str(tmp_path / name))
+        assert graded.returncode == 0, graded.stderr[-2000:]
     rows = {name: _rows(tmp_path / name / "rollouts.jsonl") for name in ("jax", "pt")}
     assert len(rows["pt"]) == 2
     for a, b in zip(rows["jax"], rows["pt"], strict=True):
@@ -273,22 +276,12 @@ def test_reference_spec_has_exactly_the_schema_keys():
     assert fields == set(REFERENCE_KEYS)
 
 
-def test_editing_the_reference_module_reruns_only_the_reference(tmp_path):
-    """Its module is out of the evaluate digest and in the reference rule's."""
-    from gsm8k_eval import fingerprint
+def test_the_reference_stage_code_is_derived_from_its_imports():
+    """Its module is out of the evaluate digest and in the reference rule's; grading is in
+    neither (the score stage's); the prompt-length check (sampler) is in both."""
+    from gsm8k_eval import codegraph
 
-    for name in ("sampler.py", "reference.py", "scoring.py"):
-        (tmp_path / name).write_text("x = 1\n")
-    modules = fingerprint.STAGE_MODULES["reference"]
-    evaluate, reference = (
-        fingerprint.code_digest(tmp_path),
-        fingerprint.code_digest(tmp_path, modules),
-    )
-    (tmp_path / "reference.py").write_text("x = 2\n")
-    assert fingerprint.code_digest(tmp_path) == evaluate
-    assert fingerprint.code_digest(tmp_path, modules) != reference
-    (tmp_path / "scoring.py").write_text("x = 2\n")  # shared grading: both rerun
-    assert fingerprint.code_digest(tmp_path) != evaluate
-    before = fingerprint.code_digest(tmp_path, modules)
-    (tmp_path / "sampler.py").write_text("x = 2\n")  # its prompt-length check: both rerun
-    assert fingerprint.code_digest(tmp_path, modules) != before
+    reference, evaluate = codegraph.stage_modules("reference"), codegraph.stage_modules("evaluate")
+    assert "gsm8k_eval.reference" in reference - evaluate
+    assert "gsm8k_eval.sampler" in reference & evaluate
+    assert "gsm8k_eval.scoring" not in reference | evaluate

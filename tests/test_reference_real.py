@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gsm8k_eval.evaluate import EvaluateOptions, evaluate
+from gsm8k_eval.grading import score
 from gsm8k_eval.invariance import load_rollout_records
 from gsm8k_eval.reference import ReferenceOptions, run_reference
 from gsm8k_eval.report.inputs import load_run
@@ -25,7 +26,8 @@ NEW_TOKENS = 64
 # the demo's prompt settings (config.yaml): two-shot lm-eval format, stop at "Question:"
 PROMPT = {"prompt_template": "fewshot", "num_shots": 2, "prompt_seed": 1234}
 SHARED = {"limit": EXAMPLES, "max_generation_steps": NEW_TOKENS, "max_prompt_length": 512}
-SHARED |= {"primary_method": "flexible-extract", **PROMPT}
+SHARED |= PROMPT
+PRIMARY = "flexible-extract"
 
 
 def _both(model_dir: Path, gsm8k: Path, out: Path, dtype: str) -> tuple[Path, Path]:
@@ -40,7 +42,8 @@ def _both(model_dir: Path, gsm8k: Path, out: Path, dtype: str) -> tuple[Path, Pa
             decode_rows=2,
             **data,
             **SHARED,
-        )
+        ),
+        primary_method=PRIMARY,
     )
     run_reference(
         ReferenceOptions(
@@ -52,6 +55,7 @@ def _both(model_dir: Path, gsm8k: Path, out: Path, dtype: str) -> tuple[Path, Pa
             **SHARED,
         )
     )
+    score(out / "torch", PRIMARY)  # the score stage's grading, as for the evaluation
     return out / "jax", out / "torch"
 
 

@@ -149,3 +149,33 @@ def test_rendered_section_opens_the_report(results: Path) -> None:
     assert "**Only one checkpoint evaluated:** base (batch size 1)" in md
     inv = section(md, "## Batch invariance")
     assert "### base (fixed sampler)" in inv and "### base (stock tunix sampler)" in inv
+
+
+def test_comparisons_are_read_from_the_invariance_output(results: Path, tmp_path: Path) -> None:
+    """One source for every number (issue 23 §3): the report takes each pair's comparison from
+    the invariance JSON, not from a second computation over the rollouts."""
+    import json
+
+    from gsm8k_eval.invariance import check_invariance
+
+    inputs = ReportInputs(
+        eval_dirs=[results / "eval"],
+        invariance_paths=[],
+        checkpoint_manifests=[],
+        dataset_manifest=None,
+        config={},
+        command="",
+    )
+    runs = load_runs(inputs)
+    out = tmp_path / "tunix.json"
+    tunix = sorted(results.glob("eval/base/tunix/bs*/rollouts.jsonl"))
+    sizes = {int(p.parent.name.removeprefix("bs")): p for p in tunix}
+    data = check_invariance(sizes, out, checkpoint="base", sampler="tunix").to_dict()
+    assert data["comparisons"][0]["identical_tokens"] == N - len(FLIPPED) - 1
+    data["comparisons"][0]["identical_tokens"] = 3  # planted: only the file says so
+    recorded = batch_dependence(runs, {("base", "tunix"): data})
+    (pair,) = [p for p in recorded.pairs if p.sampler == "tunix"]
+    assert pair.identical == 3
+    (computed_pair,) = [p for p in batch_dependence(runs).pairs if p.sampler == "tunix"]
+    assert computed_pair.identical == N - len(FLIPPED) - 1
+    assert json.loads(out.read_text())["verdict"] == "batch-dependent"

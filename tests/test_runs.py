@@ -75,7 +75,6 @@ def test_a_config_file_gets_schema_defaults_not_the_demos(tmp_path):
         "--max-new-tokens": schema.default("sampling.max_generation_steps"),
         "--prompt-template": schema.default("prompt.template"),
         "--num-shots": schema.default("prompt.num_shots"),
-        "--primary-method": schema.default("scoring.primary"),
         "--shard-size": schema.default("evaluation.shard_size"),
         "--decode-rows": schema.default("sampling.decode_rows"),
     }
@@ -247,7 +246,7 @@ def test_display_only_change_reruns_only_the_report(side_by_side):
     renamed["run_name"] = "a new title"
     first.write_text(yaml.safe_dump(renamed))
     jobs = _planned_jobs(_dry_run(clone, first))
-    assert jobs == {"render_report": 1, "all": 1}
+    assert jobs == {"render_report": 1, "verdict": 1, "all": 1}  # the verdict follows the report
 
 
 def test_code_that_changes_tokens_reruns_the_evaluations(side_by_side):

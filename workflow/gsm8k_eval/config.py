@@ -187,9 +187,10 @@ class PipelineConfig:
         return [c.name for c in self.checkpoints]
 
     def evaluation_hash(self) -> str:
-        """Hash of every setting that changes rollouts.
+        """Hash of every setting that changes generations.
 
-        Not the batch sizes, samplers or checkpoints (they are wildcards), and none of the
+        Not the grading (`scoring.*`: the score stage's, never a reason to regenerate), not
+        the batch sizes, samplers or checkpoints (they are wildcards), and none of the
         display-only keys (`run`, `run_name`, `model.name`): renaming a run must not rerun its
         evaluations.
         """
@@ -201,7 +202,6 @@ class PipelineConfig:
             "lora": asdict(self.lora),
             "sampling": asdict(self.sampling),
             "prompt": asdict(self.prompt),
-            "primary_method": self.primary_method,
         }
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -1,11 +1,12 @@
 """What an evaluation shard's tokens depend on, as digests (docs/reproducibility.md).
 
 A shard is reused only if its fingerprint equals the current one: the engine options, the
-content of the model, checkpoint and dataset files, the rendered prompts, the package code that
-can change rollouts, the device, the library versions, `XLA_FLAGS` and JAX's numerics settings.
-Display-only values (output folder, config hash, model source label) are left out.
+content of the model, checkpoint and dataset files, the rendered prompts, the package code the
+evaluate stage imports (grading is not in it: it is the `score` stage's), the device, the
+library versions, `XLA_FLAGS` and JAX's numerics settings. Display-only values (output folder,
+config hash, model source label) are left out.
 
-Importing this module does not import JAX (the Snakefile imports it to get `code_digest()`).
+Importing this module does not import JAX.
 """
 
 from __future__ import annotations
@@ -20,36 +21,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from gsm8k_eval import codegraph
 from gsm8k_eval.io import read_json, sha256_file, write_json
 
-FINGERPRINT_FORMAT = 1
+# 2: shards hold ungraded generations (issue 23 §2); format-1 shards are regenerated, with a
+# log line naming `format` among what changed, never mixed with format-2 ones.
+FINGERPRINT_FORMAT = 2
 PACKAGE_DIR = Path(__file__).resolve().parent
-# Modules that only render or compare finished rollouts: editing them never changes a shard.
-RENDER_ONLY_MODULES = ("report*", "figures*", "stats", "invariance", "cli", "targets", "sweeps")
-CODE_SUFFIXES = (".py", ".j2")
-# The code each fetch stage runs: a change reruns that stage (and, through it, evaluate).
-STAGE_MODULES = {
-    "download_dataset": ("data", "io"),
-    "fetch_model": ("models", "tokenizer", "io"),
-    "fetch_checkpoint": ("checkpoints", "io"),
-    # the PyTorch reference: its module and what it shares with evaluate (prompts, stops, grading)
-    "reference": (
-        "reference",
-        "evaluate",
-        "summary",
-        "fingerprint",
-        "sampler",  # the prompt-length check
-        "prompts",
-        "data",
-        "tokenizer",
-        "scoring",
-        "stops",
-        "io",
-    ),
-}
-# Modules of optional stages that never run in an evaluation: left out of the default digest
-# (editing them reruns only their stage, through `STAGE_MODULES`).
-SEPARATE_STAGE_MODULES = ("reference",)
+# The stage whose code a shard's tokens depend on (its import graph; see codegraph.py).
+GENERATING_COMMAND = "evaluate"
 # Packages whose version can change generated tokens (GPU/TPU plugins are added when installed).
 NUMERICS_PACKAGES = ("jax", "jaxlib", "flax", "google-tunix", "qwix", "numpy")
 PLUGIN_PREFIXES = ("jax-cuda", "jax-rocm", "libtpu")
@@ -78,46 +58,11 @@ CHECKPOINT_MANIFEST = "manifest.json"
 CHECKPOINT_MANIFEST_KEYS = ("lora", "checkpoint_dir")
 
 
-def code_digest(package_dir: Path = PACKAGE_DIR, modules: Sequence[str] | None = None) -> str:
-    """sha256 over the package's source files that can change rollouts (subpackages included).
-
-    `modules` narrows it to some top-level modules or subpackages (e.g. a fetch stage's
-    `STAGE_MODULES`), so that a code change reruns exactly the stages it can affect.
-    """
-    digest = hashlib.sha256()
-    for path in _code_files(Path(package_dir)):
-        top = _top_name(path.relative_to(package_dir))
-        if top in SEPARATE_STAGE_MODULES if modules is None else top not in modules:
-            continue
-        digest.update(path.relative_to(package_dir).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
-def _code_files(package_dir: Path) -> list[Path]:
-    files = []
-    for path in sorted(package_dir.rglob("*")):
-        relative = path.relative_to(package_dir)
-        if path.suffix not in CODE_SUFFIXES or "__pycache__" in relative.parts:
-            continue
-        if not _render_only(relative):
-            files.append(path)
-    return files
-
-
-def _top_name(relative: Path) -> str:
-    """The top-level module or subpackage a package file belongs to."""
-    top = relative.parts[0]
-    return top.removesuffix(".py") if len(relative.parts) == 1 else top
-
-
-def _render_only(relative: Path) -> bool:
-    """Whether a top-level module or subpackage is in `RENDER_ONLY_MODULES`."""
-    name = _top_name(relative)
-    return any(
-        name.startswith(pattern[:-1]) if pattern.endswith("*") else name == pattern
-        for pattern in RENDER_ONLY_MODULES
-    )
+def code_digest(package_dir: Path = PACKAGE_DIR, command: str = GENERATING_COMMAND) -> str:
+    """sha256 over the package code `gsm8k-eval <command>` imports (default: the generating
+    stage's), derived from the import graph: grading, comparing and rendering code is not in
+    it, so editing that never regenerates a shard."""
+    return codegraph.stage_digest(command, Path(package_dir))
 
 
 @dataclass

@@ -1,7 +1,9 @@
-"""Gather the parts of an evaluation split over N jobs into one rollouts.jsonl and summary.json.
+"""Gather the parts of an evaluation split over N jobs into one generations.jsonl and
+generation.json (the `score` stage then grades them like a single job's).
 
-rollouts.jsonl is the parts' rollouts concatenated in order: byte-identical to a single job's
-(see parts.py). summary.json equals a single job's except for `JOB_FIELDS`, which depend on how
+generations.jsonl is the parts' generations concatenated in order: byte-identical to a single
+job's (see parts.py). generation.json (and so summary.json) equals a single job's except for
+`JOB_FIELDS`, which depend on how
 and where the work ran: the time fields are sums over the jobs (device-seconds) and the rates
 are computed from those sums (per-device throughput); peak memory is the largest job's; the
 host environment and compilation-cache counters are listed per job under `jobs`.
@@ -14,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from gsm8k_eval import compile_cache
-from gsm8k_eval.evaluate import check_shard_fingerprint, shard_stats_paths
+from gsm8k_eval.evaluation.options import GENERATION_RECORD, GENERATIONS
+from gsm8k_eval.evaluation.record import shard_fields
+from gsm8k_eval.evaluation.shards import check_shard_fingerprint, shard_stats_paths
 from gsm8k_eval.io import atomic_write_bytes, read_json, read_jsonl, write_json
-from gsm8k_eval.summary import rollout_fields, shard_fields
 
-ROLLOUTS = "rollouts.jsonl"
-SUMMARY = "summary.json"
+ROLLOUTS = GENERATIONS  # old name: the file gather joins
+SUMMARY = GENERATION_RECORD
 # Summary fields that depend on timing, hosts or the number of jobs (never on the rollouts).
 JOB_FIELDS = (
     "wall_seconds",
@@ -39,7 +42,8 @@ JOB_FIELDS = (
 
 
 def gather(part_dirs: Sequence[Path], output_dir: Path) -> Path:
-    """Concatenate the parts' rollouts and combine their summaries; returns rollouts.jsonl."""
+    """Concatenate the parts' generations and combine their records; returns
+    generations.jsonl."""
     part_dirs = [Path(d) for d in part_dirs]
     summaries = [read_json(d / SUMMARY) for d in part_dirs]
     _check_parts(part_dirs, summaries)
@@ -83,7 +87,6 @@ def _combined_summary(
         for path in shard_stats_paths(folder / "shards", summary["part"]["shards"]):
             stats.append(check_shard_fingerprint(path, digest))
     combined = {key: value for key, value in summaries[0].items() if key != "part"}
-    combined.update(rollout_fields(rows))
     resumed = sum(int(s.get("resumed_shards", 0)) for s in summaries)
     combined.update(shard_fields(stats, len(rows), resumed))
     combined["peak_memory_mb"] = max(float(s.get("peak_memory_mb", 0.0)) for s in summaries)

@@ -6,9 +6,11 @@ The result is written as JSON (`results/<run>/invariance/{checkpoint}/{sampler}.
 ```
 {checkpoint, sampler, reference_batch_size, batch_sizes, num_examples, invariant, message,
  context_chars, token_window,
+ token_invariant, logit_invariant, logits_compared, claims_invariance, verdict,
  comparisons: [{reference_batch_size, batch_size, num_examples,
                 identical_text, identical_tokens, identical_logits,
-                identical_text_rate, identical_token_rate,
+                identical_text_rate, identical_token_rate, identical_logit_rate,
+                logits_compared, token_divergences, logit_divergences,
                 reference_correct, correct, reference_accuracy, accuracy, accuracy_delta,
                 correctness_flips, flips_to_correct, flips_to_incorrect,
                 divergences: [Divergence...]}]}
@@ -17,11 +19,20 @@ The result is written as JSON (`results/<run>/invariance/{checkpoint}/{sampler}.
 A `Divergence` (see the dataclass) carries the first differing token index, the token ids around
 it, the chosen-token logits of both runs there, and a character-level context from `response`.
 Divergences are sorted worst first: correctness flips, then the earliest first differing token.
+
+Identical means identical tokens, identical text and, where both runs record logits, identical
+float32 logit bits (`identical_logits` compares bit patterns, so -0.0 != 0.0 and a NaN equals
+itself). A divergence of kind `logits` has the same tokens and text but other logit bits; its
+`first_logit_index` is the first step whose logit bits differ. `invariant` is the verdict over
+all three; `token_invariant` and `logit_invariant` (None where no pair recorded logits) show
+the two parts separately. `claims_invariance`: whether the sampler promises batch invariance
+(stock tunix does not: its divergences are measured, never a failure; see `verdict.py`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import struct
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +41,18 @@ from gsm8k_eval.io import iter_jsonl, write_json
 
 DEFAULT_CONTEXT_CHARS = 60
 DEFAULT_TOKEN_WINDOW = 4
+# Samplers whose outputs may change with the batch size: measured, never a failure.
+BATCH_DEPENDENT_SAMPLERS = frozenset({"tunix"})
+
+
+def claims_invariance(sampler: str | None) -> bool:
+    """Whether `sampler` promises batch invariance (every sampler but the negative control)."""
+    return sampler not in BATCH_DEPENDENT_SAMPLERS
+
+
+def logit_bits(values: Sequence[float]) -> tuple[int, ...]:
+    """The float32 bit pattern of each logit (what "bit-identical logits" compares)."""
+    return tuple(struct.unpack(f"<{len(values)}I", struct.pack(f"<{len(values)}f", *values)))
 
 
 class RolloutMismatchError(ValueError):
@@ -87,6 +110,8 @@ class Divergence:
     other_continuation: str
     reference_correct: bool
     other_correct: bool
+    kind: str = "tokens"  # tokens | text | logits (same tokens and text, other logit bits)
+    first_logit_index: int | None = None
 
     @property
     def correctness_flipped(self) -> bool:
@@ -113,6 +138,17 @@ class Comparison:
     flips_to_correct: int
     flips_to_incorrect: int
     divergences: list[Divergence] = field(default_factory=list)
+    logits_compared: int = 0  # pairs where both runs recorded logits
+
+    @property
+    def token_divergences(self) -> int:
+        """Divergent examples whose tokens or text differ."""
+        return sum(d.kind != "logits" for d in self.divergences)
+
+    @property
+    def logit_divergences(self) -> int:
+        """Divergent examples with identical tokens and text but other logit bits."""
+        return sum(d.kind == "logits" for d in self.divergences)
 
     @property
     def correctness_flips(self) -> int:
@@ -132,6 +168,10 @@ class Comparison:
             "identical_logits": self.identical_logits,
             "identical_text_rate": _rate(self.identical_text, n),
             "identical_token_rate": _rate(self.identical_tokens, n),
+            "identical_logit_rate": _rate(self.identical_logits, n),
+            "logits_compared": self.logits_compared,
+            "token_divergences": self.token_divergences,
+            "logit_divergences": self.logit_divergences,
             "reference_correct": self.reference_correct,
             "correct": self.correct,
             "reference_accuracy": ref_acc,
@@ -165,8 +205,39 @@ class InvarianceResult:
 
     @property
     def invariant(self) -> bool:
-        """True when every batch size reproduced the reference token for token."""
+        """True when every batch size reproduced the reference: tokens, text and logit bits."""
         return self.num_divergent == 0
+
+    @property
+    def token_invariant(self) -> bool:
+        """True when every batch size reproduced the reference's tokens and text."""
+        return all(c.token_divergences == 0 for c in self.comparisons)
+
+    @property
+    def logits_compared(self) -> int:
+        """Example pairs (over all comparisons) where both runs recorded logits."""
+        return sum(c.logits_compared for c in self.comparisons)
+
+    @property
+    def logit_invariant(self) -> bool | None:
+        """True when every pair that recorded logits has identical float32 logit bits; None when
+        no pair recorded logits."""
+        if not self.logits_compared:
+            return None
+        return self.invariant
+
+    @property
+    def claims_invariance(self) -> bool:
+        """Whether the sampler promises batch invariance (stock tunix does not)."""
+        return claims_invariance(self.sampler)
+
+    @property
+    def verdict(self) -> str:
+        """`invariant`, `divergent` (a sampler that claims invariance broke it) or
+        `batch-dependent` (the negative control diverged: measured, not a failure)."""
+        if self.invariant:
+            return "invariant"
+        return "divergent" if self.claims_invariance else "batch-dependent"
 
     @property
     def message(self) -> str:
@@ -174,10 +245,12 @@ class InvarianceResult:
         if not self.comparisons:
             return f"only batch size {self.reference_batch_size}: nothing to compare"
         if self.invariant:
-            return "all batch sizes produced identical tokens for every example"
+            logits = " and float32 logit bits" if self.logits_compared else ""
+            return f"all batch sizes produced identical tokens{logits} for every example"
         return "; ".join(
             f"batch size {c.batch_size}: {len(c.divergences)} of {c.num_examples} examples "
             f"diverge from batch size {c.reference_batch_size}"
+            + (f" ({c.logit_divergences} in logits only)" if c.logit_divergences else "")
             for c in self.comparisons
             if c.divergences
         )
@@ -194,6 +267,11 @@ class InvarianceResult:
             "message": self.message,
             "context_chars": self.context_chars,
             "token_window": self.token_window,
+            "token_invariant": self.token_invariant,
+            "logit_invariant": self.logit_invariant,
+            "logits_compared": self.logits_compared,
+            "claims_invariance": self.claims_invariance,
+            "verdict": self.verdict,
             "comparisons": [c.to_dict() for c in self.comparisons],
         }
 
@@ -237,11 +315,16 @@ def make_divergence(
 ) -> Divergence:
     """Describe where `other` departs from `ref` (tokens, logits, text context)."""
     k = first_difference(ref.tokens, other.tokens)
+    logit_k = first_difference(logit_bits(ref.token_logits), logit_bits(other.token_logits))
+    if k is None and ref.response == other.response:  # same tokens and text: logits only
+        kind, k_logit = "logits", logit_k
+    else:
+        kind, k_logit = ("tokens" if k is not None else "text"), k
     start = max(0, (k or 0) - token_window)
     stop = (k or 0) + token_window + 1
     char_k = first_difference(ref.response, other.response)
     char_k = len(ref.response) if char_k is None else char_k
-    ref_logit, other_logit = _at(ref.token_logits, k), _at(other.token_logits, k)
+    ref_logit, other_logit = _at(ref.token_logits, k_logit), _at(other.token_logits, k_logit)
     both = ref_logit is not None and other_logit is not None
     return Divergence(
         id=ref.id,
@@ -261,6 +344,8 @@ def make_divergence(
         other_continuation=other.response[char_k : char_k + context_chars],
         reference_correct=ref.correct,
         other_correct=other.correct,
+        kind=kind,
+        first_logit_index=logit_k if ref.token_logits and other.token_logits else None,
     )
 
 
@@ -284,7 +369,7 @@ def compare_runs(
     divergences = [
         make_divergence(r, o, context_chars=context_chars, token_window=token_window)
         for r, o in pairs
-        if r.tokens != o.tokens or r.response != o.response
+        if not _identical(r, o)
     ]
     return Comparison(
         reference_batch_size=reference_batch_size,
@@ -293,14 +378,25 @@ def compare_runs(
         identical_text=sum(r.response == o.response for r, o in pairs),
         identical_tokens=sum(r.tokens == o.tokens for r, o in pairs),
         identical_logits=sum(
-            r.tokens == o.tokens and r.token_logits == o.token_logits for r, o in pairs
+            r.tokens == o.tokens and logit_bits(r.token_logits) == logit_bits(o.token_logits)
+            for r, o in pairs
         ),
         reference_correct=sum(r.correct for r, _ in pairs),
         correct=sum(o.correct for _, o in pairs),
         flips_to_correct=sum(o.correct and not r.correct for r, o in pairs),
         flips_to_incorrect=sum(r.correct and not o.correct for r, o in pairs),
         divergences=sorted(divergences, key=_severity),
+        logits_compared=sum(bool(r.token_logits and o.token_logits) for r, o in pairs),
     )
+
+
+def _identical(ref: RolloutRecord, other: RolloutRecord) -> bool:
+    """Same tokens and text, and, where both runs recorded logits, the same float32 bits."""
+    if ref.tokens != other.tokens or ref.response != other.response:
+        return False
+    if not (ref.token_logits and other.token_logits):
+        return True
+    return logit_bits(ref.token_logits) == logit_bits(other.token_logits)
 
 
 def _check_ids(runs: Mapping[int, Mapping[int, RolloutRecord]], paths: Mapping[int, Path]) -> None:

@@ -1,10 +1,11 @@
 """The PyTorch reference stage: Hugging Face `transformers` greedy generation of the model
 directory, on the very prompt token ids the JAX evaluation feeds its sampler.
 
-Same examples, prompt rendering (`evaluate.render_prompts`), tokenizer, max new tokens, EOS
-ids, stop sequences (`stops.settle`: lm-eval `until` cutting) and grading
-(`evaluate.rollout_row`), so `rollouts.jsonl` has the evaluate stage's schema and can be
-compared with it token by token (report section "JAX vs PyTorch").
+Same examples, prompt rendering (`evaluation.workload.render_prompts`), tokenizer, max new
+tokens, EOS ids and stop sequences (`stops.settle`: lm-eval `until` cutting). It writes
+generations.jsonl and generation.json like the evaluate stage (`evaluation.rows`), and the
+`score` stage grades them with the same function, so `rollouts.jsonl` has the evaluate stage's
+schema and can be compared with it token by token (report section "JAX vs PyTorch").
 
 The model directory (`gsm8k-eval fetch-model`) is already in the HF layout (`config.json` with
 Gemma 3 text keys, `model.safetensors` with HF tensor names), so `load_torch_model` hands it to
@@ -23,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from gsm8k_eval import fingerprint, schema
+from gsm8k_eval.evaluation.options import GENERATION_RECORD, GENERATIONS
+from gsm8k_eval.evaluation.record import dataset_sha256
 from gsm8k_eval.io import read_json, write_json, write_jsonl
-from gsm8k_eval.summary import dataset_sha256, rollout_fields
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,6 @@ class ReferenceOptions:
     num_shots: int = schema.default_field("prompt.num_shots")
     prompt_seed: int = schema.default_field("prompt.seed")
     fewshot_path: Path | None = None
-    primary_method: str = schema.default_field("scoring.primary")
     dataset_manifest: Path | None = None
     model_source: str | None = None
     config_hash: str | None = None
@@ -68,7 +69,7 @@ class ReferenceOptions:
 
 @dataclass
 class _Work:
-    """What `evaluate.rollout_row` reads."""
+    """What `evaluation.rows.generation_row` reads."""
 
     examples: list[Any]
     prompts: list[str]
@@ -221,9 +222,11 @@ def _through_first_eos(tokens: list[int], eos: tuple[int, ...]) -> list[int]:
 
 
 def run_reference(options: ReferenceOptions) -> Path:
-    """Generate, grade and write `rollouts.jsonl` and `summary.json` in `options.output_dir`."""
+    """Generate and write generations.jsonl and generation.json in `options.output_dir` (the
+    `score` stage grades them into rollouts.jsonl and summary.json)."""
     _import_torch()  # fail fast, before any work, when torch is missing
-    from gsm8k_eval.evaluate import render_prompts, rollout_row
+    from gsm8k_eval.evaluation.rows import generation_row
+    from gsm8k_eval.evaluation.workload import render_prompts
     from gsm8k_eval.sampler import _check_lengths
     from gsm8k_eval.tokenizer import Tokenizer
 
@@ -247,25 +250,29 @@ def run_reference(options: ReferenceOptions) -> Path:
     )
     seconds = time.perf_counter() - started
     work = _Work(examples, prompts, prompt_ids, stops)
-    rows = [rollout_row(options, work, i, g) for i, g in enumerate(generations)]
+    rows = [generation_row(options, work, i, g) for i, g in enumerate(generations)]
     options.output_dir.mkdir(parents=True, exist_ok=True)
-    rollouts = options.output_dir / "rollouts.jsonl"
-    write_jsonl(rollouts, rows)
-    write_json(options.output_dir / "summary.json", _summary(options, rows, seconds, device))
-    return rollouts
+    out = options.output_dir / GENERATIONS
+    write_jsonl(out, rows)
+    record = _record(options, rows, seconds, device, stops)
+    write_json(options.output_dir / GENERATION_RECORD, record)
+    return out
 
 
-def _summary(
-    options: ReferenceOptions, rows: list[dict[str, Any]], seconds: float, device: str
+def _record(
+    options: ReferenceOptions,
+    rows: list[dict[str, Any]],
+    seconds: float,
+    device: str,
+    stops: Sequence[str],
 ) -> dict[str, Any]:
+    """generation.json: summary.json's fields but the grading (added by `score`)."""
     total = len(rows)
     generated = sum(len(r["tokens"]) for r in rows)
     return {
         "checkpoint": options.checkpoint_name,
         "batch_size": options.batch_size,
         "framework": FRAMEWORK,
-        **rollout_fields(rows),
-        "primary_method": options.primary_method,
         "wall_seconds": seconds,
         "generated_tokens": generated,
         "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
@@ -284,4 +291,5 @@ def _summary(
         "dataset_sha256": dataset_sha256(options.dataset_manifest),
         "config_hash": options.config_hash,
         "versions": fingerprint.package_versions(VERSIONED_PACKAGES),
+        "stop_sequences": list(stops),
     }

@@ -1,30 +1,26 @@
-"""What an evaluation's summary.json holds, computed from its rollouts and shard stats.
+"""What summary.json holds: an evaluation's generation.json (times, tokens, provenance) with the
+grading added (`rollout_fields`: accuracy by method and its interval; the primary method).
 
-`rollout_fields` (accuracy and its interval) is shared with `gather` and the PyTorch reference
-stage; `shard_fields` (times, tokens, rates) with `gather`.
+The shard time fields (`shard_fields`) live with the generation record
+(`gsm8k_eval.evaluation.record`) and are re-exported here for old imports.
 """
 
 from __future__ import annotations
 
-import os
-import resource
-from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
-from gsm8k_eval import compile_cache, device, fingerprint
-from gsm8k_eval.io import read_json, write_json
-
-if TYPE_CHECKING:
-    from gsm8k_eval.evaluate import EvaluateOptions, ShardRun, ShardStats
-
-VERSIONED_PACKAGES = ("gsm8k-eval", "jax", "jaxlib", "flax", "google-tunix", "qwix", "numpy")
-ENVIRONMENT_VARIABLES = (
-    "SLURM_JOB_ID",
-    "SLURM_JOB_NODELIST",
-    "CUDA_VISIBLE_DEVICES",
-    "JAX_PLATFORMS",
+from gsm8k_eval.evaluation.record import (  # noqa: F401 (re-exported for old imports)
+    ENVIRONMENT_VARIABLES,
+    VERSIONED_PACKAGES,
+    dataset_sha256,
+    shard_fields,
 )
+
+# generation.json keys that only the score stage reads (never copied into summary.json).
+GENERATION_ONLY_KEYS = ("stop_sequences",)
+# summary.json keys that come before the grading fields (as they always have).
+HEAD_KEYS = ("checkpoint", "batch_size", "framework")
 
 
 def rollout_fields(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -49,106 +45,10 @@ def rollout_fields(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def shard_fields(stats: Sequence[ShardStats], total: int, resumed: int) -> dict[str, Any]:
-    """The summary's time and token fields, added up over shards (then turned into rates)."""
-    wall = sum(s.wall_seconds for s in stats)
-    compile_seconds = sum(s.compile_seconds for s in stats)
-    generating = max(wall - compile_seconds, 0.0)
-    generated = sum(s.generated_tokens for s in stats)
-    prefill = sum(s.prefill_seconds for s in stats)
-    decode = sum(s.decode_seconds for s in stats)
-    return {
-        "wall_seconds": wall,
-        "compile_seconds": compile_seconds,
-        "generation_seconds": generating,
-        "shards": len(stats),
-        "resumed_shards": resumed,
-        "generated_tokens": generated,
-        "prompt_tokens": sum(s.prompt_tokens for s in stats),
-        "tokens_per_second": generated / generating if generating else 0.0,
-        "examples_per_second": total / generating if generating else 0.0,
-        "prefill_tokens_per_second": _rate(sum(s.prompt_tokens for s in stats), prefill),
-        "decode_tokens_per_second": _rate(generated, decode),
-        "slot_utilization": _rate(
-            sum(s.useful_row_steps for s in stats), sum(s.executed_row_steps for s in stats)
-        ),
-    }
-
-
-def write_summary(
-    options: EvaluateOptions,
-    rows: list[dict[str, Any]],
-    run: ShardRun,
-    backend: str,
-    ranges: list[tuple[int, int, int]],
-) -> None:
-    """Write an evaluation's summary.json: accuracy, times and rates, what it ran with."""
-    summary = {
-        "checkpoint": options.checkpoint_name,
-        "batch_size": options.batch_size,
-        **rollout_fields(rows),
-        "primary_method": options.primary_method,
-        **shard_fields(run.stats, len(rows), run.resumed),
-        "peak_memory_mb": _peak_memory_mb(),
-        "device": _device_description(),
-        "versions": fingerprint.package_versions(VERSIONED_PACKAGES),
-        "sampler": options.sampler,
-        "dtype": options.dtype,
-        "temperature": 0,
-        "max_generation_steps": options.max_generation_steps,
-        "max_prompt_length": options.max_prompt_length,
-        "eos_tokens": list(options.eos_tokens),
-        "decode_rows": options.decode_rows if options.sampler != "tunix" else None,
-        "prefill_rows": options.prefill_rows if options.sampler != "tunix" else None,
-        "segment_steps": options.segment_steps if options.sampler == "fixed" else None,
-        "prompt_template": options.prompt_template,
-        "num_shots": options.num_shots,
-        "model_source": options.model_source,
-        "dataset_sha256": dataset_sha256(options.dataset_manifest),
-        "checkpoint_manifest": _checkpoint_manifest(options.checkpoint_dir),
-        "config_hash": options.config_hash,
-        "environment": {name: os.environ.get(name) for name in ENVIRONMENT_VARIABLES},
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "determinism": device.determinism_settings(options.device, backend),
-        "fingerprint_sha256": run.digest,
-        "fingerprint": run.fingerprint,
-        "parallel_jobs": options.part[1] if options.part else 1,
-        "compilation_cache": compile_cache.stats().as_dict(),
-    }
-    if options.part is not None:
-        summary["part"] = {
-            "index": options.part[0],
-            "of": options.part[1],
-            "shards": [r[0] for r in ranges],
-        }
-    write_json(options.output_dir / "summary.json", summary)
-
-
-def _rate(count: int, seconds: float) -> float | None:
-    return count / seconds if seconds > 0 else None
-
-
-def _peak_memory_mb() -> float:
-    """Peak resident memory of this process (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _device_description() -> str:
-    import jax
-
-    first = jax.devices()[0]
-    return f"{first.platform}:{getattr(first, 'device_kind', 'unknown')} x{jax.device_count()}"
-
-
-def dataset_sha256(manifest: Path | None) -> str | None:
-    """The dataset sha256 recorded in a download manifest (None without one)."""
-    if manifest is None or not Path(manifest).exists():
-        return None
-    return read_json(manifest).get("sha256")
-
-
-def _checkpoint_manifest(checkpoint_dir: Path | None) -> dict[str, Any] | None:
-    if checkpoint_dir is None:
-        return None
-    path = checkpoint_dir / "manifest.json"
-    return read_json(path) if path.exists() else None
+def summary_from(
+    record: Mapping[str, Any], rows: list[dict[str, Any]], primary_method: str
+) -> dict[str, Any]:
+    """summary.json: the generation record's fields with the grading of `rows` after its head."""
+    kept = {k: v for k, v in record.items() if k not in GENERATION_ONLY_KEYS}
+    head = {k: kept.pop(k) for k in HEAD_KEYS if k in kept}
+    return {**head, **rollout_fields(rows), "primary_method": primary_method, **kept}

@@ -6,9 +6,7 @@ rule fetch_checkpoint:
     conda:
         "../../envs/fetch.yaml"
     params:
-        code=fingerprint.code_digest(
-            modules=fingerprint.STAGE_MODULES["fetch_checkpoint"]
-        ),
+        code=codegraph.stage_digest("fetch-checkpoint"),
         source=lambda wc: PIPELINE.checkpoint(wc.checkpoint).source,
         step=lambda wc: targets.step_argument(PIPELINE, wc.checkpoint),
     shell:

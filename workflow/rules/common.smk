@@ -5,7 +5,7 @@ from snakemake.utils import validate
 
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 
-from gsm8k_eval import fingerprint, targets
+from gsm8k_eval import codegraph, targets
 from gsm8k_eval.config import PipelineConfig, coerce_cli_overrides
 
 coerce_cli_overrides(config)
@@ -19,13 +19,14 @@ if config["run"] is None:
 PIPELINE = PipelineConfig.from_dict(config, list_steps=targets.list_steps)
 PATHS = targets.RunPaths(config["run"])
 targets.check_owner(PATHS, workflow.overwrite_configfiles)
-# Rules run `python -m gsm8k_eval`: this interpreter first on PATH (a conda env, when used,
-# goes before it) and the package importable without installation (for --sdm conda too).
-targets.export_environment(workflow.basedir)
 
 
 onstart:
     targets.claim_run(PATHS, workflow.overwrite_configfiles)
+    # Rules run `python -m gsm8k_eval`: this interpreter first on PATH (a conda env, when used,
+    # goes before it) and the package importable without installation (for --sdm conda too).
+    # Set here, before any job starts (jobs inherit it), not while the Snakefile is parsed.
+    targets.export_environment(workflow.basedir)
 
 
 wildcard_constraints:

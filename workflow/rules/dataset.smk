@@ -9,9 +9,7 @@ rule download_dataset:
     conda:
         "../../envs/fetch.yaml"
     params:
-        code=fingerprint.code_digest(
-            modules=fingerprint.STAGE_MODULES["download_dataset"]
-        ),
+        code=codegraph.stage_digest("download-dataset"),
         source=lambda wc: PIPELINE.dataset.source_for(wc.split),
         revision=PIPELINE.dataset.revision or "",
         sha256=lambda wc: PIPELINE.dataset.sha256_for(wc.split) or "",

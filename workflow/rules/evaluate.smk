@@ -6,16 +6,17 @@ rule evaluate:
         model=PATHS.model_dir(),
         checkpoint=PATHS.checkpoint_dir("{checkpoint}"),
     output:
-        # The evaluation's folder, or one part folder of it with evaluation.parallel_jobs > 1.
-        rollouts=targets.job_output(
+        # The evaluation's folder, or one part folder of it with evaluation.parallel_jobs > 1:
+        # what the model produced (graded by rule score).
+        generations=targets.job_output(
             PIPELINE,
             PATHS.eval_dir("{checkpoint}", "{sampler}", "{batch_size}"),
-            "rollouts.jsonl",
+            targets.GENERATIONS,
         ),
-        summary=targets.job_output(
+        record=targets.job_output(
             PIPELINE,
             PATHS.eval_dir("{checkpoint}", "{sampler}", "{batch_size}"),
-            "summary.json",
+            targets.GENERATION_RECORD,
         ),
     log:
         PATHS.log(
@@ -28,9 +29,10 @@ rule evaluate:
         gpu=targets.gpu_request(PIPELINE),
     params:
         options=PATHS.evaluate_arguments(PIPELINE),
-        # The generating code: editing it reruns the evaluations (render-only modules excluded).
-        code=fingerprint.code_digest(),
-        output_dir=lambda wc, output: os.path.dirname(output.rollouts),
+        # The modules `gsm8k-eval evaluate` imports (derived from the import graph; grading
+        # is not among them).
+        code=codegraph.stage_digest("evaluate"),
+        output_dir=lambda wc, output: os.path.dirname(output.generations),
         part=lambda wc: targets.part_argument(wc.get("part")),
         cache=targets.cache_argument(PATHS, PIPELINE),
     shell:

@@ -12,11 +12,15 @@ if PIPELINE.parallel_jobs > 1:
                 for d in targets.part_dirs(
                     PIPELINE, PATHS.eval_dir(wc.checkpoint, wc.sampler, wc.batch_size)
                 )
-                for name in ("rollouts.jsonl", "summary.json")
+                for name in (targets.GENERATIONS, targets.GENERATION_RECORD)
             ],
         output:
-            rollouts=PATHS.rollouts("{checkpoint}", "{sampler}", "{batch_size}"),
-            summary=PATHS.summary("{checkpoint}", "{sampler}", "{batch_size}"),
+            generations=PATHS.generations(
+                PATHS.eval_dir("{checkpoint}", "{sampler}", "{batch_size}")
+            ),
+            record=PATHS.generation_record(
+                PATHS.eval_dir("{checkpoint}", "{sampler}", "{batch_size}")
+            ),
         log:
             PATHS.log("gather_evaluation/{checkpoint}/{sampler}/bs{batch_size}"),
         localrule: True
@@ -26,7 +30,8 @@ if PIPELINE.parallel_jobs > 1:
             parts=lambda wc: targets.part_dirs(
                 PIPELINE, PATHS.eval_dir(wc.checkpoint, wc.sampler, wc.batch_size)
             ),
-            output_dir=lambda wc, output: os.path.dirname(output.rollouts),
+            output_dir=lambda wc, output: os.path.dirname(output.generations),
+            code=codegraph.stage_digest("gather"),
         shell:
             "python -m gsm8k_eval gather --parts {params.parts:q}"
             " --output-dir {params.output_dir:q} > {log:q} 2>&1"

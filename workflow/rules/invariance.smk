@@ -9,8 +9,8 @@ rule check_invariance:
         "../../envs/report.yaml"
     params:
         rollouts=lambda wc: PATHS.rollouts_argument(PIPELINE, wc.checkpoint, wc.sampler),
-        fail=lambda wc: targets.fail_on_divergence_flag(PIPELINE, wc.sampler),
+        code=codegraph.stage_digest("check-invariance"),
     shell:
         "python -m gsm8k_eval check-invariance --checkpoint {wildcards.checkpoint}"
         " --sampler {wildcards.sampler}"
-        " --rollouts {params.rollouts} {params.fail} --out {output:q} > {log:q} 2>&1"
+        " --rollouts {params.rollouts} --out {output:q} > {log:q} 2>&1"

@@ -6,7 +6,7 @@ rule fetch_model:
     conda:
         "../../envs/fetch.yaml"
     params:
-        code=fingerprint.code_digest(modules=fingerprint.STAGE_MODULES["fetch_model"]),
+        code=codegraph.stage_digest("fetch-model"),
         source=PIPELINE.model.source,
         revision=PIPELINE.model.revision or "",
     shell:

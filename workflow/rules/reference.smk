@@ -5,8 +5,8 @@ rule reference:
         fewshot=PATHS.fewshot_inputs(PIPELINE),
         model=PATHS.model_dir(),
     output:
-        rollouts=PATHS.reference_rollouts("{checkpoint}"),
-        summary=PATHS.reference_summary("{checkpoint}"),
+        generations=PATHS.generations(PATHS.reference_dir("{checkpoint}")),
+        record=PATHS.generation_record(PATHS.reference_dir("{checkpoint}")),
     log:
         PATHS.log("reference/{checkpoint}"),
     conda:
@@ -16,9 +16,8 @@ rule reference:
         gpu=targets.reference_gpu_request(PIPELINE),
     params:
         options=PATHS.reference_arguments(PIPELINE),
-        # Its own module and what it shares with evaluate (prompts, stops, grading, summary,
-        # the prompt-length check).
-        code=fingerprint.code_digest(modules=fingerprint.STAGE_MODULES["reference"]),
+        # The modules `gsm8k-eval reference` imports (derived from the import graph).
+        code=codegraph.stage_digest("reference"),
         checkpoint=lambda wc: (
             "base"
             if PIPELINE.checkpoint(wc.checkpoint).is_base

@@ -6,7 +6,6 @@ rule render_report:
         checkpoints=PATHS.all_checkpoint_dirs(PIPELINE),
         dataset=PATHS.dataset_manifest("test"),
         templates=targets.report_templates(workflow.basedir),
-        code=targets.report_code(workflow.basedir),
     output:
         report=report(
             PATHS.report,
@@ -25,6 +24,8 @@ rule render_report:
         "../../envs/report.yaml"
     params:
         config=json.dumps(config, sort_keys=True),
+        # The modules `gsm8k-eval render-report` imports (derived from the import graph).
+        code=codegraph.stage_digest("render-report"),
         command=targets.reproduce_command(workflow.overwrite_configfiles),
         manifests=PATHS.checkpoint_manifests(PIPELINE),
         templates=lambda wc, input: os.path.dirname(input.templates[0]),

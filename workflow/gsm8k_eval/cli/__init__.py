@@ -9,9 +9,10 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from gsm8k_eval.cli.compare import add_check_invariance, add_render_report
+from gsm8k_eval.cli.compare import add_check_invariance, add_render_report, add_verdict
 from gsm8k_eval.cli.fetch import add_download_dataset, add_fetch_checkpoint, add_fetch_model
 from gsm8k_eval.cli.generate import add_evaluate, add_gather, add_reference
+from gsm8k_eval.cli.score import add_score
 
 __all__ = ["build_parser", "main"]
 
@@ -69,8 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
         add_fetch_checkpoint,
         add_evaluate,
         add_gather,
+        add_score,
         add_check_invariance,
         add_render_report,
+        add_verdict,
         add_reference,
     ):
         add(sub)

@@ -1,4 +1,4 @@
-"""Subcommands that compare and report: check-invariance, render-report."""
+"""Subcommands that compare and report: check-invariance, render-report, verdict."""
 
 from __future__ import annotations
 
@@ -26,7 +26,12 @@ def add_check_invariance(sub) -> None:
         help="batch size and rollouts.jsonl, e.g. 1=results/demo/eval/base/fixed/bs1/rollouts.jsonl"
         " (one checkpoint and sampler)",
     )
-    p.add_argument("--fail-on-divergence", action="store_true")
+    p.add_argument(
+        "--fail-on-divergence",
+        action="store_true",
+        help="exit non-zero (after writing --out) on any divergence; the pipeline leaves this "
+        "to the `verdict` stage, after the report",
+    )
     p.add_argument("--out", type=Path, required=True)
 
 
@@ -108,3 +113,31 @@ def _run_render_report(args: argparse.Namespace) -> None:
     if args.template_dir is not None:
         inputs.template_dir = args.template_dir
     render_report(inputs)
+
+
+# --- verdict ----------------------------------------------------------------------------------
+
+
+def add_verdict(sub) -> None:
+    p = subparser(
+        sub,
+        "verdict",
+        _run_verdict,
+        "The run's verdict from its invariance JSONs: a batch-invariant sampler that diverged "
+        "fails the run (one line); stock tunix never does.",
+    )
+    p.add_argument("--invariance", type=Path, nargs="*", default=[], help="invariance JSONs")
+    p.add_argument(
+        "--fail-on-divergence",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fail (default) or only warn when a batch-invariant sampler diverged "
+        "(config: invariance.fail_on_divergence)",
+    )
+    p.add_argument("--out", type=Path, required=True)
+
+
+def _run_verdict(args: argparse.Namespace) -> None:
+    from gsm8k_eval.verdict import verdict
+
+    verdict(args.invariance, args.out, fail_on_divergence=args.fail_on_divergence)

@@ -1,4 +1,4 @@
-"""Subcommands that generate rollouts: evaluate, gather, reference."""
+"""Subcommands that generate: evaluate, gather, reference (the `score` stage grades them)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def add_evaluate(sub) -> None:
         sub,
         "evaluate",
         _run_evaluate,
-        "Generate and score rollouts for one checkpoint at one batch size.",
+        "Generate one checkpoint's outputs at one batch size: generations.jsonl (tokens, text, "
+        "float32 logits, stop reasons) and generation.json (timings); `score` grades them.",
     )
     p.add_argument("--dataset", type=Path, required=True, help="jsonl with question/answer")
     p.add_argument("--model-dir", type=Path, required=True, help="folder written by fetch-model")
@@ -62,7 +63,6 @@ def add_evaluate(sub) -> None:
     schema_option(p, "--lora-rank", "lora.rank", type=positive_int)
     schema_option(p, "--lora-alpha", "lora.alpha", type=positive_float)
     schema_option(p, "--lora-module-path", "lora.module_path")
-    schema_option(p, "--primary-method", "scoring.primary")
     schema_option(p, "--shard-size", "evaluation.shard_size", type=positive_int)
     schema_option(p, "--device", "evaluation.device")
     schema_option(p, "--gpu-determinism", "evaluation.gpu_determinism")
@@ -88,14 +88,15 @@ def add_evaluate(sub) -> None:
 def _run_evaluate(args: argparse.Namespace) -> None:
     _check_evaluate_inputs(args)
     _select_device(args.device, args.gpu_determinism, args.compilation_cache)
-    from gsm8k_eval.evaluate import EvaluateOptions, evaluate
+    from gsm8k_eval.evaluation.options import EvaluateOptions
+    from gsm8k_eval.evaluation.run import generate
 
     checkpoint_dir = None if args.checkpoint == "base" else Path(args.checkpoint)
     name = args.checkpoint_name or (checkpoint_dir.name if checkpoint_dir else "base")
     options = options_from(
         EvaluateOptions, args, checkpoint_dir=checkpoint_dir, checkpoint_name=name
     )
-    evaluate(options)
+    generate(options)
 
 
 # --- gather -----------------------------------------------------------------------------------
@@ -106,8 +107,8 @@ def add_gather(sub) -> None:
         sub,
         "gather",
         _run_gather,
-        "Join the parts of one evaluation (evaluate --part K/N) into rollouts.jsonl and "
-        "summary.json, byte-identical rollouts to a single job's.",
+        "Join the parts of one evaluation (evaluate --part K/N) into generations.jsonl and "
+        "generation.json, byte-identical generations to a single job's.",
     )
     p.add_argument(
         "--parts", type=Path, nargs="+", required=True, help="the parts' output folders, in order"
@@ -181,7 +182,6 @@ def add_reference(sub) -> None:
     p.add_argument(
         "--fewshot-data", type=Path, default=None, help="train jsonl (for the fewshot template)"
     )
-    schema_option(p, "--primary-method", "scoring.primary")
     p.add_argument("--dataset-manifest", type=Path, default=None)
     p.add_argument("--model-source", default=None, help="recorded in summary.json")
     p.add_argument("--config-hash", default=None, help="recorded in summary.json")

@@ -5,6 +5,11 @@ example: identical outputs, where the first differing token falls, accuracy at b
 an exact McNemar test, correctness flips, and the most telling flipped examples. The headline
 is computed here (typed); `_batch_dependence.md.j2` words it.
 
+The comparison of each pair (identical outputs, divergences, correctness) is read from the
+invariance output (`gsm8k-eval check-invariance`), the one source of those numbers; it is
+computed here (with the same `compare_runs`) only for a pair no invariance file covers, as when
+`render-report` is pointed at summaries alone.
+
 The rollouts record the logit of the chosen token only (and the stock tunix sampler records
 none), so at the first differing token the report shows each run's own choice and, where
 recorded, its logit; the logit the other run's token had in the same forward pass is not
@@ -13,8 +18,9 @@ recorded.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +96,12 @@ class PairResult:
     @property
     def changed(self) -> int:
         return self.total - self.identical
+
+    @property
+    def logit_divergences(self) -> int:
+        """Examples with identical tokens and text whose float32 logit bits differ (for the
+        templates: token and logit identity shown separately)."""
+        return self.comparison.logit_divergences
 
     @property
     def identical_rate(self) -> float:
@@ -182,14 +194,40 @@ def answers_changed(reference: Run, other: Run, ids: Sequence[int]) -> int:
     return sum(_optional_text(ref[i].get(key)) != _optional_text(oth[i].get(key)) for i in ids)
 
 
-def compare_pair(reference: Run, other: Run) -> PairResult:
-    """`other` against `reference` (same checkpoint and sampler), matched by example id."""
+def comparison_from_json(data: Mapping[str, Any]) -> Comparison:
+    """A `Comparison` as the invariance JSON records it (derived keys such as rates dropped)."""
+    known = {f.name for f in dataclasses.fields(Divergence)}
+    divergences = [
+        Divergence(**{k: v for k, v in d.items() if k in known}) for d in data["divergences"]
+    ]
+    fields = {f.name for f in dataclasses.fields(Comparison)} - {"divergences"}
+    return Comparison(**{k: v for k, v in data.items() if k in fields}, divergences=divergences)
+
+
+def recorded_comparison(
+    invariance: Mapping[tuple[str, str], Mapping[str, Any]], reference: Run, other: Run
+) -> Comparison | None:
+    """The invariance output's comparison of this pair, if one was given."""
+    data = invariance.get((reference.checkpoint, reference.sampler)) or {}
+    for c in data.get("comparisons", []):
+        if (c["reference_batch_size"], c["batch_size"]) == (reference.batch_size, other.batch_size):
+            return comparison_from_json(c)
+    return None
+
+
+def compare_pair(
+    reference: Run,
+    other: Run,
+    invariance: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
+) -> PairResult:
+    """`other` against `reference` (same checkpoint and sampler), matched by example id; the
+    comparison from `invariance` (by (checkpoint, sampler)) when it holds this pair."""
     ref, oth = _records(reference), _records(other)
     if set(ref) != set(oth):
         common = set(ref) & set(oth)
         ref = {i: r for i, r in ref.items() if i in common}
         oth = {i: r for i, r in oth.items() if i in common}
-    comparison = compare_runs(
+    comparison = recorded_comparison(invariance or {}, reference, other) or compare_runs(
         ref, oth, reference_batch_size=reference.batch_size, batch_size=other.batch_size
     )
     ids = sorted(ref)
@@ -207,7 +245,9 @@ def compare_pair(reference: Run, other: Run) -> PairResult:
     )
 
 
-def pair_results(runs: Sequence[Run]) -> list[PairResult]:
+def pair_results(
+    runs: Sequence[Run], invariance: Mapping[tuple[str, str], Mapping[str, Any]] | None = None
+) -> list[PairResult]:
     """Every checkpoint × sampler: its smallest batch size vs each larger one (runs' order)."""
     groups: dict[tuple[str, str], list[Run]] = {}
     for r in runs:
@@ -215,7 +255,7 @@ def pair_results(runs: Sequence[Run]) -> list[PairResult]:
     results = []
     for group in groups.values():
         ordered = sorted(group, key=lambda r: r.batch_size)
-        results += [compare_pair(ordered[0], other) for other in ordered[1:]]
+        results += [compare_pair(ordered[0], other, invariance) for other in ordered[1:]]
     return results
 
 
@@ -235,6 +275,9 @@ def headline(pairs: Sequence[PairResult]) -> list[HeadlineClause]:
     return sorted(clauses.values(), key=lambda c: (c.changed == 0, c.sampler, c.batch_size))
 
 
-def batch_dependence(runs: Sequence[Run]) -> BatchDependence:
-    pairs = pair_results(runs)
+def batch_dependence(
+    runs: Sequence[Run], invariance: Mapping[tuple[str, str], Mapping[str, Any]] | None = None
+) -> BatchDependence:
+    """Every pair's comparison (from `invariance` where it has it) and the headline."""
+    pairs = pair_results(runs, invariance)
     return BatchDependence(pairs, headline(pairs))

@@ -229,7 +229,7 @@ def build_context(
         runs=runs,
         samplers=list(dict.fromkeys(r.sampler for r in runs)),
         primary_sampler=primary,
-        batch_dependence=batch_dependence(runs),
+        batch_dependence=batch_dependence(runs, invariance),
         findings=fnd.findings(primary_runs, comparisons, invariance),
         comparisons=comparisons,
         invariance=sections,

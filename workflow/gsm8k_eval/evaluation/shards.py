@@ -1,0 +1,201 @@
+"""Shard running: an evaluation's examples in resumable shards, each reused only when it was
+made with the current fingerprint, then merged into generations.jsonl."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from gsm8k_eval import fingerprint
+from gsm8k_eval.evaluation.options import (
+    GENERATIONS,
+    EvaluateOptions,
+    ShardRun,
+    ShardStats,
+    Workload,
+)
+from gsm8k_eval.evaluation.rows import generation_row
+from gsm8k_eval.io import atomic_write_text, read_json, read_jsonl, write_json, write_jsonl
+from gsm8k_eval.parts import part_shards
+from gsm8k_eval.timing import COMPILE_KEY, timed
+
+log = logging.getLogger(__name__)
+
+DIGEST_CACHE = ".file-digests.json"
+
+
+def current_fingerprint(options: EvaluateOptions, prompts: list[str]) -> dict[str, Any]:
+    """The fingerprint of this evaluation (file digests cached beside the outputs)."""
+    cache = fingerprint.DigestCache.load(options.output_dir / DIGEST_CACHE)
+    current = fingerprint.shard_fingerprint(asdict(options), prompts, cache)
+    cache.save()
+    return current
+
+
+def prepare_shard_dir(options: EvaluateOptions, current: dict[str, Any]) -> Path:
+    """The shard folder, emptied (with a log line naming what changed) if its shards were made
+    with other inputs or in an older layout (another fingerprint `format`)."""
+    shard_dir = options.output_dir / "shards"
+    marker = shard_dir / "fingerprint.json"
+    try:
+        previous = read_json(marker)
+    except (OSError, ValueError):
+        previous = None
+    if previous is not None and previous != current:
+        changed = fingerprint.differences(previous, current)
+        log.info("shards were made with other inputs (%s): starting afresh", ", ".join(changed))
+        shutil.rmtree(shard_dir)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    if previous != current:
+        write_json(marker, current)
+    return shard_dir
+
+
+def shard_ranges(total: int, shard_examples: int) -> Iterator[tuple[int, int, int]]:
+    """(index, start, end) of every shard of `total` examples."""
+    for index, start in enumerate(range(0, total, shard_examples)):
+        yield index, start, min(start + shard_examples, total)
+
+
+def selected_ranges(options: EvaluateOptions, total: int) -> list[tuple[int, int, int]]:
+    """The (index, start, end) shards this job generates: all, or its part's."""
+    ranges = list(shard_ranges(total, options.shard_examples))
+    return [ranges[i] for i in part_shards(len(ranges), options.part)]
+
+
+def shard_paths(shard_dir: Path, index: int) -> tuple[Path, Path]:
+    """A shard's rows file and stats file."""
+    stem = shard_dir / f"shard-{index:05d}"
+    return stem.with_suffix(".jsonl"), stem.with_suffix(".stats.json")
+
+
+def _finished_shard(
+    rows_path: Path, stats_path: Path, ids: Sequence[int], digest: str
+) -> ShardStats | None:
+    """A finished shard's stats if both files exist, hold exactly the expected ids and were made
+    with fingerprint `digest`; None when it must be (re)generated."""
+    if not (rows_path.exists() and stats_path.exists()):
+        return None
+    try:
+        stats = ShardStats(**read_json(stats_path))
+        rows_ok = [row["id"] for row in read_jsonl(rows_path)] == list(ids)
+    except (ValueError, KeyError, TypeError):
+        return None
+    if stats.fingerprint != digest:
+        log.info("%s was made with other inputs: regenerating it", stats_path.name)
+        return None
+    return stats if rows_ok else None
+
+
+def run_shards(
+    options: EvaluateOptions,
+    work: Workload,
+    shard_dir: Path,
+    current: dict[str, Any],
+    ranges: list[tuple[int, int, int]],
+) -> ShardRun:
+    """Generate every shard of `ranges` that is not already finished with this fingerprint."""
+    digest = fingerprint.fingerprint_digest(current)
+    total = sum(end - start for _, start, end in ranges)
+    done_stats: list[ShardStats] = []
+    resumed = 0
+    progress = tqdm(
+        total=total,
+        desc=f"{options.checkpoint_name} bs={options.batch_size}",
+        unit="ex",
+        dynamic_ncols=True,
+    )
+    generated = 0
+    started = time.perf_counter()
+    for index, start, end in ranges:
+        rows_path, stats_path = shard_paths(shard_dir, index)
+        ids = [work.examples[i].id for i in range(start, end)]
+        finished = _finished_shard(rows_path, stats_path, ids, digest)
+        if finished is not None:
+            done_stats.append(finished)
+            resumed += 1
+            progress.update(end - start)
+            continue
+        rows, stats = _generate_shard(options, work, start, end, progress)
+        stats.fingerprint = digest
+        write_json(stats_path, asdict(stats))
+        write_jsonl(rows_path, rows)
+        done_stats.append(stats)
+        generated += stats.generated_tokens
+        elapsed = time.perf_counter() - started
+        progress.set_postfix(tok_s=f"{generated / max(elapsed, 1e-9):.1f}")
+    progress.close()
+    return ShardRun(done_stats, resumed, current, digest)
+
+
+def _generate_shard(
+    options: EvaluateOptions, work: Workload, start: int, end: int, progress: tqdm
+) -> tuple[list[dict[str, Any]], ShardStats]:
+    """The whole shard in one sampler call: `batch_size` prompts in flight, cut at stops."""
+    rows: list[dict[str, Any]] = []
+    stats = ShardStats(examples=0, generated_tokens=0, prompt_tokens=0, wall_seconds=0.0)
+    shard = range(start, end)
+    window: dict[str, float] = {}
+    with timed(window, "seconds"):
+        generations = work.sampler.generate(
+            [work.prompt_ids[i] for i in shard],
+            stop_sequences=work.stop_sequences,
+            max_in_flight=options.batch_size,
+        )
+    stats.wall_seconds += window["seconds"] + window[COMPILE_KEY]
+    _add_sampler_timing(work.sampler, stats, window[COMPILE_KEY])
+    for i, generation in zip(shard, generations, strict=True):
+        rows.append(generation_row(options, work, i, generation))
+        stats.generated_tokens += len(generation.tokens)
+        stats.prompt_tokens += len(work.prompt_ids[i])
+    stats.examples += len(shard)
+    progress.update(len(shard))
+    return rows, stats
+
+
+def _add_sampler_timing(sampler: Any, stats: ShardStats, measured_compile: float) -> None:
+    """The sampler's `last_timing` split; compile time as the sampler reports it, else as JAX
+    reported it during the call."""
+    timing = getattr(sampler, "last_timing", None) or {}
+    stats.prefill_seconds += float(timing.get("prefill_seconds", 0.0))
+    stats.decode_seconds += float(timing.get("decode_seconds", 0.0))
+    stats.compile_seconds += float(timing.get(COMPILE_KEY, measured_compile))
+    stats.useful_row_steps += float(timing.get("useful_row_steps", 0.0))
+    stats.executed_row_steps += float(timing.get("executed_row_steps", 0.0))
+
+
+def merge_shards(options: EvaluateOptions, shard_dir: Path, total: int, digest: str) -> Path:
+    """Concatenate this job's finished shards into generations.jsonl (byte-identical however
+    often resumed); refuses shards made with another fingerprint than `digest`."""
+    parts = []
+    for index, _, _ in selected_ranges(options, total):
+        rows_path, stats_path = shard_paths(shard_dir, index)
+        check_shard_fingerprint(stats_path, digest)
+        parts.append(rows_path.read_text(encoding="utf-8"))
+    out = options.output_dir / GENERATIONS
+    atomic_write_text(out, "".join(parts))
+    return out
+
+
+def check_shard_fingerprint(stats_path: Path, digest: str) -> ShardStats:
+    """The shard's stats; an error when it was made with another fingerprint than `digest`."""
+    stats = ShardStats(**read_json(stats_path))
+    if stats.fingerprint != digest:
+        raise RuntimeError(
+            f"{stats_path} was made with fingerprint {str(stats.fingerprint)[:12]}, not "
+            f"{digest[:12]}: refusing to merge shards made with different inputs "
+            f"(delete {stats_path.parent} and rerun)"
+        )
+    return stats
+
+
+def shard_stats_paths(shard_dir: Path, indices: Sequence[int]) -> list[Path]:
+    """The stats files of the shards `indices` of a shard folder."""
+    return [shard_paths(shard_dir, index)[1] for index in indices]
