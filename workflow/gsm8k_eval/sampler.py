@@ -306,7 +306,8 @@ class FixedSampler:
         cfg = self.config
         plan = _plan([len(prompt)], cfg, self.layout)
         cache = _empty_cache(self.model, plan.rows, plan.prompt_region + cfg.max_generation_steps)
-        tokens, slots = prefill_inputs([prompt], [0], plan.prefill_rows, plan.buckets[0], cfg, 0)
+        rows, bucket = plan.prefill_rows, plan.buckets[0]
+        tokens, slots = prefill_inputs([prompt], [0], rows, bucket, cfg, plan.rows)
         lowered = self._prefill.lower(
             self._state,
             self._head,
