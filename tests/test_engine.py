@@ -445,14 +445,15 @@ FEWSHOT_STOPS = ("Question:", "</s>", "<|im_end|>")
 @pytest.mark.timeout(3600)
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_real_gemma3_270m_engine_is_invariant(real_model_dir, dtype):
-    """Two-shot GSM8K, stop at `Question:`: bs 1, 3 and 8 give the same bits; float32 tokens
-    (and logits) equal the static oracle's."""
+    """Two-shot GSM8K, stop at `Question:`, batched prefill (4-row calls): bs 1, 3 and 8 give
+    the same bits; float32 tokens (and logits) equal the static oracle's (same prefill)."""
     from gsm8k_eval.models import load_model
 
     loaded = load_model(real_model_dir, dtype)
     prompts = gsm8k_prompts(loaded.tokenizer, SLOW_PROMPTS)
     config = SamplerConfig(max_prompt_length=512, max_generation_steps=SLOW_TOKENS, pad_id=0)
-    sampler = Engine(loaded.model, loaded.tokenizer, config)
+    layout = Layout(prefill_rows=PREFILL)
+    sampler = Engine(loaded.model, loaded.tokenizer, config, layout)
     runs = {bs: sampler.generate(prompts, FEWSHOT_STOPS, max_in_flight=bs) for bs in (8, 3, 1)}
     for bs in (1, 3):
         assert not mismatches(runs[bs], runs[8]), f"{dtype}: bs={bs} vs bs=8"
@@ -460,7 +461,7 @@ def test_real_gemma3_270m_engine_is_invariant(real_model_dir, dtype):
     print(f"{dtype} stop reasons: {reasons}")
     assert len({tuple(g.tokens) for g in runs[8]}) == SLOW_PROMPTS
     if dtype == "float32":
-        static = FixedSampler(loaded.model, loaded.tokenizer, config)
+        static = FixedSampler(loaded.model, loaded.tokenizer, config, layout)
         oracle = static.generate(prompts, FEWSHOT_STOPS, max_in_flight=8)
         assert [g.tokens for g in runs[8]] == [g.tokens for g in oracle]
         assert not mismatches(runs[8], oracle), "tokens equal, logit bits differ from the oracle"

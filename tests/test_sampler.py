@@ -431,8 +431,9 @@ def test_gpu_invariance_script_tiny_on_cpu(tmp_path):
     out = tmp_path / "result.json"
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     script = REPO / "workflow" / "scripts" / "gpu_invariance_check.py"
+    flags = ["--tiny", "--deterministic", "--prefill-rows", "4"]  # batched prefill, every process
     proc = subprocess.run(
-        [sys.executable, str(script), "--tiny", "--deterministic", "--out", str(out)],
+        [sys.executable, str(script), *flags, "--out", str(out)],
         capture_output=True,
         text=True,
         env=env,
@@ -440,6 +441,7 @@ def test_gpu_invariance_script_tiny_on_cpu(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(out.read_text())
+    assert result["prefill_rows"] == 4
     assert result["invariant"] is True
     assert result["invariant_in_process"] is True
     assert result["mismatches"] == []

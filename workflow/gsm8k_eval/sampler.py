@@ -293,7 +293,7 @@ class FixedSampler:
         return _in_batches(self, prompts, max_in_flight, stop_sequences)
 
     def _generate(self, prompts: list[list[int]]) -> list[Generation]:
-        _check_lengths([len(p) for p in prompts], self.config.max_prompt_length)
+        """One batch (lengths already checked by `generate`)."""
         self.last_timing = {"prefill_seconds": 0.0, "decode_seconds": 0.0, "compile_seconds": 0.0}
         step = self.layout.decode_rows if self.layout.batch_invariant else max(len(prompts), 1)
         out: list[Generation] = []
@@ -306,7 +306,8 @@ class FixedSampler:
         cfg = self.config
         plan = _plan([len(prompt)], cfg, self.layout)
         cache = _empty_cache(self.model, plan.rows, plan.prompt_region + cfg.max_generation_steps)
-        tokens, slots = prefill_inputs([prompt], [0], plan.prefill_rows, plan.buckets[0], cfg, 0)
+        rows, bucket = plan.prefill_rows, plan.buckets[0]
+        tokens, slots = prefill_inputs([prompt], [0], rows, bucket, cfg, plan.rows)
         lowered = self._prefill.lower(
             self._state,
             self._head,

@@ -18,7 +18,6 @@ from flax import nnx
 from gsm8k_eval.sampler import (
     Generation,
     SamplerConfig,
-    _check_lengths,
     _finish,
     _in_batches,
     _next_power_of_two,
@@ -95,8 +94,8 @@ class TunixSampler:
         return _in_batches(self, prompts, max_in_flight, stop_sequences)
 
     def _generate(self, prompts: list[list[int]]) -> list[Generation]:
+        """One batch (lengths already checked by `generate`)."""
         cfg = self.config
-        _check_lengths([len(p) for p in prompts], cfg.max_prompt_length)
         if not prompts:
             return []
         self._sampler.seconds = {

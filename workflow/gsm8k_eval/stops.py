@@ -5,6 +5,13 @@ occurrence of any stop sequence. The row ends at the token whose decoding first 
 sequence appear; that token and everything before it are kept in `tokens`/`token_logits`
 (as the EOS token is kept), everything generated after it is dropped. So `tokens` decodes to
 `text` + the stop sequence (+ whatever else that last token spells).
+
+Detection is incremental: while a row runs, only the tokens decoded since the last check are
+searched, from a window that starts early enough to hold a stop sequence straddling the
+boundary (`_tail_has_stop`), so a row of L tokens costs O(L) decoding, not O(L^2). The position
+of a stop that is found is exact (shortest prefix, as before), and when a row ends its whole
+text (decoded anyway) is searched once more, so a tokenizer whose decoding of a window differs
+from the whole text's cannot make a stop go unnoticed: results equal the full re-decode's.
 """
 
 from __future__ import annotations
@@ -12,29 +19,43 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from gsm8k_eval.sampler import STOP_EOS, STOP_MAX_STEPS, Generation
+from gsm8k_eval.scoring import truncate_response
 
 STOP_SEQUENCE = "stop_sequence"
+# Tokens a tail window reaches back before the checked boundary, at least (a partial UTF-8
+# character or a stripped leading space only disturbs the window's first few characters).
+WINDOW_TOKENS = 8
 
 Decode = Callable[[list[int]], str]
 
-
-def cut_at_stop(text: str, stops: Sequence[str]) -> str:
-    """`text` up to (excluding) the earliest occurrence of any non-empty stop sequence."""
-    cut = len(text)
-    for stop in stops:
-        if stop and (index := text.find(stop)) != -1:
-            cut = min(cut, index)
-    return text[:cut]
+# One rule for where a response ends, shared with the scoring (`scoring.truncate_response`).
+cut_at_stop = truncate_response
 
 
 def _has_stop(text: str, stops: Sequence[str]) -> bool:
     return any(stop in text for stop in stops)
 
 
+def _tail_has_stop(tokens: list[int], stops: Sequence[str], decode: Decode, checked: int) -> bool:
+    """Whether the text of `tokens` holds a stop sequence that the text of `tokens[:checked]`
+    (known to hold none) does not: decodes only a window from a little before `checked`, with
+    at least the longest stop's length (+ a margin) of text before the boundary."""
+    if checked <= 0:
+        return _has_stop(decode(tokens), stops)
+    longest = max(len(stop) for stop in stops)
+    start = checked
+    while start > 0:
+        start = max(0, start - WINDOW_TOKENS)
+        if len(decode(tokens[start:checked])) >= longest + WINDOW_TOKENS:
+            break
+    return _has_stop(decode(tokens[start:]), stops)
+
+
 def first_stop(tokens: list[int], stops: Sequence[str], decode: Decode, checked: int = 0) -> int:
     """How many tokens to keep: the shortest prefix whose text contains a stop sequence, or 0 if
-    none does. `checked`: a prefix length already known to contain none."""
-    if not stops or not _has_stop(decode(tokens), stops):
+    none does. `checked`: a prefix length already known to contain none (only the text after
+    it is searched for a new stop)."""
+    if not stops or not _tail_has_stop(tokens, stops, decode, min(checked, len(tokens))):
         return 0
     for n in range(checked + 1, len(tokens) + 1):
         if _has_stop(decode(tokens[:n]), stops):
@@ -59,14 +80,17 @@ def settle(
     ended_by_eos = bool(tokens) and tokens[-1] in eos
     body = tokens[:-1] if ended_by_eos else tokens
     n = first_stop(body, stops, decode, min(checked, len(body)))
+    ended = ended_by_eos or len(tokens) >= limit
+    text = decode(body) if ended and not n else ""
+    if ended and not n and stops and _has_stop(text, stops):  # the whole text, once per row
+        n = first_stop(body, stops, decode)
     if n:
         kept = tokens[:n]
-        text = cut_at_stop(decode(kept), stops)
-        return Generation(kept, text, n, STOP_SEQUENCE, logits[:n])
+        return Generation(kept, cut_at_stop(decode(kept), stops), n, STOP_SEQUENCE, logits[:n])
     if ended_by_eos:
-        return Generation(tokens, decode(body), len(tokens), STOP_EOS, logits)
-    if len(tokens) >= limit:
-        return Generation(tokens, decode(tokens), len(tokens), STOP_MAX_STEPS, logits)
+        return Generation(tokens, text, len(tokens), STOP_EOS, logits)
+    if ended:
+        return Generation(tokens, text, len(tokens), STOP_MAX_STEPS, logits)
     return None
 
 

@@ -43,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--decode-rows", type=int, default=8)
     parser.add_argument("--sampler", default="fixed", choices=("fixed", "static"))
     parser.add_argument("--segment-steps", type=int, default=None, help="engine segment length")
+    parser.add_argument(
+        "--prefill-rows", type=int, default=None, help="rows per prefill call (default: schema's)"
+    )
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
     parser.add_argument(
         "--isolated-prompts",
@@ -145,7 +148,13 @@ def _setup(args: argparse.Namespace):
     prompts = make_prompts(args.prompts, args.max_prompt_length, config.num_embed)
     sampler_config = SamplerConfig(args.max_prompt_length, args.steps, eos_tokens=(1,))
     sampler = make_sampler(
-        args.sampler, model, _Ids(), sampler_config, args.decode_rows, args.segment_steps
+        args.sampler,
+        model,
+        _Ids(),
+        sampler_config,
+        args.decode_rows,
+        args.segment_steps,
+        prefill_rows=args.prefill_rows,
     )
     return model, prompts, sampler_config, sampler
 
@@ -245,6 +254,7 @@ def check(args: argparse.Namespace, isolated: list[dict]) -> dict:
         "steps": args.steps,
         "max_prompt_length": args.max_prompt_length,
         "decode_rows": args.decode_rows,
+        "prefill_rows": sampler.layout.prefill_rows,
         "sampler": args.sampler,
         "invariant": not mismatches and across["invariant"],
         "invariant_in_process": not mismatches,
