@@ -6,15 +6,12 @@ import hashlib
 import json
 import warnings
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from gsm8k_eval import schema, sweeps
 from gsm8k_eval.schema import SCHEMA_PATH
 
-__all__ = ["SCHEMA_PATH", "ConfigError", "PipelineConfig", "load_config", "load_config_file"]
+__all__ = ["SCHEMA_PATH", "ConfigError", "PipelineConfig", "load_config"]
 
 BASE_CHECKPOINT = "base"
 # Keys that only label outputs: they never change a generated token.
@@ -292,9 +289,3 @@ def _first_line_with_key(message: str) -> str:
     lines = [line for line in message.splitlines() if line.strip()]
     detail = [line for line in lines if "Error" in line or "On instance" in line]
     return " | ".join(detail or lines[:3])
-
-
-def load_config_file(path: Path) -> PipelineConfig:
-    """Load, validate and type a YAML config file (for the CLI and tests)."""
-    with open(path, encoding="utf-8") as handle:
-        return load_config(yaml.safe_load(handle) or {})
