@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import subprocess
 import sys
@@ -232,6 +233,24 @@ def test_validated_config_has_the_documented_defaults():
     assert {key: _as_flag(resolved[key]) for key in DEFAULTS} == {
         key: _as_flag(value) for key, value in DEFAULTS.items()
     }
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},
+        {
+            "checkpoints": [{"name": "b", "source": "base"}, {"name": "g", "source": "/r"}],
+            "sampling": {"dtype": "bfloat16"},
+            "reference": {"enabled": False},
+        },
+    ],
+)
+def test_validation_and_the_schema_fill_in_the_same_defaults(config):
+    """Validation (the Snakefile, load_config) and the schema's own filling (defaults of the
+    flags and dataclasses) resolve every default alike, the checkpoints' items included."""
+    expected = schema._fill_defaults(schema.load_schema(), copy.deepcopy(config))
+    assert load_config(copy.deepcopy(config)).raw == expected
 
 
 @pytest.mark.parametrize(("key", "dest"), sorted(EVALUATE_FLAGS.items()))

@@ -215,19 +215,13 @@ def _reference_spec(
 def _checkpoints(
     entries: list[dict[str, Any]], list_steps: sweeps.StepLister | None
 ) -> tuple[CheckpointSpec, ...]:
-    """The checkpoints of the config, sweeps expanded to one checkpoint per step."""
-    filled = [{**_item_defaults("checkpoints"), **entry} for entry in entries]
+    """The checkpoints of the validated config (defaults filled in), sweeps expanded to one
+    checkpoint per step."""
     try:
-        expanded = sweeps.expand(filled, list_steps)
+        expanded = sweeps.expand(entries, list_steps)
     except sweeps.SweepError as error:
         raise ConfigError(str(error)) from error
     return tuple(CheckpointSpec(**entry) for entry in expanded)
-
-
-def _item_defaults(key: str) -> dict[str, Any]:
-    """Defaults of the objects of an array key (validation does not fill them in)."""
-    items = schema.node(f"{key}[]")
-    return {k: v["default"] for k, v in items["properties"].items() if "default" in v}
 
 
 def _reject_duplicates(names: list[str], key: str) -> None:
