@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ import yaml
 
 from gsm8k_eval import cli, schema
 from gsm8k_eval.checkpoints import LoraConfig
+from gsm8k_eval.config import load_config
 from gsm8k_eval.prompts import PromptConfig
 
 
@@ -150,58 +153,142 @@ def _evaluate_parser():
     return subparsers["evaluate"]
 
 
+# The documented defaults (README, docs/*.md), stated here apart from the schema: every place
+# that resolves a default (the schema file, validation, the flags, the library's dataclasses)
+# must give these. Changing a default is a change of the public contract: here and in the schema.
+DEFAULTS = {
+    "limit": None,
+    "sampling.max_generation_steps": 768,
+    "sampling.max_prompt_length": 1024,
+    "sampling.eos_tokens": [1, 106],
+    "sampling.decode_rows": 8,
+    "sampling.segment_steps": 16,
+    "sampling.prefill_rows": 1,
+    "sampling.dtype": "float32",
+    "sampling.sampler": "fixed",
+    "prompt.template": "chat",
+    "prompt.num_shots": 8,
+    "prompt.seed": 1234,
+    "lora.rank": 16,
+    "lora.alpha": 16.0,
+    "lora.module_path": (
+        ".*q_einsum|.*kv_einsum|.*gate_proj|.*down_proj|.*up_proj|.*attn_vec_einsum"
+    ),
+    "scoring.primary": "strict",
+    "evaluation.shard_size": 64,
+    "evaluation.device": "auto",
+    "reference.dtype": "float32",
+    "reference.batch_size": 1,
+    "reference.device": "auto",
+}
+# evaluate's flag (argparse dest) of each key
+EVALUATE_FLAGS = {
+    "limit": "limit",
+    "sampling.max_generation_steps": "max_generation_steps",
+    "sampling.max_prompt_length": "max_prompt_length",
+    "sampling.eos_tokens": "eos_tokens",
+    "sampling.decode_rows": "decode_rows",
+    "sampling.segment_steps": "segment_steps",
+    "sampling.prefill_rows": "prefill_rows",
+    "sampling.dtype": "dtype",
+    "sampling.sampler": "sampler",
+    "prompt.template": "prompt_template",
+    "prompt.num_shots": "num_shots",
+    "prompt.seed": "prompt_seed",
+    "lora.rank": "lora_rank",
+    "lora.alpha": "lora_alpha",
+    "lora.module_path": "lora_module_path",
+    "evaluation.shard_size": "shard_size",
+    "evaluation.device": "device",
+}
+
+
+def _as_flag(value: object) -> object:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def test_schema_file_states_the_documented_defaults():
+    raw = yaml.safe_load(schema.SCHEMA_PATH.read_text())
+    stated = {}
+    for key in DEFAULTS:
+        node = raw
+        for part in key.split("."):
+            node = node["properties"][part]
+        stated[key] = node["default"]
+    assert stated == DEFAULTS
+
+
+def test_validated_config_has_the_documented_defaults():
+    cfg = load_config({})
+    resolved = {
+        "limit": cfg.limit,
+        **{f"sampling.{k}": v for k, v in dataclasses.asdict(cfg.sampling).items()},
+        **{f"prompt.{k}": v for k, v in dataclasses.asdict(cfg.prompt).items()},
+        **{f"lora.{k}": v for k, v in dataclasses.asdict(cfg.lora).items()},
+        "scoring.primary": cfg.primary_method,
+        "evaluation.shard_size": cfg.shard_size,
+        "evaluation.device": cfg.device,
+        "sampling.sampler": cfg.samplers[0],
+        **{f"reference.{k}": getattr(cfg.reference, k) for k in ("dtype", "batch_size", "device")},
+    }
+    assert {key: _as_flag(resolved[key]) for key in DEFAULTS} == {
+        key: _as_flag(value) for key, value in DEFAULTS.items()
+    }
+
+
 @pytest.mark.parametrize(
-    ("dest", "key"),
+    "config",
     [
-        ("limit", "limit"),
-        ("max_generation_steps", "sampling.max_generation_steps"),
-        ("max_prompt_length", "sampling.max_prompt_length"),
-        ("eos_tokens", "sampling.eos_tokens"),
-        ("decode_rows", "sampling.decode_rows"),
-        ("segment_steps", "sampling.segment_steps"),
-        ("prefill_rows", "sampling.prefill_rows"),
-        ("dtype", "sampling.dtype"),
-        ("sampler", "sampling.sampler"),
-        ("prompt_template", "prompt.template"),
-        ("num_shots", "prompt.num_shots"),
-        ("prompt_seed", "prompt.seed"),
-        ("lora_rank", "lora.rank"),
-        ("lora_alpha", "lora.alpha"),
-        ("lora_module_path", "lora.module_path"),
-        ("shard_size", "evaluation.shard_size"),
-        ("device", "evaluation.device"),
+        {},
+        {
+            "checkpoints": [{"name": "b", "source": "base"}, {"name": "g", "source": "/r"}],
+            "sampling": {"dtype": "bfloat16"},
+            "reference": {"enabled": False},
+        },
     ],
 )
-def test_cli_defaults_and_choices_are_the_schemas(dest, key):
+def test_validation_and_the_schema_fill_in_the_same_defaults(config):
+    """Validation (the Snakefile, load_config) and the schema's own filling (defaults of the
+    flags and dataclasses) resolve every default alike, the checkpoints' items included."""
+    expected = schema._fill_defaults(schema.load_schema(), copy.deepcopy(config))
+    assert load_config(copy.deepcopy(config)).raw == expected
+
+
+@pytest.mark.parametrize(("key", "dest"), sorted(EVALUATE_FLAGS.items()))
+def test_cli_defaults_are_the_documented_ones(key, dest):
     action = next(a for a in _evaluate_parser()._actions if a.dest == dest)
-    expected = schema.default(key)
-    assert action.default == (tuple(expected) if isinstance(expected, list) else expected)
+    assert action.default == _as_flag(DEFAULTS[key])
     if "enum" in schema.node(key):
         assert list(action.choices) == schema.choices(key)
 
 
-def test_library_defaults_are_the_schemas():
-    lora = LoraConfig()
-    assert (lora.rank, lora.alpha, lora.module_path) == (
-        schema.default("lora.rank"),
-        schema.default("lora.alpha"),
-        schema.default("lora.module_path"),
-    )
-    prompt = PromptConfig()
-    assert (prompt.template, prompt.num_shots, prompt.seed) == (
-        schema.default("prompt.template"),
-        schema.default("prompt.num_shots"),
-        schema.default("prompt.seed"),
-    )
+def test_library_defaults_are_the_documented_ones():
+    from gsm8k_eval.evaluate import EvaluateOptions
+    from gsm8k_eval.reference import ReferenceOptions
+    from gsm8k_eval.sampler import Layout, SamplerConfig
 
-
-def test_schema_defaults_are_read_from_the_schema_file():
-    raw = yaml.safe_load(schema.SCHEMA_PATH.read_text())
-    assert (
-        schema.default("sampling.max_generation_steps")
-        == (raw["properties"]["sampling"]["properties"]["max_generation_steps"]["default"])
+    options = EvaluateOptions(Path("d"), Path("m"), Path("o"), batch_size=1)
+    for key, dest in EVALUATE_FLAGS.items():
+        if key != "evaluation.device":
+            assert _as_flag(getattr(options, dest)) == _as_flag(DEFAULTS[key]), key
+    # a library caller picks JAX's platform itself (before importing JAX): nothing to check
+    assert options.device is None
+    reference = ReferenceOptions(Path("d"), Path("m"), Path("o"))
+    for key in ("dtype", "batch_size", "device"):
+        assert getattr(reference, key) == DEFAULTS[f"reference.{key}"], key
+    lora, prompt, sampler = LoraConfig(), PromptConfig(), SamplerConfig()
+    assert (lora.rank, lora.alpha, lora.module_path) == tuple(
+        DEFAULTS[f"lora.{k}"] for k in ("rank", "alpha", "module_path")
     )
-    assert schema.defaults()["sampling"]["decode_rows"] == schema.default("sampling.decode_rows")
+    assert (prompt.template, prompt.num_shots, prompt.seed) == tuple(
+        DEFAULTS[f"prompt.{k}"] for k in ("template", "num_shots", "seed")
+    )
+    assert (sampler.max_prompt_length, sampler.max_generation_steps, sampler.eos_tokens) == (
+        1024,
+        768,
+        (1, 106),
+    )
+    assert Layout().decode_rows == DEFAULTS["sampling.decode_rows"]
 
 
 def test_every_model_source_kind_is_documented_in_the_schema():

@@ -18,6 +18,7 @@ jobs; a run that needs the kill is a hang and fails the test.
 
 from __future__ import annotations
 
+import ensurepip
 import importlib.util
 import itertools
 import json
@@ -43,6 +44,8 @@ FAST_POLL = ("--slurm-init-seconds-before-status-checks", "5")
 RUN_TIMEOUT = 480  # seconds for one snakemake run on the test cluster
 HANG_CODES = (124, 137)  # timeout(1): SIGINT did not end it in time / SIGKILL
 START_CANNOT_INSTALL = 77  # tests/cluster/start_slurm.sh: SLURM missing and apt-get failed
+# the wheels venv installs pip from (a local "index" holding pip and nothing else)
+BUNDLED_WHEELS = Path(ensurepip.__file__).parent / "_bundled"
 
 
 # --------------------------------------------------------------------------------- helpers
@@ -484,9 +487,47 @@ def cloud_venv() -> Path:
         ["bash", str(CLUSTER_DIR / "make_cloud_venv.sh")],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
-    if result.returncode != 0:
-        pytest.skip(f"cannot build the cloud venv (PyPI unreachable?):\n{result.stderr[-2000:]}")
+    outcome = venv_outcome(result.returncode, result.stderr)
+    if outcome == "skip":
+        pytest.skip(f"the package index is unreachable:\n{result.stderr[-2000:]}")
+    if outcome == "fail":
+        pytest.fail(f"make_cloud_venv.sh failed (rc={result.returncode}):\n{result.stderr[-4000:]}")
     return Path(result.stdout.strip().splitlines()[-1])
+
+
+def venv_outcome(returncode: int, output: str) -> str:
+    """Outcome of a make_cloud_venv.sh run: "ok", "skip" (its status 77 with its marker: the
+    package index cannot be reached) or "fail" (a pin conflict, a bug: anything else)."""
+    if returncode == 0:
+        return "ok"
+    if returncode == START_CANNOT_INSTALL and "[make_cloud_venv] CANNOT INSTALL:" in output:
+        return "skip"
+    return "fail"
+
+
+def test_cloud_venv_failures_are_not_skipped():
+    assert venv_outcome(1, "ERROR: Cannot install snakemake==9.27.1 (conflicting deps)") == "fail"
+    assert venv_outcome(77, "pip: some other error") == "fail"  # 77 without the marker
+    marker = "[make_cloud_venv] CANNOT INSTALL: the package index is unreachable"
+    assert venv_outcome(77, marker) == "skip"
+    assert venv_outcome(0, "") == "ok"
+
+
+@pytest.mark.parametrize(
+    ("pip_env", "outcome"),
+    [
+        ({"PIP_INDEX_URL": "http://127.0.0.1:9/simple"}, "skip"),  # nothing listens there
+        # an index that has pip but not the pins: an install failure, not an unreachable index
+        ({"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(BUNDLED_WHEELS)}, "fail"),
+    ],
+)
+def test_make_cloud_venv_exits_77_only_for_an_unreachable_index(pip_env, outcome, tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable, "PIP_CONFIG_FILE": os.devnull, **pip_env}
+    result = subprocess.run(
+        ["bash", str(CLUSTER_DIR / "make_cloud_venv.sh"), str(tmp_path / "venv")],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert venv_outcome(result.returncode, result.stderr) == outcome, result.stderr[-3000:]
 
 
 @pytest.mark.cluster

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -67,27 +65,43 @@ def _run(command: list[str], primary_method: str | None = None) -> None:
     assert result.returncode == 0, result.stderr[-4000:]
 
 
+# `gsm8k-eval <argv[2:]>` that kills itself (SIGKILL, as an outside kill would) once it has
+# written argv[1] shard files: every file write goes through io.atomic_write_text.
+_KILLED_AFTER_SHARDS = """
+import os, signal, sys
+from pathlib import Path
+from gsm8k_eval import io
+after, written, real = int(sys.argv[1]), [], io.atomic_write_text
+def write(path, text, *args, **kwargs):
+    real(path, text, *args, **kwargs)
+    if Path(path).name.startswith("shard-") and Path(path).suffix == ".jsonl":
+        written.append(path)
+        if len(written) == after:
+            os.kill(os.getpid(), signal.SIGKILL)
+io.atomic_write_text = write
+from gsm8k_eval.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 def test_killed_run_resumes_to_byte_identical_rollouts(tiny_model_dir, tmp_path):
     args = ("--limit", "16", "--shard-size", "2")
     reference = tmp_path / "uninterrupted"
     _run(_evaluate_command(tiny_model_dir, reference, *args))
 
     resumed = tmp_path / "resumed"
-    process = subprocess.Popen(
-        _evaluate_command(tiny_model_dir, resumed, *args),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    # killed right after the second shard's rows are written (no race with the run's progress)
+    command = _evaluate_command(tiny_model_dir, resumed, *args)[3:]  # after `python -m gsm8k_eval`
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_AFTER_SHARDS, "2", *command],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-4000:]
     shards = resumed / "shards"
-    deadline = time.monotonic() + 300
-    while len(list(shards.glob("shard-*.jsonl"))) < 2 and time.monotonic() < deadline:
-        assert process.poll() is None, "the run finished before it could be killed"
-        time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
     finished_before = sorted(p.name for p in shards.glob("shard-*.jsonl"))
-    assert 2 <= len(finished_before) < 8, finished_before
+    assert finished_before == ["shard-00000.jsonl", "shard-00001.jsonl"]
     assert not (resumed / "rollouts.jsonl").exists()
     mtimes = {name: (shards / name).stat().st_mtime_ns for name in finished_before}
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+CODE = ("workflow", "benchmarks", "tests")  # every Python folder
 
 
 def _run(*command: str) -> subprocess.CompletedProcess[str]:
@@ -15,12 +16,12 @@ def _run(*command: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_clean():
-    result = _run(str(BIN / "ruff"), "check", "workflow", "tests")
+    result = _run(str(BIN / "ruff"), "check", *CODE)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_ruff_format_clean():
-    result = _run(str(BIN / "ruff"), "format", "--check", "workflow", "tests")
+    result = _run(str(BIN / "ruff"), "format", "--check", *CODE)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -88,11 +88,11 @@ def test_compilation_cache_is_shared_by_the_parts(single, split):
     assert all(c["dir"].endswith("results/tiny/jax-cache") for c in caches)
     warm = [c for c in caches if c["hits"] > 0]
     assert len(warm) >= 2, caches
-    # (compile_seconds_saved is JAX's estimate from compile times stored in whole seconds: 0
-    # for the tiny model's sub-second programs on a fast machine, so it is not asserted.)
-    assert all(c["compile_seconds_saved"] >= 0 for c in caches), caches
     assert sum(c["misses"] for c in caches) > 0  # the first compiled and stored
-    assert gathered["compilation_cache"]["hits"] == sum(c["hits"] for c in caches)
+    # the gathered counters are the jobs' sums (compile_seconds_saved is JAX's estimate from
+    # compile times stored in whole seconds, often 0 here: only its sum is checked)
+    for key in ("hits", "misses", "compile_seconds_saved"):
+        assert gathered["compilation_cache"][key] == pytest.approx(sum(c[key] for c in caches))
 
 
 def test_report_from_results_counts_each_split_evaluation_once(split, tmp_path):

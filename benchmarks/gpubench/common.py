@@ -65,7 +65,7 @@ TINY_DIMS = dict(
 
 def build_model(tiny: bool, dtype: str, seed: int = 1) -> tuple[Any, Any]:
     """Random-weight Gemma 3 (tunix `ModelConfig.gemma3_1b_it()` dims, or tiny), drawn on the
-    device (as `workflow/scripts/gpu_invariance_check.py` does: same seeds, same weights)."""
+    device (as `benchmarks/gpu_invariance_check.py` does: same seeds, same weights)."""
     import jax
     import jax.numpy as jnp
     from flax import nnx

@@ -6,15 +6,12 @@ import hashlib
 import json
 import warnings
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from gsm8k_eval import schema, sweeps
 from gsm8k_eval.schema import SCHEMA_PATH
 
-__all__ = ["SCHEMA_PATH", "ConfigError", "PipelineConfig", "load_config", "load_config_file"]
+__all__ = ["SCHEMA_PATH", "ConfigError", "PipelineConfig", "load_config"]
 
 BASE_CHECKPOINT = "base"
 # Keys that only label outputs: they never change a generated token.
@@ -221,19 +218,13 @@ def _reference_spec(
 def _checkpoints(
     entries: list[dict[str, Any]], list_steps: sweeps.StepLister | None
 ) -> tuple[CheckpointSpec, ...]:
-    """The checkpoints of the config, sweeps expanded to one checkpoint per step."""
-    filled = [{**_item_defaults("checkpoints"), **entry} for entry in entries]
+    """The checkpoints of the validated config (defaults filled in), sweeps expanded to one
+    checkpoint per step."""
     try:
-        expanded = sweeps.expand(filled, list_steps)
+        expanded = sweeps.expand(entries, list_steps)
     except sweeps.SweepError as error:
         raise ConfigError(str(error)) from error
     return tuple(CheckpointSpec(**entry) for entry in expanded)
-
-
-def _item_defaults(key: str) -> dict[str, Any]:
-    """Defaults of the objects of an array key (validation does not fill them in)."""
-    items = schema.node(f"{key}[]")
-    return {k: v["default"] for k, v in items["properties"].items() if "default" in v}
 
 
 def _reject_duplicates(names: list[str], key: str) -> None:
@@ -295,9 +286,3 @@ def _first_line_with_key(message: str) -> str:
     lines = [line for line in message.splitlines() if line.strip()]
     detail = [line for line in lines if "Error" in line or "On instance" in line]
     return " | ".join(detail or lines[:3])
-
-
-def load_config_file(path: Path) -> PipelineConfig:
-    """Load, validate and type a YAML config file (for the CLI and tests)."""
-    with open(path, encoding="utf-8") as handle:
-        return load_config(yaml.safe_load(handle) or {})

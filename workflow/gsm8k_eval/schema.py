@@ -100,7 +100,8 @@ def choices(key: str) -> list[Any]:
 
 
 def defaults() -> dict[str, Any]:
-    """Every top-level key with its default filled in, recursively."""
+    """Every top-level key with its default filled in, recursively (as validation fills them:
+    objects, and the objects in arrays such as `checkpoints`)."""
     return _fill_defaults(load_schema(), {})
 
 
@@ -108,8 +109,13 @@ def _fill_defaults(spec: dict[str, Any], value: dict[str, Any]) -> dict[str, Any
     for name, child in spec.get("properties", {}).items():
         if name not in value and "default" in child:
             value[name] = copy.deepcopy(child["default"])
-        if isinstance(value.get(name), dict) and child.get("type") == "object":
-            _fill_defaults(child, value[name])
+        found, items = value.get(name), child.get("items")
+        if isinstance(found, dict) and child.get("type") == "object":
+            _fill_defaults(child, found)
+        elif isinstance(found, list) and isinstance(items, dict) and items.get("type") == "object":
+            for entry in found:
+                if isinstance(entry, dict):
+                    _fill_defaults(items, entry)
     return value
 
 

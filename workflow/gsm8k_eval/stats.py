@@ -1,18 +1,18 @@
-"""Small, dependency-light statistics for accuracy reporting.
+"""Statistics for accuracy reporting, computed by scipy.
 
-* `wilson_interval`: Wilson score interval for a binomial proportion.
+* `wilson_interval`: Wilson score interval for a binomial proportion (`binomtest`).
 * `mcnemar_exact`: exact McNemar test (two-sided binomial test on the discordant pairs).
-* `paired_bootstrap_delta`: percentile bootstrap CI for a paired accuracy difference.
+* `paired_bootstrap_delta`: percentile bootstrap CI for a paired accuracy difference
+  (`scipy.stats.bootstrap`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import binomtest, norm
+from scipy.stats import binomtest, bootstrap, norm
 
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_RESAMPLES = 10_000
@@ -69,13 +69,9 @@ def wilson_interval(successes: int, total: int, confidence: float = DEFAULT_CONF
         raise ValueError(f"need 0 <= successes <= total, got {successes}/{total}")
     if total == 0:
         return Interval(0.0, 1.0)
-    z = z_value(confidence)
-    p = successes / total
-    denom = 1.0 + z * z / total
-    centre = (p + z * z / (2.0 * total)) / denom
-    half = z * math.sqrt(p * (1.0 - p) / total + z * z / (4.0 * total * total)) / denom
-    # Clamp rounding error: the exact interval always contains p and lies in [0, 1].
-    return Interval(max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)))
+    z_value(confidence)  # the same error as before for a confidence outside (0, 1)
+    ci = binomtest(successes, total).proportion_ci(confidence_level=confidence, method="wilson")
+    return Interval(float(ci.low), float(ci.high))
 
 
 def _as_bool_array(values: Sequence[bool]) -> np.ndarray:
@@ -111,19 +107,6 @@ def mcnemar_p_value(b: int, c: int) -> float:
     return float(binomtest(c, b + c, 0.5, alternative="two-sided").pvalue)
 
 
-def _bootstrap_means(values: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
-    """Means of `n_resamples` resamples with replacement, drawn in fixed-size chunks."""
-    if n_resamples < 1:
-        raise ValueError("n_resamples must be >= 1")
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_resamples, dtype=np.float64)
-    for start in range(0, n_resamples, _CHUNK):
-        stop = min(start + _CHUNK, n_resamples)
-        idx = rng.integers(0, values.size, size=(stop - start, values.size))
-        means[start:stop] = values[idx].mean(axis=1)
-    return means
-
-
 def paired_bootstrap_delta(
     a: Sequence[bool],
     b: Sequence[bool],
@@ -132,18 +115,33 @@ def paired_bootstrap_delta(
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
 ) -> BootstrapResult:
-    """Percentile bootstrap CI of mean(b) - mean(a), resampling examples (pairs) jointly."""
+    """Percentile bootstrap CI of mean(b) - mean(a), resampling examples (pairs) jointly.
+
+    Resampling pairs is resampling their differences b - a (the statistic is their mean), so
+    scipy bootstraps the one sample of differences. The resamples are drawn from
+    `numpy.random.default_rng(seed)` in batches of 1,000, each an `integers(0, n, (1000, n))`
+    draw of indices: the same seed gives the same interval. A single pair has no spread: its
+    interval is the difference itself.
+    """
     arr_a, arr_b = _check_paired(a, b)
     if arr_a.size == 0:
         raise ValueError("paired bootstrap needs at least one pair")
+    if n_resamples < 1:
+        raise ValueError("n_resamples must be >= 1")
+    z_value(confidence)  # a confidence outside (0, 1) is an error
     diff = arr_b.astype(np.float64) - arr_a.astype(np.float64)
-    means = _bootstrap_means(diff, n_resamples, seed)
-    alpha = 1.0 - confidence
-    low, high = np.quantile(means, [alpha / 2.0, 1.0 - alpha / 2.0])
-    return BootstrapResult(
-        delta=float(diff.mean()),
-        interval=Interval(float(low), float(high)),
-        confidence=confidence,
-        n_resamples=n_resamples,
-        seed=seed,
-    )
+    delta = float(diff.mean())
+    if diff.size == 1:
+        interval = Interval(delta, delta)
+    else:
+        ci = bootstrap(
+            (diff,),
+            np.mean,
+            n_resamples=n_resamples,
+            batch=_CHUNK,
+            confidence_level=confidence,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        ).confidence_interval
+        interval = Interval(float(ci.low), float(ci.high))
+    return BootstrapResult(delta, interval, confidence, n_resamples, seed)

@@ -8,7 +8,7 @@ neighbours. For one bucket of the chosen template this prefills prompt A alone (
 cache rows (all layers), first token and its float32 logit bitwise; it also times 1-row calls
 against `rows`-row calls.
 
-    .venv/bin/python workflow/scripts/prefill_batching_check.py --model-dir results/model \\
+    .venv/bin/python benchmarks/prefill_batching_check.py --model-dir results/model \\
         [--template chat --shots 0] [--rows 4] [--dtype float32] [--out check.json]
 """
 
@@ -22,7 +22,7 @@ from collections import defaultdict
 from functools import partial
 from pathlib import Path
 
-GSM8K = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k"  # ../shared
+GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"  # ../shared
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

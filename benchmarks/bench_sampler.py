@@ -6,7 +6,7 @@ samplers get all prompts in one `generate` call with `bs` in flight (as the eval
 does); every system stops at the stop sequences (`--stops`; HF: `generate(stop_strings=...)`)
 and tokens/s counts the useful tokens, up to and including the token completing the stop.
 
-    .venv/bin/python workflow/scripts/bench_sampler.py --model-dir results/model \\
+    .venv/bin/python benchmarks/bench_sampler.py --model-dir results/model \\
         --prompts 16 --tokens 64 --batch-sizes 1,8,32 --dtype float32 \\
         [--hf-python /tmp/hfvenv/bin/python]
 
@@ -27,7 +27,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-GSM8K = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k"  # ../shared
+GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"  # ../shared
 
 
 @dataclass

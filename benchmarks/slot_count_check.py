@@ -9,7 +9,7 @@ cheaper variants would cost in bits. On the real model this measures:
 * the float32 head `[R, D] x [V, D]^T` alone: row 0 at 1, 2, 8 and 16 rows against 8 rows; the
   `[D, V]` layout and a 4-way vocabulary split against the default, with their times.
 
-    .venv/bin/python workflow/scripts/slot_count_check.py --model-dir results/model \\
+    .venv/bin/python benchmarks/slot_count_check.py --model-dir results/model \\
         [--prompts 4 --tokens 32 --rows 2,3] [--out check.json]
 """
 
@@ -62,25 +62,22 @@ def engine_rows(args: argparse.Namespace, dtype: str) -> list[dict]:
     for rows in (8, *(int(r) for r in args.rows.split(","))):
         sampler = make_sampler("fixed", loaded.model, loaded.tokenizer, config, decode_rows=rows)
         out[rows] = sampler.generate(prompts, ("Question:",), max_in_flight=rows)
-    results = []
-    for rows in out:
-        if rows == 8:
-            continue
-        pairs = list(zip(out[rows], out[8], strict=True))
-        results.append(
-            {
-                "dtype": dtype,
-                "rows": rows,
-                "tokens_equal": all(a.tokens == b.tokens for a, b in pairs),
-                "logit_bits_equal": all(
-                    bits(a.token_logits) == bits(b.token_logits) for a, b in pairs
-                ),
-                "max_logit_difference": max(
-                    max_difference(a.token_logits, b.token_logits) for a, b in pairs
-                ),
-            }
-        )
-    return results
+    return [compare_rows(dtype, rows, out[rows], out[8]) for rows in out if rows != 8]
+
+
+def compare_rows(dtype: str, rows: int, generations: list, reference: list) -> dict:
+    """One slot count's generations against the 8-slot ones, prompt by prompt: tokens, float32
+    logit bits and the largest logit difference."""
+    pairs = list(zip(generations, reference, strict=True))
+    return {
+        "dtype": dtype,
+        "rows": rows,
+        "tokens_equal": all(a.tokens == b.tokens for a, b in pairs),
+        "logit_bits_equal": all(bits(a.token_logits) == bits(b.token_logits) for a, b in pairs),
+        "max_logit_difference": max(
+            max_difference(a.token_logits, b.token_logits) for a, b in pairs
+        ),
+    }
 
 
 def head_variants(args: argparse.Namespace) -> dict:

@@ -11,8 +11,8 @@ Prints one JSON object as its last stdout line (and writes it to --out).
 (`fixed`, the default); for batch sizes above 8 give the engine that many slots
 (`--decode-rows 64`: batch sizes above `decode_rows` are capped).
 
-    python workflow/scripts/gpu_invariance_check.py --deterministic --out gpu.json  # GPU, < 8 min
-    JAX_PLATFORMS=cpu python workflow/scripts/gpu_invariance_check.py --tiny         # CPU test
+    python benchmarks/gpu_invariance_check.py --deterministic --out gpu.json  # GPU, < 8 min
+    JAX_PLATFORMS=cpu python benchmarks/gpu_invariance_check.py --tiny         # CPU test
 
 `--deterministic` adds the XLA flags that `gsm8k-eval evaluate` adds on GPUs (gsm8k_eval.device).
 If invariance fails on a GPU, rerun with the XLA flags listed in docs/sampler.md.
@@ -30,7 +30,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # gsm8k_eval, also uninstalled
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))  # gsm8k_eval
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -9,7 +9,7 @@ the output head), so it cannot take less than `weight_bytes / bandwidth`. The ba
 measured here with two jitted reads of the head's table: a row sum (a plain streaming read)
 and the float32 head dot alone (`[R, D] x [V, D]^T`, the engine's kernel).
 
-    .venv/bin/python workflow/scripts/profile_engine.py --model-dir results/model \\
+    .venv/bin/python benchmarks/profile_engine.py --model-dir results/model \\
         --tokens 256 [--dtype float32] [--out profile.json]
 """
 
