@@ -27,6 +27,7 @@ include: "workflow/rules/gather.smk"
 include: "workflow/rules/invariance.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/reference.smk"
+include: "workflow/rules/export.smk"
 
 
 localrules:
@@ -42,3 +43,4 @@ rule all:
     default_target: True
     input:
         PATHS.report,
+        lm_eval_export.export_targets(PATHS.all_summaries(PIPELINE)),

@@ -25,7 +25,16 @@ from gsm8k_eval.io import read_json, sha256_file, write_json
 FINGERPRINT_FORMAT = 1
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Modules that only render or compare finished rollouts: editing them never changes a shard.
-RENDER_ONLY_MODULES = ("report*", "figures*", "stats", "invariance", "cli", "targets", "sweeps")
+RENDER_ONLY_MODULES = (
+    "report*",
+    "figures*",
+    "stats",
+    "invariance",
+    "cli",
+    "targets",
+    "sweeps",
+    "lm_eval_export",
+)
 CODE_SUFFIXES = (".py", ".j2")
 # The code each fetch stage runs: a change reruns that stage (and, through it, evaluate).
 STAGE_MODULES = {

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from gsm8k_eval.cli.compare import add_check_invariance, add_render_report
+from gsm8k_eval.cli.export import add_export_lm_eval
 from gsm8k_eval.cli.fetch import add_download_dataset, add_fetch_checkpoint, add_fetch_model
 from gsm8k_eval.cli.generate import add_evaluate, add_gather, add_reference
 
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_check_invariance,
         add_render_report,
         add_reference,
+        add_export_lm_eval,
     ):
         add(sub)
     return parser
