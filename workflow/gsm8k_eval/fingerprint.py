@@ -34,6 +34,7 @@ RENDER_ONLY_MODULES = (
     "targets",
     "sweeps",
     "lm_eval_export",
+    "provenance",
 )
 CODE_SUFFIXES = (".py", ".j2")
 # The code each fetch stage runs: a change reruns that stage (and, through it, evaluate).
