@@ -227,7 +227,9 @@ def test_external_reference_only_when_configured(tmp_path: Path) -> None:
 def test_provenance_of_a_git_checkout_and_fingerprinted_runs(tmp_path: Path) -> None:
     root = tmp_path / "results"
     digests = {"code_sha256": "c0de", "model_sha256": "m0de1", "prompts_sha256": "9a"}
-    settings = {"fingerprint": {**digests, "checkpoint_sha256": None}, "xla_flags": "--xla_x=1"}
+    plugin = {"jax-cuda12-plugin": "0.10.2"}  # fingerprints list the installed PJRT plugins
+    fingerprint = {**digests, "checkpoint_sha256": None, "versions": plugin}
+    settings = {"fingerprint": fingerprint, "xla_flags": "--xla_x=1"}
     write_tree(root, {("base", 1): rollouts_for("base", 1)}, settings)
     repo = tmp_path / "workflow"
     repo.mkdir()
@@ -243,6 +245,8 @@ def test_provenance_of_a_git_checkout_and_fingerprinted_runs(tmp_path: Path) -> 
     assert items["model revision (config)"] == "abc123"
     assert [items[label] for label in FINGERPRINT_LABELS] == ["c0de", "m0de1", "n/a", "9a"]
     assert items["XLA flags"] == "--xla_x=1"
+    packages = dict(map(tuple, table_rows(render(root, config=config), "package")))
+    assert packages == {**VERSIONS, **plugin}
     (repo / "Snakefile").write_text("rule all:\n    input: []\n")
     items = dict(map(tuple, table_rows(render(root, config=config, workflow_dir=repo), "item")))
     assert (

@@ -169,9 +169,13 @@ def dataset_checksum_matches(runs: Sequence[Run], dataset: dict[str, Any] | None
 
 
 def versions_table(runs: Sequence[Run]) -> list[tuple[str, list[str]]]:
-    """Each package with the distinct versions the runs recorded."""
-    packages = sorted({k for r in runs for k in (r.summary.get("versions") or {})})
-    return [
-        (pkg, list(dict.fromkeys(str((r.summary.get("versions") or {}).get(pkg)) for r in runs)))
-        for pkg in packages
-    ]
+    """Each package with the distinct versions the runs recorded: the summary's `versions` and
+    its fingerprint's (which adds the installed PJRT plugins, e.g. `jax-cuda12-plugin`)."""
+    recorded = [run_versions(r) for r in runs]
+    packages = sorted({k for versions in recorded for k in versions})
+    return [(pkg, list(dict.fromkeys(str(v.get(pkg)) for v in recorded))) for pkg in packages]
+
+
+def run_versions(run: Run) -> dict[str, Any]:
+    fingerprinted = (run.summary.get("fingerprint") or {}).get("versions") or {}
+    return {**fingerprinted, **(run.summary.get("versions") or {})}
