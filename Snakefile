@@ -30,6 +30,7 @@ include: "workflow/rules/invariance.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/verdict.smk"
 include: "workflow/rules/reference.smk"
+include: "workflow/rules/export.smk"
 
 
 localrules:
@@ -48,3 +49,4 @@ rule all:
     input:
         PATHS.report,
         PATHS.verdict,
+        lm_eval_export.export_targets(PATHS.all_summaries(PIPELINE)),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,6 @@ from report_fixture import (
     question,
 )
 
-from gsm8k_eval.report import EXTERNAL_REFERENCE
-
 
 def pct(x: float) -> str:
     return f"{100 * x:.1f}%"
@@ -37,6 +36,13 @@ def pct(x: float) -> str:
 
 def pp(x: float) -> str:
     return f"{100 * x:+.1f} pp"
+
+
+def stderr(k: int, n: int) -> str:
+    """lm-eval's mean_stderr of k ones and n - k zeros, as a percentage."""
+    if n < 2:
+        return "n/a"
+    return pct(statistics.stdev([1.0] * k + [0.0] * (n - k)) / math.sqrt(n))
 
 
 def wilson(k: int, n: int) -> str:
@@ -140,7 +146,7 @@ def expect_runs(exp: Expected, runs: dict[tuple[str, int], tuple[list[dict], dic
         model = summary["model_source"] or "n/a"
         sampler = summary["sampler"]
         exp.summary.append(
-            [model, ckpt, sampler, str(bs), str(k), str(n), pct(k / n), wilson(k, n)]
+            [model, ckpt, sampler, str(bs), str(k), str(n), pct(k / n), wilson(k, n), stderr(k, n)]
         )
         exp.methods.append(
             [ckpt, sampler, str(bs), *(method_value(rows, summary, m) for m in names)]
@@ -222,13 +228,29 @@ def expect_invariance(exp: Expected, runs: dict) -> None:
             }
             w = exp.worst[ckpt]
             exp.add(w["id"], k, c, start, *w["ref_tokens"], *w["other_tokens"])
-            exp.blocks += [
-                a["response"][max(0, c - CONTEXT_CHARS) : c],
-                a["response"][c : c + CONTEXT_CHARS],
-                b["response"][c : c + CONTEXT_CHARS],
-            ]
+            # shown in full under "Batch dependence" when it is one of the examples listed there
+            w["in_batch_dependence"] = a["id"] in listed_examples(runs, ckpt, bs)
+            if not w["in_batch_dependence"]:
+                exp.blocks += [
+                    a["response"][max(0, c - CONTEXT_CHARS) : c],
+                    a["response"][c : c + CONTEXT_CHARS],
+                    b["response"][c : c + CONTEXT_CHARS],
+                ]
         for row in [*table, *exp.worst.get(ckpt, {}).get("logits", [])]:
             exp.add(*row)
+
+
+def listed_examples(runs: dict, ckpt: str, bs: int) -> list[int]:
+    """Ids the batch-dependence section shows for (ckpt, bs) against the smallest batch size:
+    the correctness flips, else the diverging examples, earliest divergence first, at most 3."""
+    ref_bs = min(b for c, b in runs if c == ckpt)
+    ref = {r["id"]: r for r in runs[(ckpt, ref_bs)][0]}
+    pairs = [
+        (ref[r["id"]], r) for r in runs[(ckpt, bs)][0] if r["tokens"] != ref[r["id"]]["tokens"]
+    ]
+    firsts = sorted(pairs, key=lambda p: (first_diff(p[0]["tokens"], p[1]["tokens"]), p[0]["id"]))
+    flipped = [p for p in firsts if p[0]["correct"] != p[1]["correct"]]
+    return [a["id"] for a, _ in (flipped or firsts)[:3]]
 
 
 def flat(text: str, width: int) -> str:
@@ -315,7 +337,7 @@ def expect_comparisons(exp: Expected, runs: dict) -> None:
 
 def expect_best(exp: Expected, runs: dict) -> None:
     best = max(sum(r["correct"] for r in rows) / len(rows) for rows, _ in runs.values())
-    exp.add(pct(best))
+    exp.add(pct(best), len(runs))  # with one checkpoint, the finding counts its runs
 
 
 def expect_inputs(exp: Expected, root: Path, runs: dict) -> None:
@@ -324,8 +346,7 @@ def expect_inputs(exp: Expected, root: Path, runs: dict) -> None:
     # The few-shot count is shown only for runs with the few-shot prompt template.
     exp.add(*(s["num_shots"] for _, s in runs.values() if s["prompt_template"] == "fewshot"))
     exp.masks += [str(s[k]) for _, s in runs.values() for k in ("xla_flags",) if s.get(k)]
-    # The lm-eval-harness sentence is labelled external reference text, not one of our numbers.
-    exp.masks += [COMMAND, MODEL, SHA, CONFIG_HASH, LORA_SOURCE, EXTERNAL_REFERENCE]
+    exp.masks += [COMMAND, MODEL, SHA, CONFIG_HASH, LORA_SOURCE]
     exp.masks += list(VERSIONS.values())
     exp.masks += [p.relative_to(root.parent).as_posix() for p in root.rglob("*") if p.is_file()]
 

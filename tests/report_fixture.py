@@ -206,7 +206,10 @@ def write_tree(
 
 
 def render(
-    root: Path, template_dir: Path = DEFAULT_TEMPLATE_DIR, config: dict[str, Any] = CONFIG
+    root: Path,
+    template_dir: Path = DEFAULT_TEMPLATE_DIR,
+    config: dict[str, Any] = CONFIG,
+    workflow_dir: Path | None = None,
 ) -> str:
     """Render with paths relative to root.parent (as the pipeline does from the repo root)."""
     with pytest.MonkeyPatch.context() as mp:
@@ -222,6 +225,7 @@ def render(
             out_path=Path("report/gsm8k_eval_report.md"),
             figures_dir=Path("report/figures"),
             template_dir=template_dir,
+            workflow_dir=workflow_dir,
         )
         return render_report(inputs).read_text()
 

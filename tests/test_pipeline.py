@@ -62,6 +62,20 @@ def test_dag_produces_every_output(pipeline_run):
     generated = (results / "eval" / "base" / "fixed" / "bs1" / "generations.jsonl").read_text()
     assert "correct" not in json.loads(generated.splitlines()[0])  # graded by `score` only
     assert (results / "report" / "gsm8k_eval_report.md").read_text().strip()
+    report = (results / "report" / "gsm8k_eval_report.md").read_text()
+    assert "| workflow git commit (at rendering) |" in report
+    # every evaluation exported in lm-eval's shapes, with lm-eval's field names
+    for batch_size in (1, 4):
+        export = results / "lm-eval" / "base" / "fixed" / f"bs{batch_size}"
+        task = json.loads((export / "results.json").read_text())["results"]["gsm8k"]
+        summary = json.loads(
+            (results / "eval" / "base" / "fixed" / f"bs{batch_size}" / "summary.json").read_text()
+        )
+        for name in ("strict-match", "flexible-extract"):
+            assert task[f"exact_match,{name}"] == summary["accuracy_by_method"][name]
+            assert f"exact_match_stderr,{name}" in task
+        samples = (export / "samples_gsm8k.jsonl").read_text().splitlines()
+        assert [json.loads(line)["doc"] for line in samples[:6]] == dataset
     assert sorted(p.name for p in (results / "logs").rglob("*.log"))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,7 @@ from report_fixture import (
     SUMMARY_SETTINGS,
     VERSIONS,
     N,
+    question,
     record,
     render,
     response,
@@ -55,7 +57,6 @@ from report_fixture import (
 
 from gsm8k_eval.report import (
     DEFAULT_TEMPLATE_DIR,
-    EXTERNAL_REFERENCE,
     ReportDataError,
     load_config,
     render_report_from_results,
@@ -105,6 +106,12 @@ def test_invariance_tables_and_worst_divergence(full: tuple[Path, str, Expected]
     assert f"`[{', '.join(map(str, w['ref_tokens']))}]`" in sub
     assert f"`[{', '.join(map(str, w['other_tokens']))}]`" in sub
     assert "Correctness flips: correct at batch size 1, wrong at batch size 4." in sub
+    # the batch-dependence section shows this example in full: referred to, not repeated
+    assert w["in_batch_dependence"]
+    flat = " ".join(sub.split())
+    assert "shown with its question and both continuations under [Batch dependence]" in flat
+    assert "```text" not in sub and question(7) not in sub
+    assert md.count("#### Example 7\n") == 1
 
 
 def test_paired_comparison_and_findings(full: tuple[Path, str, Expected]) -> None:
@@ -163,7 +170,6 @@ def test_sections_and_provenance(full: tuple[Path, str, Expected]) -> None:
         "Batch invariance",
         "Accuracy by extraction method",
         "Throughput",
-        "Comparison with lm-eval-harness (external reference)",
         "Checkpoint locations",
         "Evaluation configuration",
         "Provenance",
@@ -181,18 +187,91 @@ def test_sections_and_provenance(full: tuple[Path, str, Expected]) -> None:
         "results/checkpoints/lora_final/manifest.json",
     ] in (table_rows(md, "checkpoint", "source"))
     assert table_rows(md, "item") == [
+        ["workflow git commit (at rendering)", "not recorded"],  # no workflow folder given
+        ["model revision (config)", "not pinned"],
+        *([label, "n/a"] for label in FINGERPRINT_LABELS),  # summaries without a fingerprint
         ["device", SUMMARY_SETTINGS["device"]],
+        ["XLA flags", "none"],
         ["config hash", CONFIG_HASH],
         ["dataset sha256 (summaries)", SHA],
         *([f"dataset {k} (manifest)", str(v)] for k, v in DATASET.items()),
         ["dataset checksum matches manifest", "yes"],
     ]
     assert dict(map(tuple, table_rows(md, "package"))) == VERSIONS
-    external = section(md, "## Comparison with lm-eval-harness (external reference)")
-    assert f"> **External reference, not a result of this pipeline.** {EXTERNAL_REFERENCE}" in (
-        external
-    )
+    assert "External reference" not in md and "60%" not in md  # none configured
+    scope = " ".join(section(md, "## Provenance").split())
+    assert "on the same hardware kind (the device above), with the same library versions" in scope
     assert "results/eval/base/fixed/bs4/rollouts.jsonl" in section(md, "## Output files")
+
+
+FINGERPRINT_LABELS = [
+    "code sha256 (evaluation)",
+    "model files sha256",
+    "checkpoint sha256",
+    "rendered prompts sha256",
+]
+
+
+def test_external_reference_only_when_configured(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    write_tree(root, {("base", 1): rollouts_for("base", 1)})
+    reference = {"label": "lm-eval gsm8k 5-shot, another model", "accuracy": 0.6, "source": "a URL"}
+    md = render(root, config={**CONFIG, "report": {"external_reference": reference}})
+    external = " ".join(section(md, "## External reference").split())
+    assert (
+        "> **Not a result of this pipeline.** lm-eval gsm8k 5-shot, another model: accuracy "
+        "60.0% (source: a URL)."
+    ) in external
+
+
+def test_provenance_of_a_git_checkout_and_fingerprinted_runs(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    digests = {"code_sha256": "c0de", "model_sha256": "m0de1", "prompts_sha256": "9a"}
+    plugin = {"jax-cuda12-plugin": "0.10.2"}  # fingerprints list the installed PJRT plugins
+    fingerprint = {**digests, "checkpoint_sha256": None, "versions": plugin}
+    settings = {"fingerprint": fingerprint, "xla_flags": "--xla_x=1"}
+    write_tree(root, {("base", 1): rollouts_for("base", 1)}, settings)
+    repo = tmp_path / "workflow"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "Snakefile").write_text("rule all:\n")
+    subprocess.run([*git, "add", "Snakefile"], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    config = {**CONFIG, "model": {"source": MODEL, "revision": "abc123"}}
+    items = dict(map(tuple, table_rows(render(root, config=config, workflow_dir=repo), "item")))
+    assert items["workflow git commit (at rendering)"] == commit.strip()
+    assert items["model revision (config)"] == "abc123"
+    assert [items[label] for label in FINGERPRINT_LABELS] == ["c0de", "m0de1", "n/a", "9a"]
+    assert items["XLA flags"] == "--xla_x=1"
+    packages = dict(map(tuple, table_rows(render(root, config=config), "package")))
+    assert packages == {**VERSIONS, **plugin}
+    (repo / "Snakefile").write_text("rule all:\n    input: []\n")
+    items = dict(map(tuple, table_rows(render(root, config=config, workflow_dir=repo), "item")))
+    assert (
+        items["workflow git commit (at rendering)"] == f"{commit.strip()} with uncommitted changes"
+    )
+    items = dict(map(tuple, table_rows(render(root, workflow_dir=tmp_path / "results"), "item")))
+    assert items["workflow git commit (at rendering)"].startswith("none (")
+
+
+def test_lm_eval_methods_carry_lm_eval_metric_names(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    rows = rollouts_for("base", 1)
+    for r in rows:
+        r["correct_by_method"] = {"strict-match": r["correct"], "flexible-extract": True}
+    write_tree(root, {("base", 1): rows}, {"primary_method": "strict-match"})
+    md = render(root)
+    methods = section(md, "## Accuracy by extraction method")
+    strict_match = pct(sum(r["correct"] for r in rows) / N)
+    assert table_rows(methods, "checkpoint")[0][3:] == ["100.0%", strict_match]
+    header = next(h for h, _ in tables(methods))
+    assert header[3:] == [
+        "flexible-extract (lm-eval `exact_match,flexible-extract`)",
+        "strict-match (lm-eval `exact_match,strict-match`) (primary)",
+    ]
+    assert "export-lm-eval" in methods and "`results/<run>/lm-eval/`" in methods
 
 
 def test_degenerate_base_only_one_batch_size_accuracy_zero(tmp_path: Path) -> None:
@@ -202,11 +281,12 @@ def test_degenerate_base_only_one_batch_size_accuracy_zero(tmp_path: Path) -> No
     md = render(root)
     exp = expected_for(root)
     assert table_rows(md, "model") == exp.summary
-    assert exp.summary[0][6:] == ["0.0%", wilson(0, 5)]
+    assert exp.summary[0][6:] == ["0.0%", wilson(0, 5), "0.0%"]  # standard error 0
     (throughput,) = [rows for h, rows in tables(md) if "peak memory (MB)" in h]
     assert throughput == exp.throughput and throughput[0][-1] == "n/a"
     assert "only batch size 2: nothing to compare" in md
-    assert "**Only one checkpoint evaluated:**" in md
+    one = "**One checkpoint evaluated (base):** accuracy 0.0% with the fixed sampler at batch"
+    assert f"{one} size 2, its smallest." in md
     assert "### " not in section(md, "## Key findings")  # no paired comparison
     assert unexplained_numbers(md, exp) == []
 
@@ -356,6 +436,7 @@ def test_chat_template_configuration_has_no_few_shot_count(
         ["dtype", s["dtype"]],
         ["sampler", s["sampler"]],
         ["decode rows per call", "n/a"],
+        ["stop sequences", "none (EOS only)"],
         ["extraction methods", "flexible, strict"],
     ]
     assert "few-shot" not in md

@@ -146,7 +146,12 @@ def test_rendered_section_opens_the_report(results: Path) -> None:
     examples = section(sub, "### base, stock tunix sampler: batch size 1 vs 4")
     assert [f"#### Example {i}" in examples for i in FLIPPED] == [True] * 3 + [False] * 3
     # Checkpoint comparisons and findings use the primary (first configured) sampler's runs.
-    assert "**Only one checkpoint evaluated:** base (batch size 1)" in md
+    one = "**One checkpoint evaluated (base):** accuracy 65.0% with the fixed sampler at batch"
+    assert f"{one} size 1, its smallest; all 4 runs are in the [summary results]" in md
+    # each diverging example is shown once: the invariance section refers to it
+    assert all(md.count(f"#### Example {i}\n") <= 1 for i in range(N))
+    worst = " ".join(section(md, "### base (stock tunix sampler)").split())
+    assert "continuations under [Batch dependence](#batch-dependence)" in worst
     inv = section(md, "## Batch invariance")
     assert "### base (fixed sampler)" in inv and "### base (stock tunix sampler)" in inv
 

@@ -125,11 +125,3 @@ def reference_gpu_request(cfg: PipelineConfig) -> int:
 def gpu_request(cfg: PipelineConfig) -> int:
     """GPUs an evaluate job asks the scheduler for (none on the CPU or a TPU)."""
     return 0 if cfg.device in {"cpu", "tpu"} else 1
-
-
-def reproduce_command(configfiles: list[str]) -> str:
-    """The command line that regenerates the report."""
-    parts = ["snakemake", "--cores", "all"]
-    for path in configfiles:
-        parts += ["--configfile", str(path)]
-    return shlex.join(parts)

@@ -19,7 +19,6 @@ from gsm8k_eval.commands import (
     local_dataset_inputs,
     part_argument,
     reference_gpu_request,
-    reproduce_command,
     step_argument,
     verdict_flag,
 )
@@ -70,7 +69,6 @@ __all__ = [
     "reference_checkpoints",
     "reference_gpu_request",
     "report_templates",
-    "reproduce_command",
     "step_argument",
     "verdict_flag",
 ]

@@ -5,7 +5,7 @@ from snakemake.utils import validate
 
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 
-from gsm8k_eval import codegraph, targets
+from gsm8k_eval import codegraph, lm_eval_export, provenance, targets
 from gsm8k_eval.config import PipelineConfig, coerce_cli_overrides
 
 coerce_cli_overrides(config)

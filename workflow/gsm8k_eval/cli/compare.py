@@ -96,6 +96,12 @@ def add_render_report(sub) -> None:
         default="snakemake --cores all",
         help="the command that reproduces the report",
     )
+    p.add_argument(
+        "--workflow-dir",
+        type=Path,
+        default=None,
+        help="the workflow's folder: its git commit and dirty flag go into the provenance",
+    )
     p.add_argument("--out", type=Path, default=Path("report/gsm8k_eval_report.md"))
 
 
@@ -112,6 +118,7 @@ def _run_render_report(args: argparse.Namespace) -> None:
         inputs.reference_summaries = list(args.reference)
     if args.template_dir is not None:
         inputs.template_dir = args.template_dir
+    inputs.workflow_dir = args.workflow_dir
     render_report(inputs)
 
 

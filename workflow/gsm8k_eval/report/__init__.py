@@ -15,14 +15,14 @@ from gsm8k_eval.report.inputs import (
     load_config,
 )
 from gsm8k_eval.report.render import (
-    EXTERNAL_REFERENCE,
+    ExternalReference,
     render_report,
     render_report_from_results,
 )
 
 __all__ = [
     "DEFAULT_TEMPLATE_DIR",
-    "EXTERNAL_REFERENCE",
+    "ExternalReference",
     "ReportDataError",
     "ReportInputs",
     "inputs_from_results",

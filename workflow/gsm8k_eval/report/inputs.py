@@ -13,6 +13,7 @@ import yaml
 from gsm8k_eval import resources, schema
 from gsm8k_eval.config import BASE_CHECKPOINT
 from gsm8k_eval.io import read_json, read_jsonl
+from gsm8k_eval.lm_eval_export import proportion_stderr
 from gsm8k_eval.parts import is_part_dir
 from gsm8k_eval.stats import Interval, wilson_interval
 
@@ -48,6 +49,7 @@ class ReportInputs:
     template_dir: Path = DEFAULT_TEMPLATE_DIR
     base_checkpoint: str = BASE_CHECKPOINT
     reference_summaries: list[Path] = field(default_factory=list)  # `gsm8k-eval reference`
+    workflow_dir: Path | None = None  # its git commit is recorded (None: not recorded)
 
 
 @dataclass
@@ -77,6 +79,11 @@ class Run:
     @property
     def accuracy(self) -> float:
         return self.correct / self.total if self.total else 0.0
+
+    @property
+    def stderr(self) -> float | None:
+        """Standard error of the accuracy as lm-eval computes `exact_match_stderr`."""
+        return proportion_stderr(self.correct, self.total)
 
     @property
     def model_source(self) -> str | None:

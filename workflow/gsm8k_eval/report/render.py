@@ -10,7 +10,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from gsm8k_eval import schema
+from gsm8k_eval import provenance, schema
 from gsm8k_eval.io import atomic_write_text, read_json
 from gsm8k_eval.report import findings as fnd
 from gsm8k_eval.report import settings, sweeps, tables
@@ -35,13 +35,20 @@ TEMPLATE_NAME = "gsm8k_eval_report.md.j2"
 SAMPLER_NAMES = {"tunix": "stock tunix sampler"}
 NA = "n/a"
 QUESTION_WIDTH = 80
-EXTERNAL_REFERENCE = (
-    "The seed report quoted roughly 60% GSM8K accuracy for the base gemma-3-1b-it model as "
-    "measured with lm-eval-harness. That figure is external reference text: it was not "
-    "produced by this pipeline, and it used a different harness, prompt format, answer "
-    "extraction and (possibly) model size, so it is not directly comparable with the numbers "
-    "above."
-)
+
+
+@dataclass(frozen=True)
+class ExternalReference:
+    """config `report.external_reference`: an accuracy measured elsewhere, shown as such."""
+
+    label: str
+    accuracy: float
+    source: str
+
+
+def external_reference(config: Mapping[str, Any]) -> ExternalReference | None:
+    ref = (config.get("report") or {}).get("external_reference")
+    return None if not ref else ExternalReference(ref["label"], ref["accuracy"], ref["source"])
 
 
 # ---------------------------------------------------------------- filters
@@ -173,7 +180,8 @@ class ReportContext:
     provenance: list[settings.Setting]
     checksum_matches: bool | None
     versions: list[tuple[str, list[str]]]
-    external_reference: str
+    external_reference: ExternalReference | None  # config report.external_reference
+    shown_divergences: set[tuple[str, str, int, Any]]  # (ckpt, sampler, bs, id) in batch dependence
     recommendations: list[Any]
     command: str
     output_files: list[tuple[str, Path]]
@@ -198,6 +206,16 @@ def output_files(
     return rows
 
 
+def shown_divergences(dependence: BatchDependence) -> set[tuple[str, str, int, Any]]:
+    """The examples the batch-dependence section shows in full (other sections refer to it
+    instead of repeating them)."""
+    return {
+        (p.checkpoint, p.sampler, p.batch_size, e.divergence.id)
+        for p in dependence.pairs
+        for e in p.examples
+    }
+
+
 def config_yaml(config: dict[str, Any]) -> str:
     """The configuration as YAML ('' when empty), without deprecated keys (whose values their
     replacements carry, e.g. `sampling.sampler` in `samplers`)."""
@@ -211,6 +229,8 @@ def build_context(
     """Compute every value of the report (numbers stay numbers)."""
     invariance = load_invariance(inputs.invariance_paths)
     dataset = read_json(inputs.dataset_manifest) if inputs.dataset_manifest else None
+    dependence = batch_dependence(runs, invariance)
+    commit = settings.commit_text(inputs.workflow_dir, provenance.checkout(inputs.workflow_dir))
     primary = primary_sampler(runs, inputs.config)
     primary_runs = runs_of_sampler(runs, primary)
     comparisons = tables.paired_comparisons(primary_runs, inputs.base_checkpoint)
@@ -229,7 +249,7 @@ def build_context(
         runs=runs,
         samplers=list(dict.fromkeys(r.sampler for r in runs)),
         primary_sampler=primary,
-        batch_dependence=batch_dependence(runs, invariance),
+        batch_dependence=dependence,
         findings=fnd.findings(primary_runs, comparisons, invariance),
         comparisons=comparisons,
         invariance=sections,
@@ -243,10 +263,11 @@ def build_context(
         ),
         configuration=settings.configuration_table(runs),
         config_yaml=config_yaml(inputs.config),
-        provenance=settings.provenance_table(runs, dataset),
+        provenance=settings.provenance_table(runs, dataset, inputs.config, commit),
         checksum_matches=settings.dataset_checksum_matches(runs, dataset),
         versions=settings.versions_table(runs),
-        external_reference=EXTERNAL_REFERENCE,
+        external_reference=external_reference(inputs.config),
+        shown_divergences=shown_divergences(dependence),
         recommendations=fnd.recommendations(runs, comparisons, sections, dataset),
         command=inputs.command,
         output_files=output_files(inputs, runs, figures),

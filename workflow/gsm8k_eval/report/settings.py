@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gsm8k_eval.lm_eval_export import stop_sequences
+from gsm8k_eval.provenance import Checkout
 from gsm8k_eval.report.inputs import Run, checkpoint_names, reference_run
 from gsm8k_eval.report.tables import method_names
 
@@ -25,9 +27,16 @@ CONFIG_KEYS = (
 )
 FEWSHOT_TEMPLATE = "fewshot"  # the one prompt template that uses num_shots
 OPTIONAL_PROVENANCE_KEYS = (  # summary fields shown only when some run has them
-    ("xla_flags", "XLA flags"),
     ("determinism", "determinism settings"),
 )
+FINGERPRINT_KEYS = (  # digests each evaluation's fingerprint records (gsm8k_eval.fingerprint)
+    ("code_sha256", "code sha256 (evaluation)"),
+    ("model_sha256", "model files sha256"),
+    ("checkpoint_sha256", "checkpoint sha256"),
+    ("prompts_sha256", "rendered prompts sha256"),
+)
+NO_STOPS = "none (EOS only)"
+NO_XLA_FLAGS = "none"
 
 
 @dataclass(frozen=True)
@@ -98,13 +107,34 @@ def configuration_table(runs: Sequence[Run]) -> list[Setting]:
             rows.append(summary_setting(label, runs, key))
         elif fewshot:
             rows.append(setting(label, runs, [num_shots(r) for r in runs]))
+    rows.append(setting("stop sequences", runs, [stops_text(r) for r in runs]))
     rows.append(setting("extraction methods", runs, [method_names(runs) or None] * len(runs)))
     return rows
 
 
-def provenance_table(runs: Sequence[Run], dataset: dict[str, Any] | None) -> list[Setting]:
+def stops_text(run: Run) -> str:
+    """The run's stop sequences as code spans (`none (EOS only)` without any)."""
+    stops = stop_sequences(run.summary)
+    return ", ".join(f"`{s}`" for s in stops) if stops else NO_STOPS
+
+
+def provenance_table(
+    runs: Sequence[Run],
+    dataset: dict[str, Any] | None,
+    config: dict[str, Any] | None = None,
+    commit: str | None = None,
+) -> list[Setting]:
+    """What produced the results: code, model, checkpoints, data, device and XLA flags."""
+    model = (config or {}).get("model") or {}
     rows = [
+        setting("workflow git commit (at rendering)", runs[:1], [commit or "not recorded"]),
+        setting("model revision (config)", runs[:1], [model.get("revision") or "not pinned"]),
+        *(
+            setting(label, runs, [fingerprint(r, key) for r in runs])
+            for key, label in FINGERPRINT_KEYS
+        ),
         summary_setting("device", runs, "device"),
+        setting("XLA flags", runs, [r.summary.get("xla_flags") or NO_XLA_FLAGS for r in runs]),
         summary_setting("config hash", runs, "config_hash"),
         summary_setting("dataset sha256 (summaries)", runs, "dataset_sha256"),
     ]
@@ -117,6 +147,20 @@ def provenance_table(runs: Sequence[Run], dataset: dict[str, Any] | None) -> lis
     return rows
 
 
+def commit_text(workflow_dir: Path | None, checkout: Checkout | None) -> str | None:
+    """The workflow checkout's commit (and whether it had uncommitted changes)."""
+    if workflow_dir is None:
+        return None
+    if checkout is None:
+        return f"none ({workflow_dir} is not a git checkout)"
+    return checkout.commit + (" with uncommitted changes" if checkout.dirty else "")
+
+
+def fingerprint(run: Run, key: str) -> Any:
+    """A digest from the run's fingerprint (None for summaries without one)."""
+    return (run.summary.get("fingerprint") or {}).get(key)
+
+
 def dataset_checksum_matches(runs: Sequence[Run], dataset: dict[str, Any] | None) -> bool | None:
     """Whether every summary's dataset sha256 is the manifest's (None without a manifest)."""
     if dataset is None:
@@ -125,9 +169,13 @@ def dataset_checksum_matches(runs: Sequence[Run], dataset: dict[str, Any] | None
 
 
 def versions_table(runs: Sequence[Run]) -> list[tuple[str, list[str]]]:
-    """Each package with the distinct versions the runs recorded."""
-    packages = sorted({k for r in runs for k in (r.summary.get("versions") or {})})
-    return [
-        (pkg, list(dict.fromkeys(str((r.summary.get("versions") or {}).get(pkg)) for r in runs)))
-        for pkg in packages
-    ]
+    """Each package with the distinct versions the runs recorded: the summary's `versions` and
+    its fingerprint's (which adds the installed PJRT plugins, e.g. `jax-cuda12-plugin`)."""
+    recorded = [run_versions(r) for r in runs]
+    packages = sorted({k for versions in recorded for k in versions})
+    return [(pkg, list(dict.fromkeys(str(v.get(pkg)) for v in recorded))) for pkg in packages]
+
+
+def run_versions(run: Run) -> dict[str, Any]:
+    fingerprinted = (run.summary.get("fingerprint") or {}).get("versions") or {}
+    return {**fingerprinted, **(run.summary.get("versions") or {})}

@@ -33,6 +33,11 @@ class MethodRow:
     sampler: str
 
 
+LM_EVAL_METRIC_NAMES = {  # lm-eval's results key for the gsm8k filters our methods reproduce
+    name: f" (lm-eval `exact_match,{name}`)" for name in ("strict-match", "flexible-extract")
+}
+
+
 @dataclass(frozen=True)
 class MethodsTable:
     """Accuracy of each extraction method found in the summaries or rollouts."""
@@ -43,8 +48,15 @@ class MethodsTable:
 
     @property
     def headers(self) -> list[str]:
-        """Method names, the primary one(s) marked."""
-        return [f"{m} (primary)" if m in self.primaries else m for m in self.methods]
+        """Method names, the primary one(s) marked, lm-eval's with its metric name."""
+        return [
+            f"{m}{LM_EVAL_METRIC_NAMES.get(m, '')}{' (primary)' if m in self.primaries else ''}"
+            for m in self.methods
+        ]
+
+    @property
+    def lm_eval_methods(self) -> list[str]:
+        return [m for m in self.methods if m in LM_EVAL_METRIC_NAMES]
 
 
 def method_names(runs: Sequence[Run]) -> list[str]:
