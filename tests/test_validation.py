@@ -95,7 +95,7 @@ def _dry_run_errors(tmp_path: Path, config: dict) -> list[str]:
     )
     assert result.returncode != 0
     output = result.stdout + result.stderr
-    assert "Traceback" not in output and "File \"" not in output, output
+    assert "Traceback" not in output and 'File "' not in output, output
     lines = output.split("Config error:\n", 1)[1].strip().splitlines()
     return lines
 
