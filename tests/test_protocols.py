@@ -92,7 +92,7 @@ def _offline(config: dict, model_dir: Path, gsm8k_dir: Path, run: str) -> dict:
     config["reference"] = {**config.get("reference", {}), "enabled": False}
     config["evaluation"] = {**config["evaluation"], "device": "cpu", "shard_size": 8}
     sampling = config["sampling"]
-    config["sampling"] = {**sampling, "decode_rows": 8, "max_generation_steps": 48}
+    config["sampling"] = {**sampling, "decode_rows": 8, "max_generation_steps": 16}
     return config
 
 
