@@ -149,12 +149,13 @@ def require_slurm_plugin() -> None:
 # ------------------------------------------------------------------------ static profile checks
 
 
-def test_slurm_profile_gpu_only_for_evaluate():
+def test_slurm_profile_gpu_only_for_the_gpu_rules():
     profile = load_profile("slurm")
     assert profile["executor"] == "slurm"
-    assert profile["set-resources"]["evaluate"]["gpu"] == 1
+    for rule in ("evaluate", "reference"):  # the reference is a multi-hour GPU job too
+        assert profile["set-resources"][rule]["gpu"] == 1, rule
     for rule, resources in profile["set-resources"].items():
-        if rule != "evaluate":
+        if rule not in {"evaluate", "reference"}:
             assert "gpu" not in resources, rule
     assert not {"gpu", "gpus", "gres"} & set(profile.get("default-resources", {}))
     assert profile["retries"] >= 1, "preempted evaluate jobs must be resubmitted"

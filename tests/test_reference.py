@@ -43,6 +43,7 @@ def test_reference_defaults_are_the_schemas_and_off():
 def test_reference_without_a_base_checkpoint_is_a_config_error():
     config = {
         "checkpoints": [{"name": "ppo", "source": "/ckpt/ppo"}],
+        "lora": {"alpha": 16.0},
         "reference": {"enabled": True},
     }
     with pytest.raises(ConfigError, match=r"reference\.enabled: .*base model only"):

@@ -20,8 +20,9 @@ AVAILABLE = (5, 10, 20, 100)
 
 
 def _load(config: dict):
-    """load_config with the Snakefile's step listing (local folders and gs://)."""
-    return load_config(config, listed)
+    """load_config with the Snakefile's step listing (local folders and gs://); LoRA checkpoints
+    need an explicit lora.alpha."""
+    return load_config({"lora": {"alpha": 16.0}, **config}, listed)
 
 
 def _lister(source: str) -> tuple[int, ...]:
@@ -164,6 +165,7 @@ def test_dry_run_plans_one_fetch_and_evaluate_per_step_with_one_listing(
     config = tiny_config(
         checkpoints=[{"name": "base"}, {"name": "g", "source": url, "steps": "all"}],
         batch_sizes=[2],
+        lora={"alpha": 16.0},
     )
     path = write_config(tmp_path, config)
     env = {**os.environ, "PYTHONPATH": str(REPO / "workflow")}

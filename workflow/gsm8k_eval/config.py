@@ -8,7 +8,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from gsm8k_eval import schema, sweeps
+from gsm8k_eval import schema, sweeps, validation
 from gsm8k_eval.schema import SCHEMA_PATH
 
 __all__ = ["SCHEMA_PATH", "ConfigError", "PipelineConfig", "load_config"]
@@ -272,17 +272,6 @@ def load_config(
 ) -> PipelineConfig:
     """Coerce, validate against the JSON schema (filling defaults) and type a config
     (`list_steps`: see `PipelineConfig.from_dict`)."""
-    from snakemake.utils import validate
-
     coerce_cli_overrides(config)
-    try:
-        validate(config, str(SCHEMA_PATH), set_default=True)
-    except Exception as error:  # snakemake wraps jsonschema errors in WorkflowError
-        raise ConfigError(_first_line_with_key(str(error))) from error
+    validation.validate_config(config)
     return PipelineConfig.from_dict(config, list_steps)
-
-
-def _first_line_with_key(message: str) -> str:
-    lines = [line for line in message.splitlines() if line.strip()]
-    detail = [line for line in lines if "Error" in line or "On instance" in line]
-    return " | ".join(detail or lines[:3])

@@ -1,22 +1,26 @@
 import json
 import sys
 
-from snakemake.utils import validate
-
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 
-from gsm8k_eval import codegraph, lm_eval_export, provenance, targets
+from gsm8k_eval import codegraph, lm_eval_export, provenance, targets, validation
 from gsm8k_eval.config import PipelineConfig, coerce_cli_overrides
 
 coerce_cli_overrides(config)
-
-
-validate(config, "../schemas/config.schema.yaml")
+# One line per problem (`key.path: what is wrong`), then the schema's defaults filled in.
+validation.validate_or_exit(config)
 
 
 if config["run"] is None:
     config["run"] = targets.default_run(workflow.overwrite_configfiles)
 PIPELINE = PipelineConfig.from_dict(config, list_steps=targets.list_steps)
+# An enabled reference needs torch here, unless --sdm conda gives its job envs/reference.yaml.
+validation.reference_runtime_or_exit(
+    PIPELINE.reference.enabled,
+    uses_conda=any(
+        m.name == "CONDA" for m in workflow.deployment_settings.deployment_method
+    ),
+)
 PATHS = targets.RunPaths(config["run"])
 targets.check_owner(PATHS, workflow.overwrite_configfiles)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ from gsm8k_eval.checkpoints.manifest import (
 log = logging.getLogger(__name__)
 
 READ_ONLY_SCOPE = "https://www.googleapis.com/auth/devstorage.read_only"
+PROBE_SECONDS = 3.0  # the first contact: one connection attempt, no retries
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
 
 
 @dataclass(frozen=True)
@@ -81,12 +85,55 @@ def gcs_access() -> tuple[Any, str]:
     return credentials, f"Google application default credentials ({kind})"
 
 
+def storage_endpoint() -> tuple[str, int]:
+    """(host, port) gcsfs will talk to: STORAGE_EMULATOR_HOST (as gcsfs reads it), else GCS."""
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST", "")
+    if emulator in {"", "default"}:
+        return "storage.googleapis.com", 443
+    url = urlparse(emulator if "://" in emulator else f"http://{emulator}")
+    return url.hostname or "localhost", url.port or (443 if url.scheme == "https" else 80)
+
+
+def probe_endpoint(timeout: float = PROBE_SECONDS) -> None:
+    """One TCP connection to the storage endpoint, bounded by `timeout` (DNS included).
+
+    gcsfs retries a failed request six times with backoff (~35 s, a traceback per attempt on
+    the console); offline or with an unreachable endpoint this fails once, in seconds, with one
+    line. Skipped behind a proxy (gcsfs goes through it; a direct connection may not).
+    """
+    if any(os.environ.get(name) for name in PROXY_VARIABLES):
+        return
+    host, port = storage_endpoint()
+    outcome: list[BaseException | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=connect, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if outcome and outcome[0] is None:
+        return
+    reason = (
+        f"{type(outcome[0]).__name__}: {outcome[0]}" if outcome else f"no answer in {timeout:g} s"
+    )
+    raise CheckpointAccessError(
+        f"cannot reach Google Cloud Storage at {host}:{port} ({reason}): check the network "
+        "(offline? a proxy? STORAGE_EMULATOR_HOST?) and rerun"
+    )
+
+
 def _gcs_filesystem() -> Any:
     """gcsfs filesystem, pinned to object generations, without listing caches."""
     os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")  # before importing
     import gcsfs
 
-    token, mode = gcs_access()
+    token, mode = gcs_access()  # local checks first: a bad key file is its own error
+    probe_endpoint()
     log.info("gs:// access: %s", mode)
     try:
         return gcsfs.GCSFileSystem(

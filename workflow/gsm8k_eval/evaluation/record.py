@@ -80,6 +80,8 @@ def write_generation_record(
         "num_shots": options.num_shots,
         "model_source": options.model_source,
         "dataset_sha256": dataset_sha256(options.dataset_manifest),
+        "model_revision": _model_revision(options.model_dir),
+        "checkpoint_step": (_checkpoint_manifest(options.checkpoint_dir) or {}).get("step"),
         "checkpoint_manifest": _checkpoint_manifest(options.checkpoint_dir),
         "config_hash": options.config_hash,
         "environment": {name: os.environ.get(name) for name in ENVIRONMENT_VARIABLES},
@@ -123,6 +125,16 @@ def dataset_sha256(manifest: Path | None) -> str | None:
     if manifest is None or not Path(manifest).exists():
         return None
     return read_json(manifest).get("sha256")
+
+
+def _model_revision(model_dir: Path | None) -> str | None:
+    """The model revision actually fetched (source.json: the resolved hub commit, else the
+    configured revision; None for sources without revisions)."""
+    path = Path(model_dir) / "source.json" if model_dir is not None else None
+    if path is None or not path.exists():
+        return None
+    record = read_json(path)
+    return (record.get("inputs") or {}).get("resolved_revision") or record.get("revision")
 
 
 def _checkpoint_manifest(checkpoint_dir: Path | None) -> dict[str, Any] | None:
