@@ -167,7 +167,7 @@ DEFAULTS = {
     "sampling.dtype": "float32",
     "sampling.sampler": "fixed",
     "prompt.template": "chat",
-    "prompt.num_shots": 8,
+    "prompt.num_shots": 5,
     "prompt.seed": 1234,
     "lora.rank": 16,
     "lora.alpha": 16.0,
@@ -244,6 +244,7 @@ def test_validated_config_has_the_documented_defaults():
             "checkpoints": [{"name": "b", "source": "base"}, {"name": "g", "source": "/r"}],
             "sampling": {"dtype": "bfloat16"},
             "reference": {"enabled": False},
+            "lora": {"alpha": 16.0},  # required with a LoRA checkpoint
         },
     ],
 )

@@ -10,16 +10,13 @@ from typing import Any
 
 from gsm8k_eval import schema, sweeps, validation
 from gsm8k_eval.schema import SCHEMA_PATH
+from gsm8k_eval.validation import ConfigError
 
 __all__ = ["SCHEMA_PATH", "ConfigError", "PipelineConfig", "load_config"]
 
 BASE_CHECKPOINT = "base"
 # Keys that only label outputs: they never change a generated token.
 DISPLAY_ONLY_MODEL_KEYS = ("name",)
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the key."""
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from gsm8k_eval.cut import truncate_response
+
 METHODS: tuple[str, ...] = (
     "strict",
     "strict-match",
@@ -81,15 +83,6 @@ class ScoredResponse:
 
 
 # --------------------------------------------------------------------------- truncation
-
-
-def truncate_response(text: str, stop_sequences: Iterable[str]) -> str:
-    """Cut ``text`` at the earliest occurrence of any (non-empty) stop sequence."""
-    cut = len(text)
-    for stop in stop_sequences:
-        if stop and (index := text.find(stop)) != -1:
-            cut = min(cut, index)
-    return text[:cut]
 
 
 # --------------------------------------------------------------------------- extraction

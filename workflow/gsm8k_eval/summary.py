@@ -2,20 +2,13 @@
 grading added (`rollout_fields`: accuracy by method and its interval; the primary method).
 
 The shard time fields (`shard_fields`) live with the generation record
-(`gsm8k_eval.evaluation.record`) and are re-exported here for old imports.
+(`gsm8k_eval.evaluation.record`), which the score stage does not import.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-
-from gsm8k_eval.evaluation.record import (  # noqa: F401 (re-exported for old imports)
-    ENVIRONMENT_VARIABLES,
-    VERSIONED_PACKAGES,
-    dataset_sha256,
-    shard_fields,
-)
 
 # generation.json keys that only the score stage reads (never copied into summary.json).
 GENERATION_ONLY_KEYS = ("stop_sequences",)

@@ -16,6 +16,11 @@ from typing import Any
 
 from gsm8k_eval import schema
 
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key."""
+
+
 __all__ = [
     "check_reference_runtime",
     "config_errors",
@@ -34,7 +39,6 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
 
     Raises `config.ConfigError` whose message has one line per problem.
     """
-    from gsm8k_eval.config import ConfigError
 
     errors = config_errors(config)
     if errors:
@@ -48,7 +52,6 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
 def validate_or_exit(config: dict[str, Any]) -> dict[str, Any]:
     """`validate_config` for the Snakefile: on a bad config, exit with only its error lines
     (Snakemake would add a traceback to an exception)."""
-    from gsm8k_eval.config import ConfigError
 
     try:
         return validate_config(config)
@@ -90,7 +93,6 @@ def _semantic_errors(config: dict[str, Any]) -> list[str]:
 def check_reference_runtime(reference_enabled: bool, uses_conda: bool) -> None:
     """An enabled reference stage needs torch where its job runs: here, unless conda gives the
     job its own environment (envs/reference.yaml). Raises ConfigError with the install line."""
-    from gsm8k_eval.config import ConfigError
 
     if reference_enabled and not uses_conda and importlib.util.find_spec("torch") is None:
         raise ConfigError(
@@ -102,7 +104,6 @@ def check_reference_runtime(reference_enabled: bool, uses_conda: bool) -> None:
 
 def reference_runtime_or_exit(reference_enabled: bool, uses_conda: bool) -> None:
     """`check_reference_runtime` for the Snakefile: exit with its one line."""
-    from gsm8k_eval.config import ConfigError
 
     try:
         check_reference_runtime(reference_enabled, uses_conda)
