@@ -325,3 +325,11 @@ def test_every_option_field_has_a_flag(stage, options, given):
         if f.name not in given and FLAG_FOR_FIELD.get(f.name, f.name) not in dests
     ]
     assert not missing, missing
+
+
+def test_evaluate_still_accepts_the_deprecated_primary_method(evaluate_args):
+    """Grading left `evaluate` for the `score` stage; the old flag still parses, with a
+    message that names the new command, instead of an 'unrecognized arguments' error."""
+    args = cli.build_parser().parse_args([*evaluate_args, "--primary-method", "strict-match"])
+    assert args.deprecated_primary_method == "strict-match"
+    assert not hasattr(args, "primary_method")  # nothing reaches the generation options

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from gsm8k_eval import schema
@@ -83,10 +84,33 @@ def add_evaluate(sub) -> None:
         help=f"{schema.description('evaluation.compilation_cache')} (default: off)",
     )
     p.add_argument("--output-dir", "--out", dest="output_dir", type=Path, required=True)
+    _add_deprecated_primary_method(p)
+
+
+def _add_deprecated_primary_method(p: argparse.ArgumentParser) -> None:
+    """`--primary-method` belonged to generation before grading became its own stage: still
+    accepted (with a deprecation message), it changes nothing here."""
+    p.add_argument(
+        "--primary-method",
+        dest="deprecated_primary_method",
+        default=None,
+        help="deprecated: grading is the `score` stage's (gsm8k-eval score --primary-method)",
+    )
+
+
+def _warn_deprecated_primary_method(args: argparse.Namespace) -> None:
+    if args.deprecated_primary_method is not None:
+        print(
+            "gsm8k-eval: --primary-method is deprecated here and ignored: generation no longer "
+            "grades; run `gsm8k-eval score --generations-dir DIR --primary-method "
+            f"{args.deprecated_primary_method}`",
+            file=sys.stderr,
+        )
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
     _check_evaluate_inputs(args)
+    _warn_deprecated_primary_method(args)
     _select_device(args.device, args.gpu_determinism, args.compilation_cache)
     from gsm8k_eval.evaluation.options import EvaluateOptions
     from gsm8k_eval.evaluation.run import generate
@@ -186,9 +210,11 @@ def add_reference(sub) -> None:
     p.add_argument("--model-source", default=None, help="recorded in summary.json")
     p.add_argument("--config-hash", default=None, help="recorded in summary.json")
     p.add_argument("--output-dir", "--out", dest="output_dir", type=Path, required=True)
+    _add_deprecated_primary_method(p)
 
 
 def _run_reference(args: argparse.Namespace) -> None:
+    _warn_deprecated_primary_method(args)
     if args.checkpoint != "base":
         args.parser.error(
             f"--checkpoint {args.checkpoint}: the PyTorch reference runs the base model only "
