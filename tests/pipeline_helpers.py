@@ -10,6 +10,8 @@ from typing import Any
 import yaml
 from shared_data import require_gsm8k
 
+from gsm8k_eval.config import PipelineConfig, load_config
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "tests" / "configs" / "tiny.yaml"
 TINY_RUN = "tiny"  # `run:` of tiny.yaml: its outputs are under results/tiny/
@@ -73,3 +75,8 @@ def run_snakemake(
             f"snakemake failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}\n{logs}"
         )
     return result
+
+
+def load_config_file(path: Path) -> PipelineConfig:
+    """A YAML config file loaded, validated and typed (as the Snakefile does)."""
+    return load_config(yaml.safe_load(path.read_text(encoding="utf-8")) or {})

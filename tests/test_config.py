@@ -9,17 +9,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pipeline_helpers import load_config_file
 from shared_data import GSM8K_DIR
 
 from gsm8k_eval import schema, targets
-from gsm8k_eval.config import ConfigError, PipelineConfig, load_config
+from gsm8k_eval.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def load_config_file(path: Path) -> PipelineConfig:
-    """A YAML config file loaded, validated and typed (as the Snakefile does)."""
-    return load_config(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
 
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]

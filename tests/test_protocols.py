@@ -18,9 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pipeline_helpers import run_snakemake, write_config
-
-from gsm8k_eval.config import load_config_file
+from pipeline_helpers import load_config_file, run_snakemake, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = REPO / "configs" / "gemma3-1b-it-gsm8k.yaml"
