@@ -35,7 +35,10 @@ def _package(root: Path) -> Path:
         "__main__.py": "from pkg.cli import main\n",
         "cli/__init__.py": "from pkg.cli.commands import add\n",
         "cli/commands.py": CLI.replace("pkg.", "gsm8k_eval."),
-        "a.py": "def f():\n    from gsm8k_eval import b\n",
+        "a.py": (
+            "import typing\nif typing.TYPE_CHECKING:\n    from gsm8k_eval import c\n"
+            "def f():\n    from gsm8k_eval import b\n"
+        ),
         "b.py": "x = 1\n",
         "c.py": "y = 1\n",
         "t.py": "import typing\nif typing.TYPE_CHECKING:\n    from gsm8k_eval import c\n",

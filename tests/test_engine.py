@@ -257,10 +257,17 @@ class PoisonedFreeSlots(Engine):
         return out
 
 
-def test_nan_and_inf_left_in_freed_slots_change_nothing(setup):
-    """Stale K/V are masked, but 0 x NaN is NaN: the prefill zeroes a refilled slot."""
+@pytest.mark.parametrize("prefill_rows", [1, PREFILL])
+def test_nan_and_inf_left_in_freed_slots_change_nothing(setup, batched_oracle, prefill_rows):
+    """Stale K/V are masked, but 0 x NaN is NaN: the prefill zeroes a refilled slot (in a
+    one-row call and in a batched call's scatter alike)."""
     dtype, model, prompts, oracle = setup
-    sampler = PoisonedFreeSlots(model, StandInTokenizer(), TINY, segment_steps=SEGMENT)
+    if prefill_rows != 1:
+        oracle = batched_oracle
+    layout = Layout(prefill_rows=prefill_rows)
+    sampler = PoisonedFreeSlots(
+        model, StandInTokenizer(), TINY, layout=layout, segment_steps=SEGMENT
+    )
     budgets = [1 + (5 * i) % TINY.max_generation_steps for i in range(len(prompts))]
     out = sampler.generate(prompts, max_in_flight=3, max_new_tokens=budgets)
     assert sampler.planted > 8  # slots were poisoned after they were freed, not only at start

@@ -187,3 +187,21 @@ def test_one_decode_row_is_refused_by_the_cli(tiny_model_dir, tmp_path):
     assert result.returncode == 2
     assert "--decode-rows: must be at least 2" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_deprecated_primary_method_still_gives_graded_output(tiny_model_dir, tmp_path):
+    """Old scripts ran `evaluate --primary-method M` and read rollouts.jsonl: they still work,
+    with a deprecation message, through the score stage in its own process."""
+    out = tmp_path / "old"
+    command = _evaluate_command(tiny_model_dir, out, "--limit", "2")
+    result = subprocess.run(
+        [*command, "--primary-method", "flexible-extract"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "--primary-method is deprecated" in result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["primary_method"], summary["total"]) == ("flexible-extract", 2)
+    assert len((out / "rollouts.jsonl").read_text().splitlines()) == 2

@@ -322,3 +322,18 @@ def test_shards_of_the_older_graded_layout_are_regenerated_not_mixed(inputs, cop
     assert "format" in caplog.text and "starting afresh" in caplog.text
     generations = (copied / "generations.jsonl").read_text().splitlines()
     assert all("correct" not in json.loads(line) for line in generations)
+
+
+def test_shared_autotune_dump_and_load_count_as_one(monkeypatch):
+    """The first job of a shared-autotune run dumps the results that later ones (a resumed job,
+    another part) load: their fingerprints must agree, other XLA flags still count."""
+    from gsm8k_eval.fingerprint import numerics_environment
+
+    def env(flags: str) -> dict:
+        monkeypatch.setenv("XLA_FLAGS", flags)
+        return numerics_environment()
+
+    dump = env("--xla_gpu_deterministic_ops=true --xla_gpu_dump_autotune_results_to=/c/a.txt")
+    load = env("--xla_gpu_deterministic_ops=true --xla_gpu_load_autotune_results_from=/c/a.txt")
+    assert dump == load
+    assert env("--xla_gpu_autotune_level=0") != env("--xla_gpu_autotune_level=4")

@@ -179,3 +179,12 @@ def test_every_evaluation_gets_an_export_target() -> None:
     assert len(targets) == 8
     assert "results/demo/lm-eval/base/tunix/bs8/results.json" in targets
     assert "results/demo/lm-eval/base/fixed/bs1/samples_gsm8k.jsonl" in targets
+
+
+def test_export_folder_of_a_checkpoint_named_eval():
+    """The export mirrors the last three levels of the evaluation folder, whatever they are
+    called (a checkpoint may be named `eval`)."""
+    from gsm8k_eval.lm_eval_export import export_dir
+
+    assert export_dir("results/r/eval/eval/fixed/bs1") == "results/r/lm-eval/eval/fixed/bs1"
+    assert export_dir("results/r/eval/base/tunix/bs8") == "results/r/lm-eval/base/tunix/bs8"

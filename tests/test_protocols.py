@@ -109,7 +109,8 @@ def test_protocol_runs_end_to_end_on_the_real_270m(name, real_model_dir, gsm8k_d
         )
         assert summary["total"] == 8
         assert (summary["prompt_template"], summary["primary_method"]) == (template, primary)
-        assert summary["num_shots"] == (shots or summary["num_shots"])
+        if shots:  # the other templates take no examples (their num_shots is unused)
+            assert summary["num_shots"] == shots
         assert {"strict", "strict-match", "flexible-extract", "answer"} <= set(
             summary["accuracy_by_method"]
         )

@@ -29,6 +29,16 @@ WRONG_INPUTS = [
     ({"checkpoints": [{"name": "bad name!"}]}, "checkpoints[0].name: 'bad name!' does not match"),
     ({"lora": {"alpha": 0}}, "lora.alpha: 0 must be greater than 0"),
 ]
+# a key that takes a number or `auto` (anyOf): both alternatives are named
+AUTO_OR_NUMBER = (
+    {"sampling": {"decode_rows": 1}},
+    "sampling.decode_rows: 1 is less than the minimum 2 or 1 is not allowed: it must be 'auto'",
+)
+
+
+def test_a_number_or_auto_key_names_both_alternatives():
+    config, expected = AUTO_OR_NUMBER
+    assert validation.config_errors(config) == [expected]
 
 
 @pytest.mark.parametrize(("config", "expected"), WRONG_INPUTS)

@@ -165,9 +165,25 @@ def _version(name: str) -> str:
         return "not installed"
 
 
+# Flags that say where shared autotune results are written or read (`evaluation.gpu_determinism`
+# shared_autotune): the first job dumps, later ones load the same results, so both count as one.
+SHARED_AUTOTUNE_FLAGS = (
+    "--xla_gpu_dump_autotune_results_to",
+    "--xla_gpu_load_autotune_results_from",
+)
+
+
 def numerics_environment() -> dict[str, str | None]:
-    """Environment variables that change XLA's numerics (`XLA_FLAGS`, `LIBTPU_INIT_ARGS`)."""
-    return {name: os.environ.get(name) for name in NUMERICS_ENVIRONMENT}
+    """Environment variables that change XLA's numerics (`XLA_FLAGS`, `LIBTPU_INIT_ARGS`); the
+    shared-autotune dump/load flag becomes one marker, so a resumed job or a later part that
+    loads what an earlier one dumped keeps the same fingerprint."""
+    values = {name: os.environ.get(name) for name in NUMERICS_ENVIRONMENT}
+    if values["XLA_FLAGS"]:
+        values["XLA_FLAGS"] = " ".join(
+            "shared_autotune_results" if flag.split("=", 1)[0] in SHARED_AUTOTUNE_FLAGS else flag
+            for flag in values["XLA_FLAGS"].split()
+        )
+    return values
 
 
 def jax_numerics_config() -> dict[str, str]:

@@ -280,10 +280,10 @@ def export_lm_eval(rollouts: Path, summary_path: Path, dataset: Path, out_dir: P
 
 def export_dir(eval_dir: str) -> str:
     """`results/<run>/eval/<ckpt>/<sampler>/bs<N>` -> `results/<run>/lm-eval/<ckpt>/...`."""
-    run_root, sep, rest = eval_dir.rpartition("/eval/")
-    if not sep:
+    parts = eval_dir.split("/")
+    if len(parts) < 5 or parts[-4] != "eval":  # <root>/eval/<ckpt>/<sampler>/bs<N>
         raise ValueError(f"not an evaluation folder: {eval_dir}")
-    return f"{run_root}/lm-eval/{rest}"
+    return "/".join([*parts[:-4], "lm-eval", *parts[-3:]])
 
 
 def results_path(eval_dir: str) -> str:

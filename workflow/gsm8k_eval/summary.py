@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-# generation.json keys that only the score stage reads (never copied into summary.json).
-GENERATION_ONLY_KEYS = ("stop_sequences",)
+# generation.json keys that only the score stage reads (never copied into summary.json); the
+# stop sequences are copied: the report and the lm-eval export show the ones actually used.
+GENERATION_ONLY_KEYS: tuple[str, ...] = ()
 # summary.json keys that come before the grading fields (as they always have).
 HEAD_KEYS = ("checkpoint", "batch_size", "framework")
 

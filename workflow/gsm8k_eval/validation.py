@@ -154,6 +154,10 @@ def _describe(error: Any) -> str:
         "pattern": lambda: f"{value} does not match the pattern {expected}",
         "required": lambda: f"missing required key(s) {', '.join(_missing(error))}",
         "oneOf": lambda: f"{value} is not valid here ({_one_line(error.schema)})",
+        "anyOf": lambda: (
+            " or ".join(dict.fromkeys(_describe(e) for e in error.context))
+            or f"{value} is not valid here ({_one_line(error.schema)})"
+        ),
     }
     describe = messages.get(kind)
     return describe() if describe else _value(error.message)

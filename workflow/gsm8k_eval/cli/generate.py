@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
@@ -101,11 +102,22 @@ def _add_deprecated_primary_method(p: argparse.ArgumentParser) -> None:
 def _warn_deprecated_primary_method(args: argparse.Namespace) -> None:
     if args.deprecated_primary_method is not None:
         print(
-            "gsm8k-eval: --primary-method is deprecated here and ignored: generation no longer "
-            "grades; run `gsm8k-eval score --generations-dir DIR --primary-method "
-            f"{args.deprecated_primary_method}`",
+            "gsm8k-eval: --primary-method is deprecated here: generation no longer grades; "
+            "grading this output once for compatibility with `gsm8k-eval score "
+            f"--generations-dir DIR --primary-method {args.deprecated_primary_method}` "
+            "(call that instead)",
             file=sys.stderr,
         )
+
+
+def _grade_for_compatibility(args: argparse.Namespace) -> None:
+    """With the deprecated `--primary-method`, write rollouts.jsonl and summary.json as before,
+    by running the `score` stage in its own process (so this stage's code holds no grading)."""
+    if args.deprecated_primary_method is None:
+        return
+    score = [sys.executable, "-m", "gsm8k_eval", "score", "--generations-dir"]
+    score += [str(args.output_dir), "--primary-method", args.deprecated_primary_method]
+    subprocess.run(score, check=True)
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
@@ -121,6 +133,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         EvaluateOptions, args, checkpoint_dir=checkpoint_dir, checkpoint_name=name
     )
     generate(options)
+    _grade_for_compatibility(args)
 
 
 # --- gather -----------------------------------------------------------------------------------
@@ -224,3 +237,4 @@ def _run_reference(args: argparse.Namespace) -> None:
     from gsm8k_eval.reference import ReferenceOptions, run_reference
 
     run_reference(options_from(ReferenceOptions, args))
+    _grade_for_compatibility(args)
