@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 
-from gsm8k_eval import summary
+from gsm8k_eval.evaluation.record import model_revision
 
 
 def test_model_revision_is_the_resolved_hub_commit_else_the_configured_one(tmp_path):
     record = {"source": "hf:google/gemma-3-1b-it", "revision": "main", "inputs": {}}
     (tmp_path / "source.json").write_text(json.dumps(record))
-    assert summary._model_revision(tmp_path) == "main"
+    assert model_revision(tmp_path) == "main"
     record["inputs"] = {"resolved_revision": "a" * 40}
     (tmp_path / "source.json").write_text(json.dumps(record))
-    assert summary._model_revision(tmp_path) == "a" * 40
-    assert summary._model_revision(tmp_path / "missing") is None
-    assert summary._model_revision(None) is None
+    assert model_revision(tmp_path) == "a" * 40
+    assert model_revision(tmp_path / "missing") is None
+    assert model_revision(None) is None

@@ -80,7 +80,7 @@ def write_generation_record(
         "num_shots": options.num_shots,
         "model_source": options.model_source,
         "dataset_sha256": dataset_sha256(options.dataset_manifest),
-        "model_revision": _model_revision(options.model_dir),
+        "model_revision": model_revision(options.model_dir),
         "checkpoint_step": (_checkpoint_manifest(options.checkpoint_dir) or {}).get("step"),
         "checkpoint_manifest": _checkpoint_manifest(options.checkpoint_dir),
         "config_hash": options.config_hash,
@@ -127,7 +127,7 @@ def dataset_sha256(manifest: Path | None) -> str | None:
     return read_json(manifest).get("sha256")
 
 
-def _model_revision(model_dir: Path | None) -> str | None:
+def model_revision(model_dir: Path | None) -> str | None:
     """The model revision actually fetched (source.json: the resolved hub commit, else the
     configured revision; None for sources without revisions)."""
     path = Path(model_dir) / "source.json" if model_dir is not None else None
