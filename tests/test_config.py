@@ -119,7 +119,7 @@ def test_seed_study_config_matches_the_seed():
         ({"unknown_key": 1}, "unknown_key"),
         ({"sampling": {"max_generation_steps": "many"}}, "max_generation_steps"),
         ({"sampling": {"dtype": "float16"}}, "dtype"),
-        ({"sampling": {"temperature": 0.7}}, "temperature"),
+        ({"sampling": {"temperature": -0.5}}, "temperature"),
         ({"sampling": {"decode_rows": 1}}, "decode_rows"),
         ({"samplers": ["greedy"]}, "samplers"),
         ({"samplers": []}, "samplers"),

@@ -114,6 +114,14 @@ def _evaluate_flags(cfg: PipelineConfig) -> list[tuple[str, object]]:
         flags.append(("--limit", cfg.limit))
     if cfg.gpu_determinism != schema.default("evaluation.gpu_determinism"):
         flags.append(("--gpu-determinism", cfg.gpu_determinism))  # so a default run's params stay
+    if s.sampled:  # only then: a greedy run's params stay as they were
+        flags += [
+            ("--temperature", s.temperature),
+            ("--top-k", s.top_k),
+            ("--top-p", s.top_p),
+            ("--num-samples", s.num_samples),
+            ("--sampling-seed", s.seed),
+        ]
     return flags
 
 

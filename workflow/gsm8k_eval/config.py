@@ -85,6 +85,28 @@ class SamplingSpec:
     decode_rows: int | str  # a number, or "auto" (resolved from the device: shapes.py)
     segment_steps: int | str
     prefill_rows: int | str
+    top_k: int = schema.default_field("sampling.top_k")
+    top_p: float = schema.default_field("sampling.top_p")
+    num_samples: int = schema.default_field("sampling.num_samples")
+    seed: int = schema.default_field("sampling.seed")
+
+    @property
+    def sampled(self) -> bool:
+        """Whether tokens are drawn (temperature > 0) rather than chosen greedily."""
+        return self.temperature > 0
+
+    def generation_settings(self) -> dict[str, Any]:
+        """The settings that change tokens: at temperature 0 the sampling keys change none, so
+        they are left out (a greedy config's hash stays what it was before they existed)."""
+        values = asdict(self)
+        if not self.sampled:
+            for key in SAMPLING_KEYS:
+                values.pop(key)
+        return values
+
+
+# sampling.* keys of sampled evaluation, beside temperature (docs/sampled.md).
+SAMPLING_KEYS = ("top_k", "top_p", "num_samples", "seed")
 
 
 @dataclass(frozen=True)
@@ -147,6 +169,7 @@ class PipelineConfig:
         sampling = dict(config["sampling"])
         sampling.pop("sampler", None)  # deprecated: `samplers` (see apply_deprecations)
         sampling["eos_tokens"] = tuple(sampling["eos_tokens"])
+        _check_sampling(sampling, config)
         return cls(
             run=config["run"],
             run_name=config["run_name"],
@@ -194,10 +217,26 @@ class PipelineConfig:
             "dataset": asdict(self.dataset),
             "limit": self.limit,
             "lora": asdict(self.lora),
-            "sampling": asdict(self.sampling),
+            "sampling": self.sampling.generation_settings(),
             "prompt": asdict(self.prompt),
         }
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _check_sampling(sampling: dict[str, Any], config: dict[str, Any]) -> None:
+    """Sampled evaluation's constraints (evaluation/requests.py), as config errors."""
+    from gsm8k_eval.evaluation.requests import check_sampling
+
+    for sampler in config["samplers"]:
+        try:
+            check_sampling(sampling["temperature"], sampling["num_samples"], sampler)
+        except ValueError as error:
+            raise ConfigError(f"sampling.temperature/num_samples, samplers: {error}") from None
+    if sampling["temperature"] > 0 and config["reference"]["enabled"]:
+        raise ConfigError(
+            "reference.enabled: the PyTorch reference decodes greedily; it cannot be compared "
+            "with a sampled run (sampling.temperature > 0): disable it"
+        )
 
 
 def _reference_spec(

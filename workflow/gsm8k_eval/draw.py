@@ -1,6 +1,6 @@
 """Batch-invariant token drawing: per-request PRNG keys, top-k/top-p filtering, Gumbel-max.
 
-Foundations for sampled evaluation (issue 24); the engine does not call them yet.
+The engine's sampled decode (issue 24) draws every token through `DrawConfig.choose`.
 
 * **Keys.** A request's key is a function of (seed, question id, sample index) alone:
   `request_key` starts from the threefry2x32 key of the 64-bit `seed`, folds in the two 32-bit
@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from gsm8k_eval import schema
 
 KEY_IMPL = "threefry2x32"
 _WORD = 1 << 32
@@ -198,3 +201,35 @@ def draw(
     row = jax.vmap(_draw_row, in_axes=(0, 0, None, None, None))
     token = row(logits, keys, t, k, p)
     return token, jnp.take_along_axis(logits, token[:, None], axis=-1)[:, 0]
+
+
+@dataclass(frozen=True)
+class DrawConfig:
+    """How the engine chooses tokens: greedy at temperature 0, else `draw` with per-row keys.
+
+    Static configuration (hashable): one compiled program per setting, whatever the batch.
+    """
+
+    temperature: float = schema.default_field("sampling.temperature")
+    top_k: int = schema.default_field("sampling.top_k")
+    top_p: float = schema.default_field("sampling.top_p")
+
+    def __post_init__(self) -> None:
+        _check_params(self.temperature, self.top_k, self.top_p)
+
+    @property
+    def sampled(self) -> bool:
+        """Whether tokens are drawn (temperature > 0) rather than chosen greedily."""
+        return self.temperature > 0
+
+    def choose(
+        self, logits: jax.Array, keys: jax.Array, steps: jax.Array | int
+    ) -> tuple[jax.Array, jax.Array]:
+        """Tokens [R] and their raw float32 logits [R] of decode step `steps` ([R] or a scalar;
+        the prefill token is step 0) of requests with key data `keys` (uint32 [R, 2])."""
+        return draw(logits, step_keys(keys, steps), self.temperature, self.top_k, self.top_p)
+
+
+def key_data(keys: jax.Array) -> np.ndarray:
+    """The raw uint32 [R, 2] data of typed keys [R] (what the engine's slots carry)."""
+    return np.asarray(jax.random.key_data(keys), np.uint32)

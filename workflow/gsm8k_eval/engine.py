@@ -19,6 +19,10 @@ Reads as state → prefill → decode segment → scheduler:
   intercepts them). The float32 head runs on the last hidden state of all rows at once.
 * **Scheduler.** Between segments the host reads the new tokens, ends rows at EOS, a stop
   sequence or their token budget, and refills free slots with the next prompts.
+* **Sampling** (temperature > 0, `SamplerConfig`): each slot also carries its request's key
+  data (uint32 [2], `draw.request_keys`); step s of a row is drawn by `draw.DrawConfig.choose`
+  with `step_keys(key, s)` from that row's float32 logits alone (the prefill token is step 0).
+  At temperature 0 the slots carry no key and the programs are the greedy ones.
 
 No shape depends on the batch: one segment program and one prefill program per bucket serve
 every batch size, admission order and slot. See docs/sampler.md.
@@ -41,6 +45,7 @@ from flax import nnx
 
 from gsm8k_eval import schema
 from gsm8k_eval.attention import check_tunix_attention, per_row_attention
+from gsm8k_eval.draw import DrawConfig, key_data
 from gsm8k_eval.sampler import Generation, Layout, SamplerConfig, _check_lengths, bucket_for
 from gsm8k_eval.step import (
     Cache,
@@ -72,9 +77,10 @@ class Slots:
     length: Any  # int32: prompt length (0: empty slot)
     limit: Any  # int32: token budget of the row
     active: Any  # bool
+    key: Any = None  # uint32 [R, 2]: each request's key data (sampled decoding); None: greedy
 
     @classmethod
-    def empty(cls, rows: int) -> Slots:
+    def empty(cls, rows: int, sampled: bool = False) -> Slots:
         """Host-side state of `rows` empty slots (they decode a dummy token, never read)."""
         return cls(
             last=np.zeros(rows, np.int32),
@@ -82,16 +88,16 @@ class Slots:
             length=np.zeros(rows, np.int32),
             limit=np.ones(rows, np.int32),
             active=np.zeros(rows, np.bool_),
+            key=np.zeros((rows, 2), np.uint32) if sampled else None,
         )
 
     def to_host(self) -> Slots:
-        return Slots(
-            *(np.array(x) for x in (self.last, self.step, self.length, self.limit, self.active))
-        )
+        fields = (self.last, self.step, self.length, self.limit, self.active, self.key)
+        return Slots(*(None if x is None else np.array(x) for x in fields))
 
 
 jax.tree_util.register_dataclass(
-    Slots, data_fields=["last", "step", "length", "limit", "active"], meta_fields=[]
+    Slots, data_fields=["last", "step", "length", "limit", "active", "key"], meta_fields=[]
 )
 
 
@@ -116,9 +122,20 @@ def check_cursors(slots: Slots, region: int, size: int) -> None:
 
 
 def _segment(
-    graphdef, state, head, cache: Cache, slots: Slots, eos, *, region: int, steps: int, hidden: bool
+    graphdef,
+    state,
+    head,
+    cache: Cache,
+    slots: Slots,
+    eos,
+    *,
+    region: int,
+    steps: int,
+    hidden: bool,
+    sampling: DrawConfig | None = None,
 ):
-    """Up to `steps` greedy steps on every slot; stops early when no slot is active.
+    """Up to `steps` decode steps on every slot (greedy; drawn by `sampling` from each row's
+    key and step when the slots carry keys); stops early when no slot is active.
 
     Returns the cache, the slots, the tokens and float32 logits emitted at each step ([R, steps];
     an active row emits from step 0 until it stops) and the number of steps executed.
@@ -136,7 +153,7 @@ def _segment(
         mask = ((key_index >= start[:, None]) & (key_index <= write[:, None]))[:, None, :]
         positions = (s.length + s.step - 1)[:, None]
         out, cache = _last_logits(model, s.last[:, None], positions, cache, mask, hidden, head)
-        token, logit = _greedy(out)
+        token, logit = _greedy(out) if s.key is None else sampling.choose(out, s.key, s.step)
         emit = s.active
         step = s.step + emit
         s = Slots(
@@ -145,6 +162,7 @@ def _segment(
             length=s.length,
             limit=s.limit,
             active=emit & ~jnp.isin(token, eos) & (step < s.limit),
+            key=s.key,
         )
         tokens = tokens.at[:, i].set(jnp.where(emit, token, 0))
         logits = logits.at[:, i].set(jnp.where(emit, logit, 0.0))
@@ -165,6 +183,26 @@ def _segment(
 
 
 # -- scheduler -----------------------------------------------------------------------------------
+
+
+def request_key_rows(keys: Any, count: int, sampled: bool) -> np.ndarray | None:
+    """The key data of `count` prompts as uint32 [count, 2] when sampling, else None."""
+    if not sampled:
+        return None
+    if keys is None:
+        raise ValueError("temperature > 0 needs one key per prompt (keys=draw.request_keys)")
+    data = key_data(keys) if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key) else keys
+    data = np.asarray(data, np.uint32)
+    if data.shape != (count, 2):
+        raise ValueError(f"need key data of shape ({count}, 2), got {data.shape}")
+    return data
+
+
+def _group_keys(keys: np.ndarray, group: Sequence[int], rows: int) -> np.ndarray:
+    """Key data of one prefill call ([rows, 2]; dummy rows get zeros, their draws are unused)."""
+    out = np.zeros((rows, 2), np.uint32)
+    out[: len(group)] = keys[list(group)]
+    return out
 
 
 @dataclass
@@ -212,6 +250,7 @@ class Engine:
         cfg = self.config
         self._region = cfg.max_prompt_length
         self._eos = jnp.asarray(cfg.eos_tokens, jnp.int32)
+        self._draw = DrawConfig(cfg.temperature, cfg.top_k, cfg.top_p)
         self._prefill_jit = jax.jit(
             partial(
                 _prefill,
@@ -219,6 +258,7 @@ class Engine:
                 region=self._region,
                 pad_id=cfg.pad_id,
                 hidden=self._hidden,
+                sampling=self._draw,
             ),
             donate_argnums=(2,),
         )
@@ -229,6 +269,7 @@ class Engine:
                 region=self._region,
                 steps=self.segment_steps,
                 hidden=self._hidden,
+                sampling=self._draw,
             ),
             donate_argnums=(2,),
         )
@@ -237,10 +278,10 @@ class Engine:
 
     # programs, compiled ahead of time so that compile time is measured on its own
 
-    def _program(self, key: Any, jitted: Any, *args: Any) -> Any:
+    def _program(self, key: Any, jitted: Any, *args: Any, **kwargs: Any) -> Any:
         if key not in self._compiled:
             t0 = time.perf_counter()
-            self._compiled[key] = jitted.lower(*args).compile()
+            self._compiled[key] = jitted.lower(*args, **kwargs).compile()
             self.last_timing["compile_seconds"] += time.perf_counter() - t0
         return self._compiled[key]
 
@@ -261,10 +302,11 @@ class Engine:
         return self._prefill_many([prompt], [slot])[0]
 
     def _prefill_many(
-        self, prompts: Sequence[list[int]], slots: Sequence[int]
+        self, prompts: Sequence[list[int]], slots: Sequence[int], keys: Any = None
     ) -> list[tuple[int, float]]:
         """Prefill `prompts` into `slots` (distinct free slots), those of one bucket together in
-        calls of `layout.prefill_rows` rows; first tokens and logits, in input order."""
+        calls of `layout.prefill_rows` rows; first tokens and logits, in input order (drawn
+        with the prompts' key data `keys`, uint32 [N, 2], when sampling)."""
         cfg, layout = self.config, self.layout
         buckets = [bucket_for(len(p), layout.bucket_step, cfg.max_prompt_length) for p in prompts]
         groups = prefill_groups(buckets, layout.prefill_rows)
@@ -282,8 +324,9 @@ class Engine:
                 layout.decode_rows,
             )
             args = (self._state, self._head, self._take_cache(), tokens, index)
-            program = self._program(("prefill", bucket), self._prefill_jit, *args)
-            self._cache, token, logit = program(*args)
+            extra = {} if keys is None else {"keys": _group_keys(keys, group, layout.prefill_rows)}
+            program = self._program(("prefill", bucket), self._prefill_jit, *args, **extra)
+            self._cache, token, logit = program(*args, **extra)
             outputs.append((token, logit))
         firsts: list[tuple[int, float]] = [(0, 0.0)] * len(prompts)
         for group, (token, logit) in zip(groups, jax.device_get(outputs), strict=True):
@@ -309,14 +352,18 @@ class Engine:
         stop_sequences: Sequence[str] = (),
         max_in_flight: int | None = None,
         max_new_tokens: Sequence[int] | None = None,
+        keys: Any = None,
     ) -> list[Generation]:
-        """Greedy continuations of `prompts` (token ids, BOS included), in input order.
+        """Continuations of `prompts` (token ids, BOS included), in input order: greedy, or,
+        at temperature > 0, drawn with each prompt's key data (`keys`, uint32 [N, 2], from
+        `draw.request_keys`; required then, ignored at temperature 0).
 
         `max_new_tokens`: optional per-prompt budgets (each at most `max_generation_steps`).
         A `ValueError` for a too-long or empty prompt is raised before anything is computed.
         """
         cfg, rows = self.config, self.layout.decode_rows
         _check_lengths([len(p) for p in prompts], cfg.max_prompt_length)
+        keys = request_key_rows(keys, len(prompts), self._draw.sampled)
         limits = list(max_new_tokens or [cfg.max_generation_steps] * len(prompts))
         if len(limits) != len(prompts) or not all(
             1 <= n <= cfg.max_generation_steps for n in limits
@@ -337,7 +384,7 @@ class Engine:
         results: list[Generation | None] = [None] * len(prompts)
         pending = deque(range(len(prompts)))
         running: dict[int, _Running] = {}
-        slots = Slots.empty(rows)
+        slots = Slots.empty(rows, keys is not None)
         useful = executed_rows = 0
 
         def finish(slot: int | None, run: _Running) -> bool:
@@ -368,12 +415,16 @@ class Engine:
                     free.remove(slot)
                     admitted.append((pending.popleft(), slot))
                 firsts = self._prefill_many(
-                    [prompts[i] for i, _ in admitted], [s for _, s in admitted]
+                    [prompts[i] for i, _ in admitted],
+                    [s for _, s in admitted],
+                    None if keys is None else keys[[i for i, _ in admitted]],
                 )
                 for (index, slot), (first, logit) in zip(admitted, firsts, strict=True):
                     run = _Running(index, [first], [logit], limits[index])
                     if not finish(None, run):
                         running[slot] = run
+                        if keys is not None:
+                            slots.key[slot] = keys[index]
                         slots.last[slot], slots.step[slot] = first, 1
                         slots.length[slot], slots.limit[slot] = len(prompts[index]), run.limit
                         slots.active[slot] = True

@@ -51,6 +51,9 @@ DISPLAY_ONLY_OPTIONS = (
     "part",
     "compilation_cache",
 )
+# Sampled-evaluation options: they change no token at temperature 0, so a greedy run's
+# fingerprint leaves them out (and stays what it was before they existed).
+SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "num_samples", "sampling_seed")
 # Fields replaced by the digest of what they point to (or, for `device`, by the device found).
 CONTENT_OPTIONS = ("dataset_path", "model_dir", "checkpoint_dir", "fewshot_path", "device")
 MODEL_RECORD = "source.json"  # provenance written by fetch-model, never read by load_model
@@ -138,8 +141,11 @@ def prompts_digest(prompts: Iterable[str]) -> str:
 
 
 def engine_options(options: Mapping[str, Any]) -> dict[str, str]:
-    """The options that shape the computation, as strings (paths and labels left out)."""
+    """The options that shape the computation, as strings (paths and labels left out; the
+    sampling options too at temperature 0)."""
     skipped = set(DISPLAY_ONLY_OPTIONS) | set(CONTENT_OPTIONS)
+    if not float(options.get("temperature") or 0) > 0:
+        skipped |= set(SAMPLING_OPTIONS)
     return {key: str(value) for key, value in sorted(options.items()) if key not in skipped}
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gsm8k_eval.evaluation.options import GENERATION_RECORD, GENERATIONS
+from gsm8k_eval.evaluation.requests import SAMPLE_FIELDS
 from gsm8k_eval.io import read_json, read_jsonl, write_json, write_jsonl
 from gsm8k_eval.scoring import gold_answer, score_response, truncate_response
 from gsm8k_eval.summary import summary_from
@@ -24,7 +25,8 @@ SUMMARY = "summary.json"
 def rollout_row(
     row: dict[str, Any], stop_sequences: Sequence[str], primary_method: str
 ) -> dict[str, Any]:
-    """One rollouts.jsonl line (the public schema) from one generations.jsonl line."""
+    """One rollouts.jsonl line (the public schema) from one generations.jsonl line; a sampled
+    run's rows keep their sample index and sampling settings (`requests.SAMPLE_FIELDS`)."""
     gold = gold_answer(row["answer"])
     scored_text = truncate_response(row["response"], tuple(stop_sequences))
     scored = score_response(scored_text, gold, primary=primary_method, reference=row["answer"])
@@ -45,6 +47,7 @@ def rollout_row(
         "prompt_tokens": row["prompt_tokens"],
         "batch_size": row["batch_size"],
         "checkpoint": row["checkpoint"],
+        **{key: row[key] for key in SAMPLE_FIELDS if key in row},
     }
 
 

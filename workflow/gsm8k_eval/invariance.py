@@ -1,6 +1,7 @@
 """Batch-invariance check: compare rollouts of one checkpoint across batch sizes.
 
-Every batch size is compared with the smallest one, example by example (matched by `id`).
+Every batch size is compared with the smallest one, example by example (matched by `id`; in a
+sampled run by (`id`, `sample_index`): each sample is its own example, see `record_key`).
 The result is written as JSON (`results/<run>/invariance/{checkpoint}/{sampler}.json`), schema:
 
 ```
@@ -74,6 +75,7 @@ class RolloutRecord:
     token_logits: tuple[float, ...]
     correct: bool
     checkpoint: str | None = None
+    sample_index: int | None = None  # sampled runs only
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> RolloutRecord:
@@ -86,7 +88,13 @@ class RolloutRecord:
             token_logits=tuple(float(x) for x in obj.get("token_logits") or ()),
             correct=bool(obj["correct"]),
             checkpoint=obj.get("checkpoint"),
+            sample_index=None if obj.get("sample_index") is None else int(obj["sample_index"]),
         )
+
+    @property
+    def key(self) -> int | tuple[int, int]:
+        """What the comparison matches on: the id, or (id, sample index) for a sample."""
+        return self.id if self.sample_index is None else (self.id, self.sample_index)
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,12 @@ class Divergence:
     other_correct: bool
     kind: str = "tokens"  # tokens | text | logits (same tokens and text, other logit bits)
     first_logit_index: int | None = None
+    sample_index: int | None = None  # sampled runs: which sample of question `id`
+
+    @property
+    def key(self) -> int | tuple[int, int]:
+        """The diverging example's `RolloutRecord.key`."""
+        return self.id if self.sample_index is None else (self.id, self.sample_index)
 
     @property
     def correctness_flipped(self) -> bool:
@@ -119,8 +133,12 @@ class Divergence:
         return self.reference_correct != self.other_correct
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict, including the derived `correctness_flipped`."""
-        return {**asdict(self), "correctness_flipped": self.correctness_flipped}
+        """JSON-ready dict, including the derived `correctness_flipped` (and `sample_index` for
+        a sample of a sampled run only: a greedy run's JSON stays as it was)."""
+        out = {**asdict(self), "correctness_flipped": self.correctness_flipped}
+        if self.sample_index is None:
+            del out["sample_index"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -280,14 +298,20 @@ def _rate(count: int, total: int) -> float:
     return count / total if total else 0.0
 
 
-def load_rollout_records(path: Path) -> dict[int, RolloutRecord]:
-    """Read a rollouts.jsonl into {id: record}; duplicate ids are an error."""
-    records: dict[int, RolloutRecord] = {}
-    for line_no, row in iter_jsonl(Path(path)):
+def load_rollout_records(path: Path) -> dict[Any, RolloutRecord]:
+    """Read a rollouts.jsonl into {key: record} (the id; (id, sample index) for the samples of
+    a sampled run: `RolloutRecord.key`); duplicate keys are an error."""
+    return records_by_key(iter_jsonl(Path(path)), path)
+
+
+def records_by_key(rows: Iterable[tuple[int, Mapping[str, Any]]], path: Any) -> dict[Any, Any]:
+    """{`RolloutRecord.key`: record} of numbered rollout rows; duplicate keys are an error."""
+    records: dict[Any, RolloutRecord] = {}
+    for line_no, row in rows:
         record = RolloutRecord.from_json(row)
-        if record.id in records:
-            raise RolloutMismatchError(f"{path}:{line_no}: duplicate id {record.id}")
-        records[record.id] = record
+        if record.key in records:
+            raise RolloutMismatchError(f"{path}:{line_no}: duplicate id {record.key}")
+        records[record.key] = record
     return records
 
 
@@ -346,12 +370,13 @@ def make_divergence(
         other_correct=other.correct,
         kind=kind,
         first_logit_index=logit_k if ref.token_logits and other.token_logits else None,
+        sample_index=ref.sample_index,
     )
 
 
-def _severity(d: Divergence) -> tuple[int, int, int]:
+def _severity(d: Divergence) -> tuple[int, int, int, int]:
     index = d.first_token_index if d.first_token_index is not None else 1 << 62
-    return (0 if d.correctness_flipped else 1, index, d.id)
+    return (0 if d.correctness_flipped else 1, index, d.id, d.sample_index or 0)
 
 
 def compare_runs(

@@ -63,6 +63,11 @@ class SamplerConfig:
         default_factory=lambda: tuple(schema.default("sampling.eos_tokens"))
     )
     pad_id: int = 0
+    # Sampled evaluation (temperature > 0): the fixed and tunix samplers only (docs/sampled.md).
+    temperature: float = schema.default_field("sampling.temperature")
+    top_k: int = schema.default_field("sampling.top_k")
+    top_p: float = schema.default_field("sampling.top_p")
+    seed: int = schema.default_field("sampling.seed")
 
 
 @dataclass
@@ -270,6 +275,11 @@ class FixedSampler:
     last_timing: dict[str, float] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
+        if self.config.temperature > 0:
+            raise ValueError(
+                "the static sampler decodes greedily: temperature > 0 needs the fixed sampler "
+                "(batch invariant) or tunix (its own sampling)"
+            )
         self._graphdef, self._state = nnx.split(self.model)
         self._hidden = _supports_hidden_states(self.model)
         self._head = _transposed_head(self.model, self.layout) if self._hidden else None

@@ -116,12 +116,23 @@ def _greedy(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def _prefill(
-    graphdef, state, head, cache: Cache, tokens, slots, region: int, pad_id: int, hidden: bool
+    graphdef,
+    state,
+    head,
+    cache: Cache,
+    tokens,
+    slots,
+    region: int,
+    pad_id: int,
+    hidden: bool,
+    keys=None,
+    sampling=None,
 ):
     """Prefill `tokens` [P, b], each row on its own, and scatter row i's K/V into decode-cache
     slot `slots[i]`, ending at cache index `region`; the rest of that slot is zeroed, so nothing
     of a previous occupant survives. Rows whose slot index is out of range are dropped (dummy
-    rows). Returns the cache and each row's first token and float32 logit ([P])."""
+    rows). Returns the cache and each row's first token and float32 logit ([P]): greedy, or,
+    with `keys` (uint32 [P, 2]), drawn by `sampling` (a `draw.DrawConfig`) as decode step 0."""
     model = nnx.merge(graphdef, state)
     rows, length = tokens.shape
     valid = tokens != pad_id
@@ -137,7 +148,7 @@ def _prefill(
         for name, layer in cache.items()
     }
     logits, small = _last_logits(model, tokens, positions, small, mask, hidden, head)
-    token, logit = _greedy(logits)
+    token, logit = _greedy(logits) if keys is None else sampling.choose(logits, keys, 0)
     size = next(iter(cache.values()))["k"].shape[1]
     pad = ((0, 0), (region - length, size - region), (0, 0), (0, 0))
 

@@ -54,6 +54,19 @@ def _stock_sampler_class() -> type:
     return _IdsSampler
 
 
+def sampling_arguments(config: SamplerConfig) -> dict[str, Any]:
+    """tunix `Sampler.__call__` arguments: greedy at temperature 0, else its top-p mode (one
+    PRNG key per call from `config.seed`, split by batch position: not batch invariant)."""
+    if config.temperature <= 0:
+        return {"temperature": 0.0}
+    return {
+        "temperature": float(config.temperature),
+        "top_p": float(config.top_p),
+        "top_k": int(config.top_k) or None,
+        "seed": int(config.seed),
+    }
+
+
 @dataclass
 class TunixSampler:
     """The stock `tunix.generate.sampler.Sampler` behind our interface (negative control).
@@ -88,9 +101,13 @@ class TunixSampler:
         prompts: list[list[int]],
         stop_sequences: Sequence[str] = (),
         max_in_flight: int | None = None,
+        keys: Any = None,
     ) -> list[Generation]:
-        """Greedy continuations through stock tunix (its own bucketing and cache layout), in
-        batches of `max_in_flight` (default: all), cut at the first stop sequence afterwards."""
+        """Continuations through stock tunix (its own bucketing and cache layout), in batches
+        of `max_in_flight` (default: all), cut at the first stop sequence afterwards.
+
+        At temperature > 0 tunix samples on its own (`sampling_arguments`): `keys` are ignored,
+        so its samples depend on the batch (the negative control of sampled evaluation)."""
         return _in_batches(self, prompts, max_in_flight, stop_sequences)
 
     def _generate(self, prompts: list[list[int]]) -> list[Generation]:
@@ -107,7 +124,7 @@ class TunixSampler:
             [list(p) for p in prompts],
             max_generation_steps=cfg.max_generation_steps,
             eos_tokens=list(cfg.eos_tokens),
-            temperature=0.0,
+            **sampling_arguments(cfg),
         )
         self.last_timing = dict(self._sampler.seconds)
         start = output.padded_prompt_tokens.shape[1]

@@ -42,7 +42,11 @@ def rollout_fields(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def summary_from(
     record: Mapping[str, Any], rows: list[dict[str, Any]], primary_method: str
 ) -> dict[str, Any]:
-    """summary.json: the generation record's fields with the grading of `rows` after its head."""
+    """summary.json: the generation record's fields with the grading of `rows` after its head
+    (a sampled run's also gets pass@k and maj@k: `sampled_summary.sampled_fields`)."""
+    from gsm8k_eval.sampled_summary import sampled_fields
+
     kept = {k: v for k, v in record.items() if k not in GENERATION_ONLY_KEYS}
     head = {k: kept.pop(k) for k in HEAD_KEYS if k in kept}
-    return {**head, **rollout_fields(rows), "primary_method": primary_method, **kept}
+    graded = {**rollout_fields(rows), "primary_method": primary_method}
+    return {**head, **graded, **sampled_fields(rows, primary_method), **kept}

@@ -13,11 +13,13 @@ from gsm8k_eval.cli.options import (
     auto_or,
     int_list,
     integer,
+    non_negative_float,
     non_negative_int,
     options_from,
     part,
     positive_float,
     positive_int,
+    probability,
     schema_option,
     subparser,
 )
@@ -56,6 +58,7 @@ def add_evaluate(sub) -> None:
     schema_option(p, "--prefill-rows", "sampling.prefill_rows", type=auto_or(positive_int))
     schema_option(p, "--dtype", "sampling.dtype")
     schema_option(p, "--sampler", "sampling.sampler")
+    _add_sampling_options(p)
     schema_option(p, "--prompt-template", "prompt.template")
     schema_option(p, "--num-shots", "prompt.num_shots", type=non_negative_int)
     schema_option(p, "--prompt-seed", "prompt.seed", type=integer)
@@ -86,6 +89,15 @@ def add_evaluate(sub) -> None:
     )
     p.add_argument("--output-dir", "--out", dest="output_dir", type=Path, required=True)
     _add_deprecated_primary_method(p)
+
+
+def _add_sampling_options(p: argparse.ArgumentParser) -> None:
+    """Sampled evaluation (docs/sampled.md): temperature 0 (the default) is greedy."""
+    schema_option(p, "--temperature", "sampling.temperature", type=non_negative_float)
+    schema_option(p, "--top-k", "sampling.top_k", type=non_negative_int)
+    schema_option(p, "--top-p", "sampling.top_p", type=probability)
+    schema_option(p, "--num-samples", "sampling.num_samples", type=positive_int)
+    schema_option(p, "--sampling-seed", "sampling.seed", dest="sampling_seed", type=integer)
 
 
 def _add_deprecated_primary_method(p: argparse.ArgumentParser) -> None:
@@ -162,6 +174,13 @@ def _run_gather(args: argparse.Namespace) -> None:
 def _check_evaluate_inputs(args: argparse.Namespace) -> None:
     """Fail before any work, with the flag to fix, on inputs that are missing or inconsistent."""
     parser = args.parser
+    if hasattr(args, "num_samples"):
+        from gsm8k_eval.evaluation.requests import check_sampling
+
+        try:
+            check_sampling(args.temperature, args.num_samples, args.sampler)
+        except ValueError as error:
+            parser.error(f"--temperature/--num-samples/--sampler: {error}")
     if args.prompt_template == "fewshot" and args.num_shots > 0 and args.fewshot_data is None:
         parser.error(
             "--prompt-template fewshot needs --fewshot-data (the GSM8K train jsonl, "

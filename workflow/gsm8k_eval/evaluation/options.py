@@ -35,6 +35,11 @@ class EvaluateOptions:
     decode_rows: int = schema.default_field("sampling.decode_rows")
     segment_steps: int = schema.default_field("sampling.segment_steps")
     prefill_rows: int = schema.default_field("sampling.prefill_rows")
+    temperature: float = schema.default_field("sampling.temperature")
+    top_k: int = schema.default_field("sampling.top_k")
+    top_p: float = schema.default_field("sampling.top_p")
+    num_samples: int = schema.default_field("sampling.num_samples")
+    sampling_seed: int = schema.default_field("sampling.seed")
     prompt_template: str = schema.default_field("prompt.template")
     num_shots: int = schema.default_field("prompt.num_shots")
     prompt_seed: int = schema.default_field("prompt.seed")
@@ -96,3 +101,6 @@ class Workload:
     sampler: Any
     stop_sequences: tuple[str, ...]
     tokenizer: Any
+    # Sampled runs: the sample index of each request (examples repeated num_samples times,
+    # question-major; see evaluation/requests.py); None: greedy, one request per example.
+    sample_indices: list[int] | None = None

@@ -69,7 +69,8 @@ def write_generation_record(
         "versions": fingerprint.package_versions(VERSIONED_PACKAGES),
         "sampler": options.sampler,
         "dtype": options.dtype,
-        "temperature": 0,
+        "temperature": options.temperature,
+        **_sampling_fields(options),
         "max_generation_steps": options.max_generation_steps,
         "max_prompt_length": options.max_prompt_length,
         "eos_tokens": list(options.eos_tokens),
@@ -102,6 +103,18 @@ def write_generation_record(
     path = options.output_dir / GENERATION_RECORD
     write_json(path, record)
     return path
+
+
+def _sampling_fields(options: EvaluateOptions) -> dict[str, Any]:
+    """A sampled run's settings (none for a greedy run, whose record stays as it was)."""
+    if not options.temperature > 0:
+        return {}
+    return {
+        "top_k": options.top_k,
+        "top_p": options.top_p,
+        "num_samples": options.num_samples,
+        "sampling_seed": options.sampling_seed,
+    }
 
 
 def _rate(count: float, seconds: float) -> float | None:

@@ -21,6 +21,7 @@ from gsm8k_eval.evaluation.options import (
     ShardStats,
     Workload,
 )
+from gsm8k_eval.evaluation.requests import request_key_data
 from gsm8k_eval.evaluation.rows import generation_row
 from gsm8k_eval.io import atomic_write_text, read_json, read_jsonl, write_json, write_jsonl
 from gsm8k_eval.parts import part_shards
@@ -148,6 +149,7 @@ def _generate_shard(
             [work.prompt_ids[i] for i in shard],
             stop_sequences=work.stop_sequences,
             max_in_flight=options.batch_size,
+            **_request_keys(options, work, shard),
         )
     stats.wall_seconds += window["seconds"] + window[COMPILE_KEY]
     _add_sampler_timing(work.sampler, stats, window[COMPILE_KEY])
@@ -158,6 +160,15 @@ def _generate_shard(
     stats.examples += len(shard)
     progress.update(len(shard))
     return rows, stats
+
+
+def _request_keys(options: EvaluateOptions, work: Workload, shard: range) -> dict[str, Any]:
+    """`keys=` for a sampled run's sampler call (each request's key data); nothing if greedy."""
+    if work.sample_indices is None:
+        return {}
+    examples = [work.examples[i] for i in shard]
+    indices = [work.sample_indices[i] for i in shard]
+    return {"keys": request_key_data(options.sampling_seed, examples, indices)}
 
 
 def _add_sampler_timing(sampler: Any, stats: ShardStats, measured_compile: float) -> None:

@@ -30,9 +30,11 @@ def render_prompts(options: Any) -> tuple[list[Any], list[str], tuple[str, ...]]
 def prepare(options: EvaluateOptions) -> Workload:
     """Load the model (and checkpoint), build the sampler and tokenize the prompts."""
     from gsm8k_eval.checkpoints import LoraConfig, apply_checkpoint
+    from gsm8k_eval.evaluation import requests
     from gsm8k_eval.models import load_model
     from gsm8k_eval.sampler import SamplerConfig, make_sampler
 
+    requests.check_sampling(options.temperature, options.num_samples, options.sampler)
     examples, prompts, stop_sequences = render_prompts(options)
     loaded = load_model(options.model_dir, options.dtype)
     model = loaded.model
@@ -48,6 +50,10 @@ def prepare(options: EvaluateOptions) -> Workload:
         max_generation_steps=options.max_generation_steps,
         eos_tokens=tuple(options.eos_tokens),
         pad_id=loaded.tokenizer.pad_id,
+        temperature=options.temperature,
+        top_k=options.top_k,
+        top_p=options.top_p,
+        seed=options.sampling_seed,
     )
     sampler = make_sampler(
         options.sampler,
@@ -58,6 +64,11 @@ def prepare(options: EvaluateOptions) -> Workload:
         options.segment_steps,
         prefill_rows=options.prefill_rows,
     )
+    indices = None
+    if requests.is_sampled(options):  # one request per (question, sample index)
+        indices = requests.sample_indices(len(examples), options.num_samples)
+        examples = requests.expand(examples, options.num_samples)
+        prompts = requests.expand(prompts, options.num_samples)
     prompt_ids = [loaded.tokenizer.encode(prompt) for prompt in prompts]
     return Workload(
         examples=examples,
@@ -66,4 +77,5 @@ def prepare(options: EvaluateOptions) -> Workload:
         sampler=sampler,
         stop_sequences=stop_sequences,
         tokenizer=loaded.tokenizer,
+        sample_indices=indices,
     )

@@ -148,13 +148,15 @@ class BatchDependence:
         return bool(self.pairs)
 
 
-def _records(run: Run) -> dict[int, RolloutRecord]:
+def _records(run: Run) -> dict[Any, RolloutRecord]:
+    """By `RolloutRecord.key`: the id, or (id, sample index) in a sampled run."""
+    records = (RolloutRecord.from_json(row) for row in run.rollouts.to_dict("records"))
+    return {record.key: record for record in records}
+
+
+def _rows(run: Run) -> dict[Any, dict[str, Any]]:
     rows = run.rollouts.to_dict("records")
-    return {int(row["id"]): RolloutRecord.from_json(row) for row in rows}
-
-
-def _rows(run: Run) -> dict[int, dict[str, Any]]:
-    return {int(row["id"]): row for row in run.rollouts.to_dict("records")}
+    return {RolloutRecord.from_json(row).key: row for row in rows}
 
 
 def first_divergence_stats(divergences: Sequence[Divergence]) -> FirstDivergence | None:
@@ -177,11 +179,11 @@ def telling_examples(reference: Run, other: Run, comparison: Comparison) -> list
     return [
         Example(
             divergence=d,
-            gold=_optional_text(ref_rows[d.id].get("gold")),
-            reference_answer=_optional_text(ref_rows[d.id].get("extracted_answer")),
-            other_answer=_optional_text(other_rows[d.id].get("extracted_answer")),
-            reference_response=str(ref_rows[d.id].get("response", ""))[:ANSWER_WIDTH],
-            other_response=str(other_rows[d.id].get("response", ""))[:ANSWER_WIDTH],
+            gold=_optional_text(ref_rows[d.key].get("gold")),
+            reference_answer=_optional_text(ref_rows[d.key].get("extracted_answer")),
+            other_answer=_optional_text(other_rows[d.key].get("extracted_answer")),
+            reference_response=str(ref_rows[d.key].get("response", ""))[:ANSWER_WIDTH],
+            other_response=str(other_rows[d.key].get("response", ""))[:ANSWER_WIDTH],
         )
         for d in chosen
     ]
