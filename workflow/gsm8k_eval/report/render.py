@@ -13,7 +13,7 @@ import yaml
 from gsm8k_eval import provenance, schema
 from gsm8k_eval.io import atomic_write_text, read_json
 from gsm8k_eval.report import findings as fnd
-from gsm8k_eval.report import settings, sweeps, tables
+from gsm8k_eval.report import sampled, settings, sweeps, tables
 from gsm8k_eval.report.batch_dependence import BatchDependence, batch_dependence
 from gsm8k_eval.report.figures import figure_link, render_figures
 from gsm8k_eval.report.inputs import (
@@ -188,6 +188,8 @@ class ReportContext:
     sweeps: list[sweeps.Sweep]  # checkpoint sweeps (report/sweeps.py; empty: no section)
     sweep_figure: str | None
     compile_cache: sweeps.CompileCache | None
+    sampled: list[sampled.SampledRun]  # sampled runs (report/sampled.py; empty: no section)
+    sampled_figure: str | None
 
 
 def output_files(
@@ -239,6 +241,12 @@ def build_context(
     sweep_figure = (
         sweeps.plot_sweeps(swept, Path(inputs.figures_dir) / sweeps.SWEEP_FIGURE) if swept else None
     )
+    sampled_runs = sampled.sampled_runs(runs)
+    sampled_figure = (
+        sampled.plot_sampled(sampled_runs, Path(inputs.figures_dir) / sampled.SAMPLED_FIGURE)
+        if sampled_runs
+        else None
+    )
     return ReportContext(
         title=report_title(inputs.config),
         model_name=(inputs.config.get("model") or {}).get("name"),
@@ -274,6 +282,8 @@ def build_context(
         sweeps=swept,
         sweep_figure=figure_link(sweep_figure, inputs.out_path) if sweep_figure else None,
         compile_cache=sweeps.compile_cache(runs),
+        sampled=sampled_runs,
+        sampled_figure=figure_link(sampled_figure, inputs.out_path) if sampled_figure else None,
     )
 
 
