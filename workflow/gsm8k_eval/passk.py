@@ -1,6 +1,6 @@
 """Summary statistics of n samples per question: mean accuracy, pass@k, maj@k (issue 24).
 
-Foundations for sampled evaluation; the evaluate stage and the report do not call them yet.
+Used by the score stage (`sampled_summary.py`) and the report (`report/sampled.py`).
 
 * `pass_at_k`: the unbiased estimator of Chen et al. (2021), 1 - C(n - c, k) / C(n, k), computed
   as their numerically stable product 1 - prod_{i = n - c + 1}^{n} (1 - k / i).
