@@ -39,6 +39,15 @@ def test_sampled_section_table_and_figure(tmp_path):
     assert (float(k2.group(1)), float(k2.group(2))) == (round(100 * right, 1),) * 2
 
 
+def test_two_sampled_checkpoints_are_paired_sample_by_sample(tmp_path):
+    root = tmp_path / "results"
+    runs = {(c, 1): sampled(rollouts_for(c, 1)) for c in ("base", "lora_final")}
+    write_tree(root, runs)
+    text = render_report(root)
+    assert "### lora_final (fixed, bs 1)" in text
+    assert re.search(r"on 40 paired examples", text), text.split("##")[3][:800]
+
+
 def test_greedy_report_has_no_sampled_section(tmp_path):
     root = tmp_path / "results"
     write_tree(root, {("base", 1): rollouts_for("base", 1)})

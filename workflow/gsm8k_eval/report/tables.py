@@ -201,9 +201,12 @@ class PairedComparison:
 
 
 def _paired_frame(base: Run, other: Run) -> pd.DataFrame:
-    left = base.rollouts[["id", "question", "correct"]]
-    right = other.rollouts[["id", "correct"]]
-    merged = left.merge(right, on="id", suffixes=("_base", "_other"), validate="one_to_one")
+    """Matched by id; by (id, sample index) in sampled runs (each sample is an example)."""
+    sampled = "sample_index" in base.rollouts and "sample_index" in other.rollouts
+    keys = ["id", "sample_index"] if sampled else ["id"]
+    left = base.rollouts[[*keys, "question", "correct"]]
+    right = other.rollouts[[*keys, "correct"]]
+    merged = left.merge(right, on=keys, suffixes=("_base", "_other"), validate="one_to_one")
     return merged.astype({"correct_base": bool, "correct_other": bool})
 
 
