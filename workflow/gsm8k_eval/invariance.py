@@ -133,8 +133,7 @@ class Divergence:
         return self.reference_correct != self.other_correct
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict, including the derived `correctness_flipped` (and `sample_index` for
-        a sample of a sampled run only: a greedy run's JSON stays as it was)."""
+        """JSON-ready dict with the derived `correctness_flipped` (`sample_index`: samples only)."""
         out = {**asdict(self), "correctness_flipped": self.correctness_flipped}
         if self.sample_index is None:
             del out["sample_index"]
@@ -299,15 +298,9 @@ def _rate(count: int, total: int) -> float:
 
 
 def load_rollout_records(path: Path) -> dict[Any, RolloutRecord]:
-    """Read a rollouts.jsonl into {key: record} (the id; (id, sample index) for the samples of
-    a sampled run: `RolloutRecord.key`); duplicate keys are an error."""
-    return records_by_key(iter_jsonl(Path(path)), path)
-
-
-def records_by_key(rows: Iterable[tuple[int, Mapping[str, Any]]], path: Any) -> dict[Any, Any]:
-    """{`RolloutRecord.key`: record} of numbered rollout rows; duplicate keys are an error."""
+    """Read a rollouts.jsonl into {`RolloutRecord.key`: record}; duplicate keys are an error."""
     records: dict[Any, RolloutRecord] = {}
-    for line_no, row in rows:
+    for line_no, row in iter_jsonl(Path(path)):
         record = RolloutRecord.from_json(row)
         if record.key in records:
             raise RolloutMismatchError(f"{path}:{line_no}: duplicate id {record.key}")
