@@ -1,7 +1,6 @@
 """Batch-invariance check: compare rollouts of one checkpoint across batch sizes.
 
-Every batch size is compared with the smallest one, example by example (matched by `id`; in a
-sampled run by (`id`, `sample_index`): each sample is its own example, see `record_key`).
+Every batch size is compared with the smallest, example by example (by `RolloutRecord.key`).
 The result is written as JSON (`results/<run>/invariance/{checkpoint}/{sampler}.json`), schema:
 
 ```
@@ -93,7 +92,7 @@ class RolloutRecord:
 
     @property
     def key(self) -> int | tuple[int, int]:
-        """What the comparison matches on: the id, or (id, sample index) for a sample."""
+        """What runs are matched on: the id, or (id, sample index) for a sampled run's sample."""
         return self.id if self.sample_index is None else (self.id, self.sample_index)
 
 
