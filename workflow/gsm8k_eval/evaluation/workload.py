@@ -31,7 +31,7 @@ def prepare(options: EvaluateOptions) -> Workload:
     """Load the model (and checkpoint), build the sampler and tokenize the prompts."""
     from gsm8k_eval.checkpoints import LoraConfig, apply_checkpoint
     from gsm8k_eval.models import load_model
-    from gsm8k_eval.sampler import SamplerConfig, make_sampler
+    from gsm8k_eval.sampling import SamplerConfig, make_sampler
 
     examples, prompts, stop_sequences = render_prompts(options)
     loaded = load_model(options.model_dir, options.dtype)
