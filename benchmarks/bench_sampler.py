@@ -90,7 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--samplers",
         default="fixed,static,tunix,hf",
-        help="fixed: the engine; static: FixedSampler; tunix: stock; hf",
+        help="fixed: the engine; static: StaticSampler; tunix: stock; hf",
     )
     parser.add_argument(
         "--decode-rows",
@@ -259,7 +259,7 @@ def fills(bs: int, rows: int, default_rows: int) -> bool:
 
 def jax_rows(args: argparse.Namespace, prompts, sizes: list[int], rss: PeakRss) -> list[Row]:
     from gsm8k_eval.models import load_model
-    from gsm8k_eval.sampler import SamplerConfig, make_sampler
+    from gsm8k_eval.sampling import SamplerConfig, make_sampler
 
     loaded = load_model(args.model_dir, args.dtype)
     config = SamplerConfig(args.max_prompt_length, args.tokens, pad_id=int(loaded.tokenizer.pad_id))
@@ -310,7 +310,7 @@ def jax_rows(args: argparse.Namespace, prompts, sizes: list[int], rss: PeakRss) 
 
 def one_per_bucket(prompts: list[list[int]], max_prompt_length: int) -> list[list[int]]:
     """One prompt per prefill bucket, so the timed loop never compiles."""
-    from gsm8k_eval.sampler import Layout, bucket_for
+    from gsm8k_eval.sampling import Layout, bucket_for
 
     step = Layout().bucket_step
     return list({bucket_for(len(p), step, max_prompt_length): p for p in prompts}.values())

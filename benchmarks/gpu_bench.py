@@ -125,7 +125,7 @@ class Bench:
 
     def setup(self) -> None:
         """Start JAX, build the model and the uniform prompts."""
-        from gsm8k_eval.sampler import SamplerConfig
+        from gsm8k_eval.sampling import SamplerConfig
 
         t0 = time.perf_counter()
         self.model, model_config = common.build_model(self.args.tiny, self.args.dtype)

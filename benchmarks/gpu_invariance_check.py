@@ -7,7 +7,7 @@ bitwise equal, across processes and inside one. First every batch size runs in i
 `--isolated-prompts` prompts; then all batch sizes run in this process, which is the reference.
 Also times each batch size and runs a small negative control (the batch-dependent layout).
 Prints one JSON object as its last stdout line (and writes it to --out).
-`--sampler static` checks the static `FixedSampler` instead of the continuous-batching engine
+`--sampler static` checks the static `StaticSampler` instead of the continuous-batching engine
 (`fixed`, the default); for batch sizes above 8 give the engine that many slots
 (`--decode-rows 64`: batch sizes above `decode_rows` are capped).
 
@@ -142,7 +142,7 @@ def bits(generation) -> tuple:
 
 def _setup(args: argparse.Namespace):
     """The model, prompts and sampler: identical in every process (fixed seeds)."""
-    from gsm8k_eval.sampler import SamplerConfig, make_sampler
+    from gsm8k_eval.sampling import SamplerConfig, make_sampler
 
     model, config = build_model(args.tiny, args.dtype)
     prompts = make_prompts(args.prompts, args.max_prompt_length, config.num_embed)
@@ -269,9 +269,9 @@ def check(args: argparse.Namespace, isolated: list[dict]) -> dict:
 
 def negative_control(model, prompts, config) -> dict:
     """The batch-dependent layout (stock-like): bs=1 vs bs=8 on the same prompts."""
-    from gsm8k_eval.sampler import FixedSampler, Layout
+    from gsm8k_eval.sampling import Layout, StaticSampler
 
-    sampler = FixedSampler(model, _Ids(), config, Layout(batch_invariant=False))
+    sampler = StaticSampler(model, _Ids(), config, Layout(batch_invariant=False))
     alone = [bits(sampler.generate([p])[0]) for p in prompts]
     batched = [bits(g) for g in sampler.generate(prompts)]
     differ = sum(a != b for a, b in zip(alone, batched, strict=True))

@@ -55,22 +55,22 @@ def main(argv: list[str] | None = None) -> None:
     from flax import nnx
 
     from gsm8k_eval.models import load_model
-    from gsm8k_eval.sampler import Layout, bucket_for
-    from gsm8k_eval.step import (
-        _empty_cache,
-        _left_pad,
-        _prefill,
-        _supports_hidden_states,
-        _transposed_head,
+    from gsm8k_eval.sampling import Layout, bucket_for
+    from gsm8k_eval.sampling.step import (
+        empty_cache,
+        left_pad,
+        prefill,
+        supports_hidden_states,
+        transposed_head,
     )
 
     loaded = load_model(args.model_dir, args.dtype)
     model, pad = loaded.model, int(loaded.tokenizer.pad_id)
     region = args.max_prompt_length
     graphdef, state = nnx.split(model)
-    hidden = _supports_hidden_states(model)
-    head = _transposed_head(model, Layout()) if hidden else None
-    fn = jax.jit(partial(_prefill, graphdef, region=region, pad_id=pad, hidden=hidden))
+    hidden = supports_hidden_states(model)
+    head = transposed_head(model, Layout()) if hidden else None
+    fn = jax.jit(partial(prefill, graphdef, region=region, pad_id=pad, hidden=hidden))
     by_bucket = defaultdict(list)
     for p in prompts_of(args, loaded.tokenizer):
         by_bucket[bucket_for(len(p), Layout().bucket_step, region)].append(p)
@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> None:
 
     def run(batch: list[list[int] | None]):
         """Prefill `batch` (None: dummy row) in one call; per real row: K/V rows, token, logit."""
-        tokens = _left_pad([p or [pad] for p in batch], bucket, pad)
-        cache = _empty_cache(model, len(batch), region + 1)
+        tokens = left_pad([p or [pad] for p in batch], bucket, pad)
+        cache = empty_cache(model, len(batch), region + 1)
         cache, token, logit = fn(state, head, cache, tokens, np.arange(len(batch), dtype=np.int32))
         token, logit = np.asarray(token), np.asarray(logit)
         kv = [np.asarray(layer[x]) for layer in cache.values() for x in ("k", "v")]
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         (f"{rows} rows", [group[:rows]]),
     ):
         inputs = [
-            (_left_pad(b, bucket, pad), _empty_cache(model, len(b), region + 1)) for b in batches
+            (left_pad(b, bucket, pad), empty_cache(model, len(b), region + 1)) for b in batches
         ]
         slots = np.arange(len(batches[0]), dtype=np.int32)
         jax.block_until_ready(fn(state, head, inputs[0][1], inputs[0][0], slots))

@@ -110,9 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     import jax
     import numpy as np
 
-    from gsm8k_eval.engine import Engine, Slots
     from gsm8k_eval.models import load_model
-    from gsm8k_eval.sampler import Layout, SamplerConfig
+    from gsm8k_eval.sampling import Layout, SamplerConfig
+    from gsm8k_eval.sampling.engine import Engine, Slots
 
     loaded = load_model(args.model_dir, args.dtype)
     config = SamplerConfig(args.max_prompt_length, args.tokens, pad_id=int(loaded.tokenizer.pad_id))
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     prompts = build_prompts(args.model_dir, args.decode_rows, args.shots)
     slots = Slots.empty(args.decode_rows)
     for slot, prompt in enumerate(prompts):
-        first, _ = engine._prefill(prompt, slot)
+        [(first, _)] = engine._prefill_many([prompt], [slot])
         slots.last[slot], slots.step[slot], slots.length[slot] = first, 1, len(prompt)
         slots.limit[slot], slots.active[slot] = args.tokens, True
     slots, *_ = engine._run_segment(slots)  # compile + warm

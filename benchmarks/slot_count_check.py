@@ -53,7 +53,7 @@ def max_difference(a, b) -> float:
 def engine_rows(args: argparse.Namespace, dtype: str) -> list[dict]:
     """The engine at each of `--rows` slots against 8 slots, on the same prompts."""
     from gsm8k_eval.models import load_model
-    from gsm8k_eval.sampler import SamplerConfig, make_sampler
+    from gsm8k_eval.sampling import SamplerConfig, make_sampler
 
     loaded = load_model(args.model_dir, dtype)
     config = SamplerConfig(args.max_prompt_length, args.tokens, pad_id=int(loaded.tokenizer.pad_id))

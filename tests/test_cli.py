@@ -266,7 +266,7 @@ def test_cli_defaults_are_the_documented_ones(key, dest):
 def test_library_defaults_are_the_documented_ones():
     from gsm8k_eval.evaluate import EvaluateOptions
     from gsm8k_eval.reference import ReferenceOptions
-    from gsm8k_eval.sampler import Layout, SamplerConfig
+    from gsm8k_eval.sampling import Layout, SamplerConfig
 
     options = EvaluateOptions(Path("d"), Path("m"), Path("o"), batch_size=1)
     for key, dest in EVALUATE_FLAGS.items():

@@ -67,7 +67,11 @@ def test_a_stage_digest_follows_lazy_imports_through_helpers(tmp_path: Path) -> 
 
 def test_the_generating_stage_leaves_grading_comparing_and_rendering_out() -> None:
     evaluate = codegraph.stage_modules("evaluate")
-    assert {"gsm8k_eval.sampler", "gsm8k_eval.engine", "gsm8k_eval.models"} <= evaluate
+    assert {
+        "gsm8k_eval.sampling.static",
+        "gsm8k_eval.sampling.engine",
+        "gsm8k_eval.models",
+    } <= evaluate
     other = {"scoring", "grading", "summary", "invariance", "verdict", "report", "stats"}
     assert not {f"gsm8k_eval.{name}" for name in other} & evaluate
     assert {"gsm8k_eval.scoring", "gsm8k_eval.grading"} <= codegraph.stage_modules("score")
@@ -139,32 +143,25 @@ def test_a_stage_imports_nothing_its_digest_misses(stage: str, tmp_path: Path) -
     assert f"gsm8k_eval.{stage.replace('check-', '').replace('score', 'grading')}" in imported
 
 
-# The sampling family (its circle is removed on its own branch: shared/notes/sampling-package.md).
-SAMPLING = {
-    "gsm8k_eval.engine",
-    "gsm8k_eval.sampler",
-    "gsm8k_eval.stock_sampler",
-    "gsm8k_eval.stops",
-}
-
-
-def test_no_import_circle_outside_the_sampling_family() -> None:
-    """Imports at any depth (lazy ones too, TYPE_CHECKING blocks aside): e.g. no evaluate <->
-    summary circle since the evaluate split."""
+def test_no_import_circle_in_the_package() -> None:
+    """Imports at any depth (lazy ones too, TYPE_CHECKING blocks aside): no circle anywhere, e.g.
+    none among the sampling modules since the `sampling` package, none between evaluate and
+    summary since the evaluate split."""
     import graphlib
 
-    files = codegraph.module_files()
-    graph = {}
-    for module, path in files.items():
-        if module in SAMPLING:
-            continue
-        nodes = codegraph._walk(codegraph._parse(path).body, deep=True)
-        imported = codegraph._imported(nodes, module, path.name == "__init__.py", set(files))
-        # a package's own submodules and its parents are not circles
-        graph[module] = {
-            m
-            for m in imported - SAMPLING
-            if m != module and not m.startswith(f"{module}.") and not module.startswith(f"{m}.")
-        }
-    assert len(graph) > 40
+    graph = codegraph.import_graph()
+    assert len(graph) > 40 and "gsm8k_eval.sampling.engine" in graph
+    assert "gsm8k_eval.sampling.types" in graph["gsm8k_eval.sampling.engine"]
     list(graphlib.TopologicalSorter(graph).static_order())  # CycleError on a circle
+
+
+def test_a_planted_circle_is_found(tmp_path: Path) -> None:
+    """The check above can fail: a lazy import back from b to a is a circle."""
+    import graphlib
+
+    root = _package(tmp_path / "gsm8k_eval")
+    (root / "b.py").write_text("def g():\n    from gsm8k_eval import a\n")
+    graph = codegraph.import_graph(root)
+    assert graph["gsm8k_eval.a"] == {"gsm8k_eval.b"} and graph["gsm8k_eval.b"] == {"gsm8k_eval.a"}
+    with pytest.raises(graphlib.CycleError):
+        list(graphlib.TopologicalSorter(graph).static_order())

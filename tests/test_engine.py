@@ -1,4 +1,4 @@
-"""The continuous-batching engine: bitwise equal to the static `FixedSampler` oracle and
+"""The continuous-batching engine: bitwise equal to the static `StaticSampler` oracle and
 invariant to batch size, admission order, slot, neighbours, segment boundaries and stops.
 Tiny random Gemma 3 (float32 and bfloat16); the real 270M test is marked slow."""
 
@@ -24,22 +24,22 @@ from test_sampler import (
 )
 from tunix.models.gemma3 import model as gemma3
 
-from gsm8k_eval.attention import (
+from gsm8k_eval.sampling import (
+    STOP_EOS,
+    STOP_MAX_STEPS,
+    Generation,
+    Layout,
+    SamplerConfig,
+    StaticSampler,
+)
+from gsm8k_eval.sampling.attention import (
     PerRowAttention,
     check_tunix_attention,
     per_row_attention,
     write_rows,
 )
-from gsm8k_eval.engine import Engine, Slots
-from gsm8k_eval.sampler import (
-    STOP_EOS,
-    STOP_MAX_STEPS,
-    FixedSampler,
-    Generation,
-    Layout,
-    SamplerConfig,
-)
-from gsm8k_eval.stops import STOP_SEQUENCE, apply_stops, cut_at_stop, first_stop, settle
+from gsm8k_eval.sampling.engine import Engine, Slots
+from gsm8k_eval.sampling.stops import STOP_SEQUENCE, apply_stops, cut_at_stop, first_stop, settle
 
 SEGMENT = 5  # small, so that generations cross several segment boundaries
 DECODE = StandInTokenizer().decode
@@ -60,10 +60,10 @@ def mismatches(outputs: list[Generation], expected: list[Generation]) -> list[in
 
 @pytest.fixture(scope="module", params=["float32", "bfloat16"])
 def setup(request):
-    """Model, prompts and the static oracle's outputs (one FixedSampler call, 10 prompts)."""
+    """Model, prompts and the static oracle's outputs (one StaticSampler call, 10 prompts)."""
     model = tiny_model(request.param)
     prompts = random_prompts(LENGTHS, seed=1)
-    oracle = FixedSampler(model, StandInTokenizer(), TINY).generate(prompts)
+    oracle = StaticSampler(model, StandInTokenizer(), TINY).generate(prompts)
     return request.param, model, prompts, oracle
 
 
@@ -99,11 +99,11 @@ def test_segment_length_does_not_change_bits(setup, steps):
 def test_other_slot_counts_equal_the_oracle_with_as_many_rows(rows):
     """`decode_rows` is configuration: with 2 or 16 slots the engine equals the static sampler
     decoding as many rows, at bs 1 and at full occupancy."""
-    from gsm8k_eval.sampler import Layout
+    from gsm8k_eval.sampling import Layout
 
     model = tiny_model("float32")
     prompts = random_prompts(LENGTHS[2:8], seed=1)
-    oracle = FixedSampler(model, StandInTokenizer(), TINY, Layout(decode_rows=rows))
+    oracle = StaticSampler(model, StandInTokenizer(), TINY, Layout(decode_rows=rows))
     expected = oracle.generate(prompts)
     sampler = engine(model, layout=Layout(decode_rows=rows), choose_slot=random_slot(rows))
     for bs in (1, rows):
@@ -173,7 +173,7 @@ def batched_oracle(setup):
     """The static oracle's outputs with prefill calls of `PREFILL` rows."""
     _, model, prompts, _ = setup
     layout = Layout(prefill_rows=PREFILL)
-    return FixedSampler(model, StandInTokenizer(), TINY, layout).generate(prompts)
+    return StaticSampler(model, StandInTokenizer(), TINY, layout).generate(prompts)
 
 
 def test_prefill_rows_1_equals_the_engine_before_batched_prefill(setup):
@@ -330,7 +330,7 @@ def test_tunix_members_the_per_row_attention_relies_on(setup):
     """Fails loudly when tunix changes what `per_row_block` uses (a new tunix needs a look)."""
     import types
 
-    from gsm8k_eval import attention
+    from gsm8k_eval.sampling import attention
 
     _, model, _, _ = setup
     check_tunix_attention(model)
@@ -371,7 +371,7 @@ def test_eos_at_first_token(setup):
     dtype, model, prompts, oracle = setup
     eos = oracle[2].tokens[0]
     config = SamplerConfig(128, TINY.max_generation_steps, eos_tokens=(eos,), pad_id=0)
-    expected = FixedSampler(model, StandInTokenizer(), config).generate(prompts)
+    expected = StaticSampler(model, StandInTokenizer(), config).generate(prompts)
     out = engine(model, config).generate(prompts, max_in_flight=2)
     assert not mismatches(out, expected), dtype
     assert out[2].tokens == [eos] and out[2].stop_reason == STOP_EOS and out[2].text == ""
@@ -409,7 +409,7 @@ def test_lora_model_equals_oracle_and_is_invariant():
     lora = tiny_lora_model()
     base = tiny_model("float32", seed=4)
     prompts = random_prompts((9, 80, 33, 120), seed=3)
-    oracle = FixedSampler(lora, StandInTokenizer(), TINY).generate(prompts)
+    oracle = StaticSampler(lora, StandInTokenizer(), TINY).generate(prompts)
     sampler = engine(lora, choose_slot=random_slot(0))
     assert not mismatches(sampler.generate(prompts, max_in_flight=1), oracle)
     assert not mismatches(sampler.generate(prompts, max_in_flight=3), oracle)
@@ -429,11 +429,11 @@ def test_write_rows_writes_each_row_at_its_cursor():
 def test_negative_control_shared_cursor_differs(monkeypatch):
     """Without the per-row cache write (tunix writes every row at row 0's cursor), rows admitted
     at different times are wrong: the per-row cursor is what makes refilling possible."""
-    import gsm8k_eval.engine as engine_module
+    import gsm8k_eval.sampling.engine as engine_module
 
     model = tiny_model("float32")
     prompts = random_prompts(LENGTHS[:6], seed=1)
-    oracle = FixedSampler(model, StandInTokenizer(), TINY).generate(prompts)
+    oracle = StaticSampler(model, StandInTokenizer(), TINY).generate(prompts)
     monkeypatch.setattr(engine_module, "per_row_attention", lambda model: model)
     out = engine(model).generate(prompts, max_in_flight=3, max_new_tokens=[5, 24] * 3)
     assert any(a.tokens != b.tokens[: len(a.tokens)] for a, b in zip(out, oracle, strict=True))
@@ -468,7 +468,7 @@ def test_real_gemma3_270m_engine_is_invariant(real_model_dir, dtype):
     print(f"{dtype} stop reasons: {reasons}")
     assert len({tuple(g.tokens) for g in runs[8]}) == SLOW_PROMPTS
     if dtype == "float32":
-        static = FixedSampler(loaded.model, loaded.tokenizer, config, layout)
+        static = StaticSampler(loaded.model, loaded.tokenizer, config, layout)
         oracle = static.generate(prompts, FEWSHOT_STOPS, max_in_flight=8)
         assert [g.tokens for g in runs[8]] == [g.tokens for g in oracle]
         assert not mismatches(runs[8], oracle), "tokens equal, logit bits differ from the oracle"

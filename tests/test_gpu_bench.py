@@ -122,7 +122,7 @@ def test_prefill_rows_are_passed_through_when_supported(monkeypatch) -> None:
     """Each --prefill-rows value is its own engine; make_sampler gets it only when given."""
     from gpubench import common, throughput
 
-    import gsm8k_eval.sampler as sampler_module
+    import gsm8k_eval.sampling as sampler_module
 
     calls = []
 

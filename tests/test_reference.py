@@ -279,10 +279,10 @@ def test_reference_spec_has_exactly_the_schema_keys():
 
 def test_the_reference_stage_code_is_derived_from_its_imports():
     """Its module is out of the evaluate digest and in the reference rule's; grading is in
-    neither (the score stage's); the prompt-length check (sampler) is in both."""
+    neither (the score stage's); the prompt-length check (sampling.types) is in both."""
     from gsm8k_eval import codegraph
 
     reference, evaluate = codegraph.stage_modules("reference"), codegraph.stage_modules("evaluate")
     assert "gsm8k_eval.reference" in reference - evaluate
-    assert "gsm8k_eval.sampler" in reference & evaluate
+    assert "gsm8k_eval.sampling.types" in reference & evaluate
     assert "gsm8k_eval.scoring" not in reference | evaluate

@@ -251,7 +251,7 @@ def test_display_only_change_reruns_only_the_report(side_by_side):
 
 def test_code_that_changes_tokens_reruns_the_evaluations(side_by_side):
     clone, first, _, _ = side_by_side
-    sampler = clone / "workflow" / "gsm8k_eval" / "sampler.py"
+    sampler = clone / "workflow" / "gsm8k_eval" / "sampling" / "static.py"
     original = sampler.read_text()
     sampler.write_text(original + "\n# a change to the sampler\n")
     try:

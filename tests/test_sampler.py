@@ -23,17 +23,17 @@ from tunix.models.gemma3 import model as gemma3
 
 from gsm8k_eval import schema
 from gsm8k_eval.checkpoints import LoraConfig
-from gsm8k_eval.sampler import (
+from gsm8k_eval.sampling import (
     STOP_EOS,
     STOP_MAX_STEPS,
-    FixedSampler,
     Generation,
     Layout,
     SamplerConfig,
+    StaticSampler,
     bucket_for,
     make_sampler,
 )
-from gsm8k_eval.stock_sampler import TunixSampler
+from gsm8k_eval.sampling.stock import TunixSampler
 from gsm8k_eval.tokenizer import TokenId, Tokenizer, build_tiny_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,7 +125,7 @@ def invariance_failures(sampler, prompts, reference, batch_sizes, seed: int) -> 
 @pytest.fixture(scope="module", params=["float32", "bfloat16"])
 def tiny_setup(request):
     model = tiny_model(request.param)
-    sampler = FixedSampler(model, StandInTokenizer(), TINY)
+    sampler = StaticSampler(model, StandInTokenizer(), TINY)
     prompts = random_prompts(LENGTHS, seed=1)
     reference = [sampler.generate([p])[0] for p in prompts]
     return request.param, model, sampler, prompts, reference
@@ -148,7 +148,7 @@ def test_bucket_depends_only_on_own_length():
 
 
 def test_too_long_prompt_raises_with_lengths():
-    sampler = FixedSampler(tiny_model("float32"), StandInTokenizer(), TINY)
+    sampler = StaticSampler(tiny_model("float32"), StandInTokenizer(), TINY)
     with pytest.raises(ValueError, match=r"prompt 1 has 129 tokens.*max_prompt_length=128"):
         sampler.generate([[2, 3], [2] * 129])
     with pytest.raises(ValueError, match="empty"):
@@ -157,7 +157,7 @@ def test_too_long_prompt_raises_with_lengths():
 
 def test_make_sampler_names():
     model, tok = tiny_model("float32"), StandInTokenizer()
-    from gsm8k_eval.engine import Engine
+    from gsm8k_eval.sampling.engine import Engine
 
     engine = make_sampler("fixed", model, tok, TINY, decode_rows=4, segment_steps=3)
     assert isinstance(engine, Engine)
@@ -166,9 +166,9 @@ def test_make_sampler_names():
     engine = make_sampler("fixed", model, tok, TINY, prefill_rows=8)
     assert engine.layout.prefill_rows == 8
     static = make_sampler("static", model, tok, TINY, decode_rows=4, prefill_rows=2)
-    assert isinstance(static, FixedSampler)
+    assert isinstance(static, StaticSampler)
     assert static.layout == Layout(decode_rows=4, prefill_rows=2)
-    assert isinstance(make_sampler("static", model, tok, TINY), FixedSampler)
+    assert isinstance(make_sampler("static", model, tok, TINY), StaticSampler)
     assert isinstance(make_sampler("tunix", model, tok, TINY), TunixSampler)
     with pytest.raises(ValueError, match="unknown sampler"):
         make_sampler("vllm", model, tok, TINY)
@@ -284,7 +284,7 @@ def test_stops_on_eos_and_keeps_batchmates_going(tiny_setup):
     first = own.index(eos)
     assert first + 1 < TINY.max_generation_steps
     config = SamplerConfig(128, TINY.max_generation_steps, eos_tokens=(eos,), pad_id=0)
-    sampler = FixedSampler(model, StandInTokenizer(), config)
+    sampler = StaticSampler(model, StandInTokenizer(), config)
     out = sampler.generate([prompts[3], prompts[7]])
     assert out[0].stop_reason == STOP_EOS
     assert out[0].tokens == own[: first + 1]
@@ -325,7 +325,7 @@ def test_matches_plain_forward_pass():
     """Left padding, buckets, cache placement and positions reproduce the model itself."""
     model = tiny_model("float32", seed=3)
     prompts = random_prompts((5, 70, 128), seed=2)
-    out = FixedSampler(model, StandInTokenizer(), TINY).generate(prompts)
+    out = StaticSampler(model, StandInTokenizer(), TINY).generate(prompts)
     for prompt, generation in zip(prompts, out, strict=True):
         tokens, logits = _naive_greedy(model, prompt, 12, width=160)
         assert generation.tokens[:12] == tokens
@@ -350,11 +350,11 @@ def test_lora_model_is_applied_and_invariant():
     lora = tiny_lora_model()
     base = tiny_model("float32", seed=4)
     prompts = random_prompts((9, 80, 33), seed=3)
-    sampler = FixedSampler(lora, StandInTokenizer(), TINY)
+    sampler = StaticSampler(lora, StandInTokenizer(), TINY)
     alone = [sampler.generate([p])[0] for p in prompts]
     batched = sampler.generate(prompts)
     assert all(same(a, b) for a, b in zip(alone, batched, strict=True))
-    base_out = FixedSampler(base, StandInTokenizer(), TINY).generate(prompts)
+    base_out = StaticSampler(base, StandInTokenizer(), TINY).generate(prompts)
     assert any(a.tokens != b.tokens for a, b in zip(alone, base_out, strict=True))
     tokens, logits = _naive_greedy(lora, prompts[1], 6, width=96)
     assert alone[1].tokens[:6] == tokens
@@ -368,7 +368,7 @@ def test_negative_control_batch_dependent_layout_differs():
     """Same sampler, stock-like layout (bucket from the batch, rows = batch size): not invariant.
     Keeps the invariance test honest: the property is not trivially true on this machine."""
     model = tiny_model("float32")
-    sampler = FixedSampler(model, StandInTokenizer(), TINY, Layout(batch_invariant=False))
+    sampler = StaticSampler(model, StandInTokenizer(), TINY, Layout(batch_invariant=False))
     prompts = random_prompts((40, 50, 60, 100), seed=1)
     alone = [sampler.generate([p])[0] for p in prompts[:3]]
     batched = sampler.generate(prompts)
@@ -384,7 +384,7 @@ def test_stock_tunix_sampler_runs_behind_our_interface():
         out = sampler.generate(prompts)
     assert [len(g.tokens) for g in out] == [TINY.max_generation_steps] * 3
     assert all(g.stop_reason == STOP_MAX_STEPS and g.token_logits == [] for g in out)
-    fixed = FixedSampler(model, StandInTokenizer(), TINY).generate(prompts)
+    fixed = StaticSampler(model, StandInTokenizer(), TINY).generate(prompts)
     # Same model, same greedy rule: the first tokens agree (float32, tiny model).
     assert [g.tokens[:4] for g in out] == [g.tokens[:4] for g in fixed]
     assert set(sampler.last_timing) == {"prefill_seconds", "decode_seconds", "compile_seconds"}
@@ -399,7 +399,7 @@ def test_stock_tunix_sampler_runs_behind_our_interface():
 
 def test_fixed_sampler_times_compilation_apart():
     """Compilation is reported on its own; prefill and decode seconds exclude it."""
-    sampler = FixedSampler(tiny_model("float32"), StandInTokenizer(), TINY)
+    sampler = StaticSampler(tiny_model("float32"), StandInTokenizer(), TINY)
     prompts = random_prompts((5, 40, 90), seed=3)
     with clock_readings() as readings, compiles() as programs:
         first = sampler.generate(prompts)

@@ -8,9 +8,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pytest
 
-from gsm8k_eval.sampler import STOP_EOS, STOP_MAX_STEPS, Generation
+from gsm8k_eval.sampling import STOP_EOS, STOP_MAX_STEPS, Generation
+from gsm8k_eval.sampling.stops import STOP_SEQUENCE, cut_at_stop, settle
 from gsm8k_eval.scoring import truncate_response
-from gsm8k_eval.stops import STOP_SEQUENCE, cut_at_stop, settle
 
 WORDS = ["Question", ":", " the", "\n", "\n\n", "ab", "c", " 4", "2", "</s>", " So", "."]
 

@@ -147,14 +147,14 @@ class EngineOptions:
 
 def prefill_rows_supported() -> bool:
     """Whether this checkout's `make_sampler` takes `prefill_rows` (issue 21 item 1)."""
-    from gsm8k_eval.sampler import make_sampler
+    from gsm8k_eval.sampling import make_sampler
 
     return "prefill_rows" in inspect.signature(make_sampler).parameters
 
 
 def sampler(name: str, model: Any, config: Any, options: EngineOptions) -> Any:
     """`make_sampler(name, ...)`; `prefill_rows` only when given, and not to stock tunix."""
-    from gsm8k_eval.sampler import make_sampler
+    from gsm8k_eval.sampling import make_sampler
 
     given = options.prefill_rows is not None and name != "tunix"
     extra = {"prefill_rows": options.prefill_rows} if given else {}

@@ -93,6 +93,22 @@ def _imported(nodes: list[ast.AST], module: str, is_package: bool, known: set[st
     return found
 
 
+def import_graph(package_dir: Path = PACKAGE_DIR) -> dict[str, set[str]]:
+    """Module -> the package modules it imports at any depth (lazy imports too, TYPE_CHECKING
+    blocks aside), leaving out its own parent packages and submodules (not circles)."""
+    files = module_files(package_dir)
+    graph = {}
+    for module, path in files.items():
+        nodes = _walk(_parse(path).body, deep=True)
+        imported = _imported(nodes, module, path.name == "__init__.py", set(files))
+        graph[module] = {
+            m
+            for m in imported
+            if m != module and not m.startswith(f"{module}.") and not module.startswith(f"{m}.")
+        }
+    return graph
+
+
 def handler(command: str, package_dir: Path = PACKAGE_DIR) -> tuple[str, str]:
     """(cli module, function name) of `command`'s handler: the `subparser(sub, command,
     handler, ...)` call that registers it."""

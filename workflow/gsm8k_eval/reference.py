@@ -175,7 +175,7 @@ def _generate_batch(
     pad_id: int,
 ) -> list[Any]:
     torch, transformers = _import_torch()
-    from gsm8k_eval.stops import settle
+    from gsm8k_eval.sampling.stops import settle
 
     width = max(len(p) for p in batch)
     device = model.device
@@ -227,13 +227,13 @@ def run_reference(options: ReferenceOptions) -> Path:
     _import_torch()  # fail fast, before any work, when torch is missing
     from gsm8k_eval.evaluation.rows import generation_row
     from gsm8k_eval.evaluation.workload import render_prompts
-    from gsm8k_eval.sampler import _check_lengths
+    from gsm8k_eval.sampling.types import check_lengths
     from gsm8k_eval.tokenizer import Tokenizer
 
     examples, prompts, stops = render_prompts(options)
     tokenizer = Tokenizer.from_dir(options.model_dir)
     prompt_ids = [tokenizer.encode(prompt) for prompt in prompts]
-    _check_lengths([len(p) for p in prompt_ids], options.max_prompt_length)
+    check_lengths([len(p) for p in prompt_ids], options.max_prompt_length)
     device = torch_device(options.device)
     model = load_torch_model(options.model_dir, options.dtype, device)
     log.info("transformers greedy on %s (%s), %d prompts", device, options.dtype, len(prompts))

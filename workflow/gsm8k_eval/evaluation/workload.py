@@ -32,7 +32,7 @@ def prepare(options: EvaluateOptions) -> Workload:
     from gsm8k_eval.checkpoints import LoraConfig, apply_checkpoint
     from gsm8k_eval.evaluation import requests
     from gsm8k_eval.models import load_model
-    from gsm8k_eval.sampler import SamplerConfig, make_sampler
+    from gsm8k_eval.sampling import SamplerConfig, make_sampler
 
     requests.check_sampling(options.temperature, options.num_samples, options.sampler)
     examples, prompts, stop_sequences = render_prompts(options)

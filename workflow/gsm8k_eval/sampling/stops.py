@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from gsm8k_eval.cut import truncate_response
-from gsm8k_eval.sampler import STOP_EOS, STOP_MAX_STEPS, Generation
+from gsm8k_eval.sampling.types import STOP_EOS, STOP_MAX_STEPS, Generation
 
 STOP_SEQUENCE = "stop_sequence"
 # Tokens a tail window reaches back before the checked boundary, at least (a partial UTF-8

@@ -1,11 +1,13 @@
 """The model step on a fixed layout, shared by the static sampler and the engine: padding, the
 KV cache, the float32 head, greedy choice and the batched prefill (calls of a fixed row count,
-each row's K/V scattered into its own slot). Nothing here depends on the batch."""
+each row's K/V scattered into its own slot), the plan of a static chunk and the static decode
+loop. Nothing here depends on the batch."""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -13,7 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-Cache = dict[str, dict[str, jax.Array]]
+from gsm8k_eval.sampling.types import (
+    Cache,
+    Layout,
+    SamplerConfig,
+    bucket_for,
+    next_power_of_two,
+)
 
 
 def prefill_groups(buckets: Sequence[int], rows: int) -> tuple[tuple[int, ...], ...]:
@@ -35,13 +43,14 @@ def prefill_inputs(
     get slot index `dummy`, out of the cache's range, so their K/V are dropped."""
     if not 0 < len(prompts) <= rows or len(slots) != len(prompts):
         raise ValueError(f"a prefill call takes 1..{rows} prompts, got {len(prompts)}")
-    tokens = _left_pad([*prompts, *[[]] * (rows - len(prompts))], bucket, config.pad_id)
+    tokens = left_pad([*prompts, *[[]] * (rows - len(prompts))], bucket, config.pad_id)
     index = np.full(rows, dummy, np.int32)
     index[: len(slots)] = slots
     return tokens, index
 
 
-def _left_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int) -> np.ndarray:
+def left_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int) -> np.ndarray:
+    """Prompts as int32 rows of `length`, left-padded with `pad_id`."""
     out = np.full((len(prompts), length), pad_id, dtype=np.int32)
     for i, prompt in enumerate(prompts):
         if prompt:
@@ -49,7 +58,7 @@ def _left_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int) -> np.
     return out
 
 
-def _cache_spec(model: nnx.Module) -> tuple[int, int, int, jnp.dtype]:
+def cache_spec(model: nnx.Module) -> tuple[int, int, int, jnp.dtype]:
     """(num_layers, num_kv_heads, head_dim, dtype) of a tunix decoder's KV cache."""
     cfg = model.config
     embedder = getattr(model, "embedder", None)
@@ -61,8 +70,9 @@ def _cache_spec(model: nnx.Module) -> tuple[int, int, int, jnp.dtype]:
     return cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, dtype
 
 
-def _empty_cache(model: nnx.Module, rows: int, size: int) -> Cache:
-    layers, heads, head_dim, dtype = _cache_spec(model)
+def empty_cache(model: nnx.Module, rows: int, size: int) -> Cache:
+    """A zeroed decode KV cache of `rows` rows and `size` positions per layer."""
+    layers, heads, head_dim, dtype = cache_spec(model)
     shape = (rows, size, heads, head_dim)
     return {
         f"layer_{i}": {
@@ -74,7 +84,8 @@ def _empty_cache(model: nnx.Module, rows: int, size: int) -> Cache:
     }
 
 
-def _supports_hidden_states(model: nnx.Module) -> bool:
+def supports_hidden_states(model: nnx.Module) -> bool:
+    """Whether the model can return hidden states and has a tied embedding (the float32 head)."""
     try:
         params = inspect.signature(model.__call__).parameters
     except (TypeError, ValueError):
@@ -83,7 +94,7 @@ def _supports_hidden_states(model: nnx.Module) -> bool:
     return "output_hidden_states" in params and table is not None
 
 
-def _last_logits(model: nnx.Module, tokens, positions, cache, mask, use_hidden: bool, head):
+def last_logits(model: nnx.Module, tokens, positions, cache, mask, use_hidden: bool, head):
     """Float32 logits of the last position ([B, V]) and the updated cache.
 
     With `use_hidden`, the model's own [B, T, V] logits are unused, so XLA drops them, and the
@@ -101,7 +112,7 @@ def _last_logits(model: nnx.Module, tokens, positions, cache, mask, use_hidden: 
     return jnp.dot(hidden, head, preferred_element_type=jnp.float32).astype(jnp.float32), cache
 
 
-def _transposed_head(model: nnx.Module, layout: Any) -> jax.Array | None:
+def transposed_head(model: nnx.Module, layout: Any) -> jax.Array | None:
     """The head as a [D, V] copy when `layout.transposed_head` asks (None: only for bfloat16)."""
     table = model.embedder.input_embedding.value
     wanted = layout.transposed_head
@@ -110,12 +121,13 @@ def _transposed_head(model: nnx.Module, layout: Any) -> jax.Array | None:
     return jnp.asarray(table.T) if wanted else None
 
 
-def _greedy(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+def greedy(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Each row's argmax token and its float32 logit."""
     token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     return token, jnp.take_along_axis(logits, token[:, None], axis=-1)[:, 0]
 
 
-def _prefill(
+def prefill(
     graphdef,
     state,
     head,
@@ -147,8 +159,8 @@ def _prefill(
         }
         for name, layer in cache.items()
     }
-    logits, small = _last_logits(model, tokens, positions, small, mask, hidden, head)
-    token, logit = _greedy(logits) if keys is None else sampling.choose(logits, keys, 0)
+    logits, small = last_logits(model, tokens, positions, small, mask, hidden, head)
+    token, logit = greedy(logits) if keys is None else sampling.choose(logits, keys, 0)
     size = next(iter(cache.values()))["k"].shape[1]
     pad = ((0, 0), (region - length, size - region), (0, 0), (0, 0))
 
@@ -164,3 +176,87 @@ def _prefill(
         for name, layer in cache.items()
     }
     return cache, token, logit
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The shapes of one chunk of a batch."""
+
+    rows: int  # decode rows (chunk padded with dummy rows)
+    prompt_region: int  # cache index where every prompt ends
+    buckets: tuple[int, ...]  # prefill length of each real row
+    groups: tuple[tuple[int, ...], ...]  # real-row indices prefilled together (one bucket)
+    prefill_rows: int  # rows of every prefill call (a group padded with dummy rows)
+
+
+def plan_chunk(lengths: Sequence[int], config: SamplerConfig, layout: Layout) -> Plan:
+    """The shapes of one chunk of a static batch (batch dependent without `batch_invariant`)."""
+    n = len(lengths)
+    if not layout.batch_invariant:
+        bucket = next_power_of_two(max(lengths))
+        return Plan(n, bucket, (bucket,) * n, (tuple(range(n)),), n)
+    buckets = tuple(bucket_for(k, layout.bucket_step, config.max_prompt_length) for k in lengths)
+    groups = prefill_groups(buckets, layout.prefill_rows)
+    return Plan(layout.decode_rows, config.max_prompt_length, buckets, groups, layout.prefill_rows)
+
+
+@dataclass
+class DecodeState:
+    """Loop carry of the decode while_loop."""
+
+    step: jax.Array
+    last: jax.Array  # [R] last token
+    done: jax.Array  # [R]
+    tokens: jax.Array  # [R, G]
+    logits: jax.Array  # [R, G] float32
+    cache: Cache
+
+
+jax.tree_util.register_dataclass(
+    DecodeState, data_fields=["step", "last", "done", "tokens", "logits", "cache"], meta_fields=[]
+)
+
+
+def decode_loop(
+    graphdef, state, head, cache, first, first_logit, done, lengths, eos, region, steps, hidden
+):
+    """Greedy decode loop: step 0 holds the prefill token; stops when all rows are done."""
+    rows = first.shape[0]
+    size = next(iter(cache.values()))["k"].shape[1]
+    start = region - lengths  # first valid cache index of each row
+    key_index = jnp.arange(size)[None, :]
+
+    def body(s: DecodeState) -> DecodeState:
+        model = nnx.merge(graphdef, state)
+        write = region + s.step - 1
+        cache = {
+            name: {**layer, "end_index": jnp.full((rows,), write, jnp.int32)}
+            for name, layer in s.cache.items()
+        }
+        positions = (lengths + s.step - 1)[:, None]
+        mask = ((key_index >= start[:, None]) & (key_index <= write))[:, None, :]
+        logits, cache = last_logits(model, s.last[:, None], positions, cache, mask, hidden, head)
+        token, logit = greedy(logits)
+        token = jnp.where(s.done, jnp.int32(0), token)
+        return DecodeState(
+            step=s.step + 1,
+            last=token,
+            done=s.done | jnp.isin(token, eos),
+            tokens=s.tokens.at[:, s.step].set(token),
+            logits=s.logits.at[:, s.step].set(jnp.where(s.done, 0.0, logit)),
+            cache=cache,
+        )
+
+    def cond(s: DecodeState) -> jax.Array:
+        return (s.step < steps) & ~jnp.all(s.done)
+
+    init = DecodeState(
+        step=jnp.int32(1),
+        last=first,
+        done=done | jnp.isin(first, eos),
+        tokens=jnp.zeros((rows, steps), jnp.int32).at[:, 0].set(first),
+        logits=jnp.zeros((rows, steps), jnp.float32).at[:, 0].set(first_logit),
+        cache=cache,
+    )
+    final = jax.lax.while_loop(cond, body, init)
+    return final.tokens, final.logits, final.step

@@ -15,14 +15,9 @@ import jax
 import numpy as np
 from flax import nnx
 
-from gsm8k_eval.sampler import (
-    Generation,
-    SamplerConfig,
-    _finish,
-    _in_batches,
-    _next_power_of_two,
-)
-from gsm8k_eval.step import _cache_spec
+from gsm8k_eval.sampling.batches import in_batches
+from gsm8k_eval.sampling.step import cache_spec
+from gsm8k_eval.sampling.types import Generation, SamplerConfig, finish_row, next_power_of_two
 from gsm8k_eval.timing import timed
 
 
@@ -83,9 +78,9 @@ class TunixSampler:
     def __post_init__(self) -> None:
         from tunix.generate.sampler import CacheConfig
 
-        layers, heads, head_dim, _ = _cache_spec(self.model)
+        layers, heads, head_dim, _ = cache_spec(self.model)
         cache_size = (
-            _next_power_of_two(self.config.max_prompt_length) + self.config.max_generation_steps
+            next_power_of_two(self.config.max_prompt_length) + self.config.max_generation_steps
         )
         self._sampler = _stock_sampler_class()(
             self.model,
@@ -108,7 +103,7 @@ class TunixSampler:
 
         At temperature > 0 tunix samples on its own (`sampling_arguments`): `keys` are ignored,
         so its samples depend on the batch (the negative control of sampled evaluation)."""
-        return _in_batches(self, prompts, max_in_flight, stop_sequences)
+        return in_batches(self, prompts, max_in_flight, stop_sequences)
 
     def _generate(self, prompts: list[list[int]]) -> list[Generation]:
         """One batch (lengths already checked by `generate`)."""
@@ -133,6 +128,6 @@ class TunixSampler:
         empty = np.zeros(buffer.shape[1], np.float32)
         out = []
         for row in buffer[: len(prompts)]:
-            generation = _finish(row, empty, cfg.eos_tokens, self.tokenizer.decode)
+            generation = finish_row(row, empty, cfg.eos_tokens, self.tokenizer.decode)
             out.append(dataclasses.replace(generation, token_logits=[]))
         return out

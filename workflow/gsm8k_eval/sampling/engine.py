@@ -4,7 +4,7 @@ Reads as state → prefill → decode segment → scheduler:
 
 * **State.** A fixed number of physical slots (`Layout.decode_rows`), one KV-cache row each, of
   `max_prompt_length + max_generation_steps` positions. Every prompt ends at cache index
-  `max_prompt_length` (as in the static `FixedSampler`), so its keys sit at indices that depend
+  `max_prompt_length` (as in the static `StaticSampler`), so its keys sit at indices that depend
   on that prompt only. Per slot: last token, tokens generated so far (its own cache cursor),
   prompt length, token budget, active flag.
 * **Prefill.** Prompts admitted together are grouped by length bucket; each group is prefilled
@@ -44,21 +44,27 @@ import numpy as np
 from flax import nnx
 
 from gsm8k_eval import schema
-from gsm8k_eval.attention import check_tunix_attention, per_row_attention
 from gsm8k_eval.draw import DrawConfig, key_data
-from gsm8k_eval.sampler import Generation, Layout, SamplerConfig, _check_lengths, bucket_for
-from gsm8k_eval.step import (
-    Cache,
-    _empty_cache,
-    _greedy,
-    _last_logits,
-    _prefill,
-    _supports_hidden_states,
-    _transposed_head,
+from gsm8k_eval.sampling.attention import check_tunix_attention, per_row_attention
+from gsm8k_eval.sampling.step import (
+    empty_cache,
+    greedy,
+    last_logits,
+    prefill,
     prefill_groups,
     prefill_inputs,
+    supports_hidden_states,
+    transposed_head,
 )
-from gsm8k_eval.stops import settle
+from gsm8k_eval.sampling.stops import settle
+from gsm8k_eval.sampling.types import (
+    Cache,
+    Generation,
+    Layout,
+    SamplerConfig,
+    bucket_for,
+    check_lengths,
+)
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +158,8 @@ def _segment(
         cache = {name: {**layer, "end_index": write} for name, layer in cache.items()}
         mask = ((key_index >= start[:, None]) & (key_index <= write[:, None]))[:, None, :]
         positions = (s.length + s.step - 1)[:, None]
-        out, cache = _last_logits(model, s.last[:, None], positions, cache, mask, hidden, head)
-        token, logit = _greedy(out) if s.key is None else sampling.choose(out, s.key, s.step)
+        out, cache = last_logits(model, s.last[:, None], positions, cache, mask, hidden, head)
+        token, logit = greedy(out) if s.key is None else sampling.choose(out, s.key, s.step)
         emit = s.active
         step = s.step + emit
         s = Slots(
@@ -240,20 +246,20 @@ class Engine:
 
     def __post_init__(self) -> None:
         if not self.layout.batch_invariant:
-            raise ValueError("the engine is batch invariant by design; use FixedSampler")
+            raise ValueError("the engine is batch invariant by design; use StaticSampler")
         if self.segment_steps < 1:
             raise ValueError(f"segment_steps must be >= 1, got {self.segment_steps}")
         check_tunix_attention(self.model)
         self._graphdef, self._state = nnx.split(self.model)
-        self._hidden = _supports_hidden_states(self.model)
-        self._head = _transposed_head(self.model, self.layout) if self._hidden else None
+        self._hidden = supports_hidden_states(self.model)
+        self._head = transposed_head(self.model, self.layout) if self._hidden else None
         cfg = self.config
         self._region = cfg.max_prompt_length
         self._eos = jnp.asarray(cfg.eos_tokens, jnp.int32)
         self._draw = DrawConfig(cfg.temperature, cfg.top_k, cfg.top_p)
         self._prefill_jit = jax.jit(
             partial(
-                _prefill,
+                prefill,
                 self._graphdef,
                 region=self._region,
                 pad_id=cfg.pad_id,
@@ -294,12 +300,8 @@ class Engine:
         cache, self._cache = self._cache, None
         if cache is None:
             size = self._region + self.config.max_generation_steps
-            cache = _empty_cache(self.model, self.layout.decode_rows, size)
+            cache = empty_cache(self.model, self.layout.decode_rows, size)
         return cache
-
-    def _prefill(self, prompt: list[int], slot: int) -> tuple[int, float]:
-        """Prefill one prompt into `slot`; its first token and logit."""
-        return self._prefill_many([prompt], [slot])[0]
 
     def _prefill_many(
         self, prompts: Sequence[list[int]], slots: Sequence[int], keys: Any = None
@@ -362,7 +364,7 @@ class Engine:
         A `ValueError` for a too-long or empty prompt is raised before anything is computed.
         """
         cfg, rows = self.config, self.layout.decode_rows
-        _check_lengths([len(p) for p in prompts], cfg.max_prompt_length)
+        check_lengths([len(p) for p in prompts], cfg.max_prompt_length)
         keys = request_key_rows(keys, len(prompts), self._draw.sampled)
         limits = list(max_new_tokens or [cfg.max_generation_steps] * len(prompts))
         if len(limits) != len(prompts) or not all(
