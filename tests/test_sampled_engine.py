@@ -12,9 +12,10 @@ from test_engine import SEGMENT, mismatches, random_slot
 from test_sampler import LENGTHS, TINY, StandInTokenizer, random_prompts, tiny_model
 
 from gsm8k_eval import draw
-from gsm8k_eval.engine import Engine
-from gsm8k_eval.sampler import FixedSampler, Layout
-from gsm8k_eval.stock_sampler import TunixSampler, sampling_arguments
+from gsm8k_eval.sampling.engine import Engine
+from gsm8k_eval.sampling.static import StaticSampler
+from gsm8k_eval.sampling.stock import TunixSampler, sampling_arguments
+from gsm8k_eval.sampling.types import Layout
 
 SAMPLED = dataclasses.replace(TINY, temperature=0.8, top_k=64, top_p=0.95)
 
@@ -84,7 +85,7 @@ def test_temperature_zero_is_the_greedy_engine_and_ignores_keys():
     """Temperature 0 with keys equals the greedy oracle (the static sampler) bitwise."""
     model = tiny_model("float32")
     prompts = random_prompts(LENGTHS, seed=1)
-    oracle = FixedSampler(model, StandInTokenizer(), TINY).generate(prompts)
+    oracle = StaticSampler(model, StandInTokenizer(), TINY).generate(prompts)
     zero = dataclasses.replace(SAMPLED, temperature=0)
     out = sampled_engine(model, zero).generate(prompts, max_in_flight=3, keys=keys_for(0, 10))
     assert not mismatches(out, oracle)
@@ -139,7 +140,7 @@ def test_sampled_engine_needs_keys():
 
 def test_static_sampler_refuses_temperature():
     with pytest.raises(ValueError, match="greedily"):
-        FixedSampler(tiny_model("float32"), StandInTokenizer(), SAMPLED)
+        StaticSampler(tiny_model("float32"), StandInTokenizer(), SAMPLED)
 
 
 def test_stock_tunix_gets_its_own_sampling_arguments():
