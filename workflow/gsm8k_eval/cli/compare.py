@@ -27,6 +27,14 @@ def add_check_invariance(sub) -> None:
         " (one checkpoint and sampler)",
     )
     p.add_argument(
+        "--spot-check",
+        action="append",
+        default=[],
+        metavar="BS=PATH",
+        help="a spot check's rollouts (the first examples only, at a batch size --rollouts "
+        "lacks): compared with the full run on the examples they share, and labelled so",
+    )
+    p.add_argument(
         "--fail-on-divergence",
         action="store_true",
         help="exit non-zero (after writing --out) on any divergence; the pipeline leaves this "
@@ -45,13 +53,14 @@ def _run_check_invariance(args: argparse.Namespace) -> None:
         checkpoint=args.checkpoint,
         sampler=args.sampler,
         fail_on_divergence=args.fail_on_divergence,
+        spot_checks=dict(_batch_size_path(item, "--spot-check") for item in args.spot_check),
     )
 
 
-def _batch_size_path(item: str) -> tuple[int, Path]:
+def _batch_size_path(item: str, flag: str = "--rollouts") -> tuple[int, Path]:
     size, sep, path = item.partition("=")
     if not sep or not size.isdigit():
-        raise ValueError(f"--rollouts expects BS=PATH, got {item!r}")
+        raise ValueError(f"{flag} expects BS=PATH, got {item!r}")
     return int(size), Path(path)
 
 
