@@ -113,7 +113,8 @@ class RunPaths:
 
     def spot_argument(self, cfg: PipelineConfig, checkpoint: str, sampler: str) -> str:
         """`--spot-check BS=PATH` for `gsm8k-eval check-invariance`; empty without one."""
-        pairs = zip(cfg.spot_check_sizes(sampler), self.spot_rollouts(cfg, checkpoint, sampler))
+        sizes, paths = cfg.spot_check_sizes(sampler), self.spot_rollouts(cfg, checkpoint, sampler)
+        pairs = zip(sizes, paths, strict=True)
         return " ".join(f"--spot-check {b}={shlex.quote(p)}" for b, p in pairs)
 
     def all_invariance(self, cfg: PipelineConfig) -> list[str]:
