@@ -1,4 +1,5 @@
-"""Subcommands that compare and report: check-invariance, render-report, verdict."""
+"""Subcommands that compare and report: check-invariance, render-report, verdict,
+compare-protocols."""
 
 from __future__ import annotations
 
@@ -157,3 +158,34 @@ def _run_verdict(args: argparse.Namespace) -> None:
     from gsm8k_eval.verdict import verdict
 
     verdict(args.invariance, args.out, fail_on_divergence=args.fail_on_divergence)
+
+
+# --- compare-protocols ------------------------------------------------------------------------
+
+
+def add_compare_protocols(sub) -> None:
+    p = subparser(
+        sub,
+        "compare-protocols",
+        _run_compare_protocols,
+        "Put several runs (one protocol each: prompt and grading) side by side: accuracy ± "
+        "standard error per checkpoint, sampler and batch size, one column per run.",
+    )
+    p.add_argument(
+        "--runs",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="results/<run> folders, one per protocol (e.g. of configs/gemma3-1b-it-gsm8k*.yaml)",
+    )
+    p.add_argument(
+        "--labels", nargs="*", default=[], help="column names, one per run (default: run folder)"
+    )
+    p.add_argument("--template-dir", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=Path("results/protocols.md"))
+
+
+def _run_compare_protocols(args: argparse.Namespace) -> None:
+    from gsm8k_eval.report.protocols import render_protocols
+
+    render_protocols(args.runs, args.out, args.labels, args.template_dir)
