@@ -152,10 +152,11 @@ def require_slurm_plugin() -> None:
 def test_slurm_profile_gpu_only_for_the_gpu_rules():
     profile = load_profile("slurm")
     assert profile["executor"] == "slurm"
-    for rule in ("evaluate", "reference"):  # the reference is a multi-hour GPU job too
+    gpu_rules = ("evaluate", "evaluate_spot_check", "reference")  # the reference: hours on a GPU
+    for rule in gpu_rules:
         assert profile["set-resources"][rule]["gpu"] == 1, rule
     for rule, resources in profile["set-resources"].items():
-        if rule not in {"evaluate", "reference"}:
+        if rule not in gpu_rules:
             assert "gpu" not in resources, rule
     assert not {"gpu", "gpus", "gres"} & set(profile.get("default-resources", {}))
     assert profile["retries"] >= 1, "preempted evaluate jobs must be resubmitted"
@@ -179,7 +180,9 @@ def test_cloud_profiles_use_their_executors_gpu_names():
     assert "nvidia_gpu" not in evaluate
     assert kube["default-storage-provider"] == "gcs"
     for profile in (batch, kube):
-        assert set(profile["set-resources"]) == {"evaluate"}
+        assert set(profile["set-resources"]) == {"evaluate", "evaluate_spot_check"}
+        spot = profile["set-resources"]["evaluate_spot_check"]
+        assert spot == profile["set-resources"]["evaluate"]
 
 
 def test_local_gpu_profile():

@@ -123,7 +123,7 @@ def test_protocol_runs_end_to_end_on_the_real_270m(name, real_model_dir, gsm8k_d
 
 # Projected minutes per job of the seed study on one H200 (README "Cost of the seed study"):
 # the SLURM profile's runtime must cover the slowest job of each GPU rule.
-PROJECTED_MINUTES = {"evaluate": 17, "reference": 15 * 60}
+PROJECTED_MINUTES = {"evaluate": 17, "evaluate_spot_check": 2, "reference": 15 * 60}
 
 
 def _planned(output: str) -> list[tuple[str, dict[str, str]]]:
@@ -164,9 +164,11 @@ def test_one_gpu_box_plan_gives_every_gpu_job_the_gpu(name, tmp_path):
     configfile = str(REPO / "configs" / name)
     jobs = _dry_run(tmp_path, "--profile", "profiles/local-gpu", "--configfile", configfile)
     gpu_jobs = [rule for rule, resources in jobs if resources.get("gpu") == "1"]
-    assert gpu_jobs.count("evaluate") == 12
+    # 3 checkpoints x (fixed at bs 32, tunix at bs 1 and 32), and fixed's bs 1 spot check each
+    assert gpu_jobs.count("evaluate") == 9
+    assert gpu_jobs.count("evaluate_spot_check") == 3
     assert gpu_jobs.count("reference") == (1 if _load(name)["reference"]["enabled"] else 0)
-    assert set(gpu_jobs) <= {"evaluate", "reference"}
+    assert set(gpu_jobs) <= {"evaluate", "evaluate_spot_check", "reference"}
 
 
 def test_slurm_plan_gives_gpu_jobs_a_gpu_and_a_runtime_above_their_cost(tmp_path):
@@ -175,7 +177,7 @@ def test_slurm_plan_gives_gpu_jobs_a_gpu_and_a_runtime_above_their_cost(tmp_path
     configfile = str(REPO / "configs" / "gemma3-1b-it-gsm8k.yaml")
     jobs = _dry_run(tmp_path, "--profile", "profiles/slurm", "--configfile", configfile)
     gpu_rules = {rule for rule, _ in jobs} & set(PROJECTED_MINUTES)
-    assert gpu_rules == {"evaluate", "reference"}
+    assert gpu_rules == {"evaluate", "evaluate_spot_check", "reference"}
     for rule, resources in jobs:
         if rule in PROJECTED_MINUTES:
             assert resources["gpu"] == "1", (rule, resources)

@@ -33,12 +33,19 @@ def reference_arguments(paths: RunPaths, cfg: PipelineConfig) -> str:
     return " ".join(f"{flag} {shlex.quote(str(value))}" for flag, value in flags)
 
 
-def evaluate_arguments(paths: RunPaths, cfg: PipelineConfig) -> str:
-    """The config-derived flags of `gsm8k-eval evaluate` (a param: changing one reruns)."""
-    flags = _evaluate_flags(cfg)
+def evaluate_arguments(paths: RunPaths, cfg: PipelineConfig, limit: int | None = None) -> str:
+    """The config-derived flags of `gsm8k-eval evaluate` (a param: changing one reruns);
+    `limit`: the examples evaluated, when not the config's `limit` (a spot check)."""
+    flags = _evaluate_flags(cfg, cfg.limit if limit is None else limit)
     if cfg.prompt.needs_train_split:
         flags.append(("--fewshot-data", paths.dataset("train")))
     return " ".join(f"{flag} {shlex.quote(str(value))}" for flag, value in flags)
+
+
+def spot_check_arguments(paths: RunPaths, cfg: PipelineConfig) -> str:
+    """`gsm8k-eval evaluate`'s flags for a spot check: the evaluation's own, on the first
+    `spot_check.examples` examples (`--limit`: `load_examples` keeps dataset order)."""
+    return evaluate_arguments(paths, cfg, limit=cfg.spot_check_examples)
 
 
 def fail_on_divergence_flag(cfg: PipelineConfig, sampler: str) -> str:
@@ -89,7 +96,7 @@ def local_dataset_inputs(cfg: PipelineConfig, split: str) -> list[str]:
     return [] if ":" in source.split("/")[0] else [source]
 
 
-def _evaluate_flags(cfg: PipelineConfig) -> list[tuple[str, object]]:
+def _evaluate_flags(cfg: PipelineConfig, limit: int | None) -> list[tuple[str, object]]:
     s, p, lora = cfg.sampling, cfg.prompt, cfg.lora
     flags: list[tuple[str, object]] = [
         ("--dtype", s.dtype),
@@ -110,8 +117,8 @@ def _evaluate_flags(cfg: PipelineConfig) -> list[tuple[str, object]]:
         ("--model-source", cfg.model.source),
         ("--config-hash", cfg.evaluation_hash()),
     ]
-    if cfg.limit is not None:
-        flags.append(("--limit", cfg.limit))
+    if limit is not None:
+        flags.append(("--limit", limit))
     if cfg.gpu_determinism != schema.default("evaluation.gpu_determinism"):
         flags.append(("--gpu-determinism", cfg.gpu_determinism))  # so a default run's params stay
     if s.sampled:  # only then: a greedy run's params stay as they were

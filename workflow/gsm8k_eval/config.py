@@ -121,6 +121,14 @@ class PromptSpec:
 
 
 @dataclass(frozen=True)
+class SpotCheckSpec:
+    """`spot_check:` the first `examples` examples at one more batch size (None: off)."""
+
+    examples: int | None
+    batch_size: int
+
+
+@dataclass(frozen=True)
 class ReferenceSpec:
     """The optional PyTorch reference stage (`reference:`)."""
 
@@ -153,6 +161,11 @@ class PipelineConfig:
     parallel_jobs: int
     compilation_cache: str | None  # as configured (<run> not yet filled in)
     gpu_determinism: str = schema.default_field("evaluation.gpu_determinism")
+    # per sampler, when `batch_sizes` is a mapping (else every sampler has `batch_sizes`)
+    sampler_batch_sizes: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    spot_check: SpotCheckSpec = field(
+        default_factory=lambda: SpotCheckSpec(**schema.default("spot_check"))
+    )
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -178,7 +191,7 @@ class PipelineConfig:
             limit=config["limit"],
             checkpoints=checkpoints,
             lora=LoraSpec(**config["lora"]),
-            batch_sizes=tuple(sorted(config["batch_sizes"])),
+            batch_sizes=_all_batch_sizes(config["batch_sizes"]),
             samplers=tuple(config["samplers"]),
             sampling=SamplingSpec(**sampling),
             prompt=PromptSpec(**config["prompt"]),
@@ -190,6 +203,8 @@ class PipelineConfig:
             parallel_jobs=config["evaluation"]["parallel_jobs"],
             compilation_cache=config["evaluation"]["compilation_cache"],
             gpu_determinism=config["evaluation"]["gpu_determinism"],
+            sampler_batch_sizes=_sampler_batch_sizes(config["batch_sizes"]),
+            spot_check=SpotCheckSpec(**config["spot_check"]),
             raw=config,
         )
 
@@ -202,6 +217,26 @@ class PipelineConfig:
     @property
     def checkpoint_names(self) -> list[str]:
         return [c.name for c in self.checkpoints]
+
+    def batch_sizes_for(self, sampler: str) -> tuple[int, ...]:
+        """The batch sizes `sampler` is evaluated at on every example (sorted)."""
+        return dict(self.sampler_batch_sizes).get(sampler, self.batch_sizes)
+
+    def spot_check_sizes(self, sampler: str) -> tuple[int, ...]:
+        """The spot check's batch size for `sampler`, when it has one: spot_check is on and
+        the sampler's batch sizes do not include it (else its full run compares already)."""
+        spot = self.spot_check
+        if spot.examples is None or spot.batch_size in self.batch_sizes_for(sampler):
+            return ()
+        return (spot.batch_size,)
+
+    @property
+    def spot_check_examples(self) -> int | None:
+        """How many examples (the first ones) a spot check evaluates: never more than `limit`."""
+        examples = self.spot_check.examples
+        if examples is None or self.limit is None:
+            return examples
+        return min(examples, self.limit)
 
     def evaluation_hash(self) -> str:
         """Hash of every setting that changes generations.
@@ -237,6 +272,21 @@ def _check_sampling(sampling: dict[str, Any], config: dict[str, Any]) -> None:
             "reference.enabled: the PyTorch reference decodes greedily; it cannot be compared "
             "with a sampled run (sampling.temperature > 0): disable it"
         )
+
+
+def _all_batch_sizes(sizes: list[int] | dict[str, list[int]]) -> tuple[int, ...]:
+    """Every batch size of the config (of any sampler, when given per sampler), sorted."""
+    lists = sizes.values() if isinstance(sizes, dict) else [sizes]
+    return tuple(sorted({bs for values in lists for bs in values}))
+
+
+def _sampler_batch_sizes(
+    sizes: list[int] | dict[str, list[int]],
+) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """`batch_sizes` given per sampler, as sorted tuples; () for one list."""
+    if not isinstance(sizes, dict):
+        return ()
+    return tuple((sampler, tuple(sorted(values))) for sampler, values in sizes.items())
 
 
 def _reference_spec(

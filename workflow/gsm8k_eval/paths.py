@@ -92,12 +92,30 @@ class RunPaths:
         return f"{self.root}/invariance/{checkpoint}/{sampler}.json"
 
     def all_summaries(self, cfg: PipelineConfig) -> list[str]:
+        """Every full evaluation's summary (each sampler at its own batch sizes)."""
         return [
             self.summary(c, s, b)
             for c in cfg.checkpoint_names
             for s in cfg.samplers
-            for b in cfg.batch_sizes
+            for b in cfg.batch_sizes_for(s)
         ]
+
+    def spot_dir(self, checkpoint: str, sampler: str, batch_size: int | str) -> str:
+        """A spot check's evaluation: the first `spot_check.examples` examples only."""
+        return f"{self.root}/spot/{checkpoint}/{sampler}/bs{batch_size}"
+
+    def spot_rollouts(self, cfg: PipelineConfig, checkpoint: str, sampler: str) -> list[str]:
+        """The spot check rollouts of a checkpoint and sampler (none when it has no spot check)."""
+        return [
+            f"{self.spot_dir(checkpoint, sampler, b)}/rollouts.jsonl"
+            for b in cfg.spot_check_sizes(sampler)
+        ]
+
+    def spot_argument(self, cfg: PipelineConfig, checkpoint: str, sampler: str) -> str:
+        """`--spot-check BS=PATH` for `gsm8k-eval check-invariance`; empty without one."""
+        sizes, paths = cfg.spot_check_sizes(sampler), self.spot_rollouts(cfg, checkpoint, sampler)
+        pairs = zip(sizes, paths, strict=True)
+        return " ".join(f"--spot-check {b}={shlex.quote(p)}" for b, p in pairs)
 
     def all_invariance(self, cfg: PipelineConfig) -> list[str]:
         return [self.invariance(c, s) for c in cfg.checkpoint_names for s in cfg.samplers]
@@ -109,14 +127,14 @@ class RunPaths:
         return [f"{self.checkpoint_dir(c)}/manifest.json" for c in cfg.checkpoint_names]
 
     def checkpoint_rollouts(self, cfg: PipelineConfig, checkpoint: str, sampler: str) -> list[str]:
-        return [self.rollouts(checkpoint, sampler, b) for b in cfg.batch_sizes]
+        """The full runs' rollouts of a checkpoint and sampler, one per batch size."""
+        return [self.rollouts(checkpoint, sampler, b) for b in cfg.batch_sizes_for(sampler)]
 
     def rollouts_argument(self, cfg: PipelineConfig, checkpoint: str, sampler: str) -> str:
         """`BS=PATH …` for `gsm8k-eval check-invariance --rollouts`."""
         paths = self.checkpoint_rollouts(cfg, checkpoint, sampler)
-        return " ".join(
-            f"{b}={shlex.quote(p)}" for b, p in zip(cfg.batch_sizes, paths, strict=True)
-        )
+        sizes = cfg.batch_sizes_for(sampler)
+        return " ".join(f"{b}={shlex.quote(p)}" for b, p in zip(sizes, paths, strict=True))
 
     def reference_dir(self, checkpoint: str) -> str:
         return f"{self.root}/reference/{checkpoint}"

@@ -140,11 +140,22 @@ def _coerce_object(spec: dict[str, Any], value: dict[str, Any]) -> None:
 def _coerce_value(spec: dict[str, Any], value: Any) -> Any:
     if isinstance(value, str):
         value = _parse_string(spec, value)
+    spec = _container_option(spec, value)
     if isinstance(value, dict):
         _coerce_object(spec, value)
     elif isinstance(value, list) and isinstance(spec.get("items"), dict):
         value = [_coerce_value(spec["items"], item) for item in value]
     return value
+
+
+def _container_option(spec: dict[str, Any], value: Any) -> dict[str, Any]:
+    """The `anyOf` alternative of a list's or a mapping's type (e.g. `batch_sizes`, a list or
+    one list per sampler), else `spec` itself."""
+    kind = "array" if isinstance(value, list) else "object" if isinstance(value, dict) else None
+    for option in spec.get("anyOf", []) if kind else []:
+        if option.get("type") == kind:
+            return option
+    return spec
 
 
 def _parse_string(spec: dict[str, Any], text: str) -> Any:

@@ -19,6 +19,7 @@ from gsm8k_eval.commands import (
     local_dataset_inputs,
     part_argument,
     reference_gpu_request,
+    spot_check_arguments,
     step_argument,
     verdict_flag,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "reference_checkpoints",
     "reference_gpu_request",
     "report_templates",
+    "spot_check_arguments",
     "step_argument",
     "verdict_flag",
 ]

@@ -75,6 +75,31 @@ def config_errors(config: dict[str, Any]) -> list[str]:
 
 def _semantic_errors(config: dict[str, Any]) -> list[str]:
     """Checks the schema cannot express, on a schema-valid config as the user wrote it."""
+    return _sampler_batch_size_errors(config) + _lora_errors(config)
+
+
+def _sampler_batch_size_errors(config: dict[str, Any]) -> list[str]:
+    """A per-sampler `batch_sizes` mapping names exactly the samplers of `samplers`."""
+    sizes = config.get("batch_sizes")
+    if not isinstance(sizes, dict):
+        return []
+    samplers = config.get("samplers") or schema.default("samplers")
+    missing = [s for s in samplers if s not in sizes]
+    extra = [s for s in sizes if s not in samplers]
+    lines = [
+        f"batch_sizes: no batch sizes for sampler {s!r} (samplers lists it): add "
+        f"`{s}: [..]` or give one list for every sampler"
+        for s in missing
+    ]
+    return lines + [
+        f"batch_sizes.{s}: sampler {s!r} is not in samplers ({', '.join(samplers)}): remove "
+        "it or add it to samplers"
+        for s in extra
+    ]
+
+
+def _lora_errors(config: dict[str, Any]) -> list[str]:
+    """An explicit `lora.alpha` with LoRA checkpoints."""
     lora = config.get("lora") or {}
     lora_checkpoints = [
         str(entry.get("name"))
@@ -120,11 +145,32 @@ def _dotted(path: Iterable[Any]) -> str:
 
 def _error_lines(error: Any) -> list[str]:
     where = _dotted(error.absolute_path)
+    branch = _typed_branch(error)
+    if branch:
+        return [line for e in branch for line in _error_lines(e)]
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         known = list(error.schema.get("properties", {}))
         unknown = [k for k in error.instance if k not in known]
         return [_unknown_key_line(where, str(key), known) for key in unknown]
     return [f"{where or '(top level)'}: {_describe(error)}"]
+
+
+def _typed_branch(error: Any) -> list[Any]:
+    """For an `anyOf` whose alternatives each declare a type (a list or a mapping), the errors
+    of the one alternative of the value's type; empty otherwise (then both are named)."""
+    options = error.validator_value if error.validator == "anyOf" else []
+    if not options or any("type" not in option for option in options):
+        return []
+    matching = [i for i, option in enumerate(options) if _has_type(error.instance, option)]
+    if len(matching) != 1:
+        return []
+    return [e for e in error.context if e.relative_schema_path[0] == matching[0]]
+
+
+def _has_type(value: Any, option: dict[str, Any]) -> bool:
+    kinds = option["type"] if isinstance(option["type"], list) else [option["type"]]
+    python = {"array": list, "object": dict, "string": str, "integer": int, "number": (int, float)}
+    return any(isinstance(value, python.get(kind, ())) for kind in kinds)
 
 
 def _unknown_key_line(where: str, key: str, known: list[str]) -> str:
@@ -150,6 +196,7 @@ def _describe(error: Any) -> str:
         "maximum": lambda: f"{value} is more than the maximum {expected}",
         "exclusiveMinimum": lambda: f"{value} must be greater than {expected}",
         "minItems": lambda: f"{value} needs at least {expected} item(s)",
+        "minProperties": lambda: f"{value} needs at least {expected} key(s)",
         "uniqueItems": lambda: f"{value} has duplicate items",
         "pattern": lambda: f"{value} does not match the pattern {expected}",
         "required": lambda: f"missing required key(s) {', '.join(_missing(error))}",

@@ -7,8 +7,12 @@ negative control: its divergences are reported, never fatal. The verdict is writ
 
 ```
 {passed, fail_on_divergence, failures: [str], warnings: [str],
- checks: [{path, checkpoint, sampler, verdict, invariant, token_invariant, logit_invariant}]}
+ checks: [{path, checkpoint, sampler, verdict, invariant, token_invariant, logit_invariant,
+           spot_checks: ["batch size B: spot check: N of M examples"]}]}
 ```
+
+A spot check (invariance.py) counts like any comparison, on the examples it covers: its failure
+line names its scope (the invariance message says "spot check: N of M examples").
 """
 
 from __future__ import annotations
@@ -49,6 +53,11 @@ def verdict(
                 "invariant": data["invariant"],
                 "token_invariant": data.get("token_invariant"),
                 "logit_invariant": data.get("logit_invariant"),
+                "spot_checks": [
+                    f"batch size {c['batch_size']}: {c['scope']}"
+                    for c in data.get("comparisons", [])
+                    if c.get("spot_check")
+                ],
             }
         )
         if data["invariant"]:

@@ -1,8 +1,8 @@
-# Grading: an evaluation's (or the PyTorch reference's) generations -> rollouts.jsonl and
+# Grading: an evaluation's (a spot check's, or the PyTorch reference's) generations -> rollouts.jsonl and
 # summary.json. Cheap; changing scoring.* or the grading code reruns this (and what reads it),
 # never the generation.
 wildcard_constraints:
-    kind="eval|reference",
+    kind="eval|spot|reference",
 
 
 rule score:

@@ -9,7 +9,12 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from gsm8k_eval.cli.compare import add_check_invariance, add_render_report, add_verdict
+from gsm8k_eval.cli.compare import (
+    add_check_invariance,
+    add_compare_protocols,
+    add_render_report,
+    add_verdict,
+)
 from gsm8k_eval.cli.export import add_export_lm_eval
 from gsm8k_eval.cli.fetch import add_download_dataset, add_fetch_checkpoint, add_fetch_model
 from gsm8k_eval.cli.generate import add_evaluate, add_gather, add_reference
@@ -77,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_verdict,
         add_reference,
         add_export_lm_eval,
+        add_compare_protocols,
     ):
         add(sub)
     return parser

@@ -1,4 +1,5 @@
-"""Subcommands that compare and report: check-invariance, render-report, verdict."""
+"""Subcommands that compare and report: check-invariance, render-report, verdict,
+compare-protocols."""
 
 from __future__ import annotations
 
@@ -27,6 +28,14 @@ def add_check_invariance(sub) -> None:
         " (one checkpoint and sampler)",
     )
     p.add_argument(
+        "--spot-check",
+        action="append",
+        default=[],
+        metavar="BS=PATH",
+        help="a spot check's rollouts (the first examples only, at a batch size --rollouts "
+        "lacks): compared with the full run on the examples they share, and labelled so",
+    )
+    p.add_argument(
         "--fail-on-divergence",
         action="store_true",
         help="exit non-zero (after writing --out) on any divergence; the pipeline leaves this "
@@ -45,13 +54,14 @@ def _run_check_invariance(args: argparse.Namespace) -> None:
         checkpoint=args.checkpoint,
         sampler=args.sampler,
         fail_on_divergence=args.fail_on_divergence,
+        spot_checks=dict(_batch_size_path(item, "--spot-check") for item in args.spot_check),
     )
 
 
-def _batch_size_path(item: str) -> tuple[int, Path]:
+def _batch_size_path(item: str, flag: str = "--rollouts") -> tuple[int, Path]:
     size, sep, path = item.partition("=")
     if not sep or not size.isdigit():
-        raise ValueError(f"--rollouts expects BS=PATH, got {item!r}")
+        raise ValueError(f"{flag} expects BS=PATH, got {item!r}")
     return int(size), Path(path)
 
 
@@ -148,3 +158,34 @@ def _run_verdict(args: argparse.Namespace) -> None:
     from gsm8k_eval.verdict import verdict
 
     verdict(args.invariance, args.out, fail_on_divergence=args.fail_on_divergence)
+
+
+# --- compare-protocols ------------------------------------------------------------------------
+
+
+def add_compare_protocols(sub) -> None:
+    p = subparser(
+        sub,
+        "compare-protocols",
+        _run_compare_protocols,
+        "Put several runs (one protocol each: prompt and grading) side by side: accuracy ± "
+        "standard error per checkpoint, sampler and batch size, one column per run.",
+    )
+    p.add_argument(
+        "--runs",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="results/<run> folders, one per protocol (e.g. of configs/gemma3-1b-it-gsm8k*.yaml)",
+    )
+    p.add_argument(
+        "--labels", nargs="*", default=[], help="column names, one per run (default: run folder)"
+    )
+    p.add_argument("--template-dir", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=Path("results/protocols.md"))
+
+
+def _run_compare_protocols(args: argparse.Namespace) -> None:
+    from gsm8k_eval.report.protocols import render_protocols
+
+    render_protocols(args.runs, args.out, args.labels, args.template_dir)

@@ -7,7 +7,7 @@ Each item is a small dataclass whose `kind` selects its sentence in `_findings.m
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from gsm8k_eval.report.inputs import Run, checkpoint_names, reference_run
@@ -37,6 +37,7 @@ class InvarianceHolds:
     kind: ClassVar[str] = "invariance_holds"
     batch_sizes: list[int]
     checkpoints: list[str]
+    spot_checks: list[str] = field(default_factory=list)  # "<label> at batch size B: <scope>"
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,12 @@ def invariance_finding(
     if diverging:
         return InvarianceViolated(diverging)
     sizes = sorted({bs for d in invariance.values() for bs in d["batch_sizes"]})
-    return InvarianceHolds(sizes, sorted(map(_label, invariance)))
+    spots = [
+        f"{name} at batch size {c['batch_size']}: {c['scope']}"
+        for name, c in comparisons
+        if c.get("spot_check")
+    ]
+    return InvarianceHolds(sizes, sorted(map(_label, invariance)), spots)
 
 
 def findings(

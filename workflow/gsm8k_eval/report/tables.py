@@ -278,6 +278,11 @@ class InvarianceSection:
     def diverging(self) -> list[dict[str, Any]]:
         return [c for c in self.comparisons if c["divergences"]]
 
+    @property
+    def spot_checks(self) -> list[dict[str, Any]]:
+        """Comparisons of a spot check (the first examples only), labelled by their `scope`."""
+        return [c for c in self.comparisons if c.get("spot_check")]
+
 
 def _severity(item: WorstDivergence) -> tuple[int, int, int]:
     index = item.divergence["first_token_index"]
