@@ -35,10 +35,10 @@ def sampled(**more) -> dict:
 def test_sampled_config_and_its_flags():
     cfg = load_config(sampled(samplers=["fixed", "tunix"]))
     assert cfg.sampling.sampled and cfg.sampling.num_samples == 4 and cfg.sampling.seed == 0
-    flags = dict(_evaluate_flags(cfg))
+    flags = dict(_evaluate_flags(cfg, cfg.limit))
     assert (flags["--temperature"], flags["--top-k"], flags["--top-p"]) == (0.7, 50, 0.95)
     assert (flags["--num-samples"], flags["--sampling-seed"]) == (4, 0)
-    greedy = dict(_evaluate_flags(load_config({})))
+    greedy = dict(_evaluate_flags(load_config({}), None))
     assert not {"--temperature", "--top-k", "--num-samples"} & set(greedy)
 
 
