@@ -163,15 +163,28 @@ def _job_counts(output: str) -> dict[str, int]:
 def test_seed_study_plans_checkpoint_x_sampler_x_batch_size_evaluations():
     output = _dry_run("--configfile", "configs/gemma3-1b-it-gsm8k.yaml")
     counts = _job_counts(output)
-    assert counts["evaluate"] == 12  # 3 checkpoints x 2 samplers x 2 batch sizes
+    assert counts["evaluate"] == 9  # 3 checkpoints x (fixed at 32, tunix at 1 and 32)
+    assert counts["evaluate_spot_check"] == 3  # fixed at bs 1, the first 64 examples
     assert counts["check_invariance"] == 6  # per checkpoint x sampler
     assert counts["fetch_checkpoint"] == 3
     run = "results/gemma3-1b-it-gsm8k"
+    sizes = {"fixed": (32,), "tunix": (1, 32)}
     for ckpt in ("base", "on-policy-gsm8k-ppo-v2", "fix-grpo"):
+        assert f"{run}/spot/{ckpt}/fixed/bs1/rollouts.jsonl" in output
+        assert f"{run}/spot/{ckpt}/tunix/" not in output
+        assert f"{run}/eval/{ckpt}/fixed/bs1/" not in output
         for sampler in ("fixed", "tunix"):
             assert f"{run}/invariance/{ckpt}/{sampler}.json" in output
-            for bs in (1, 32):
+            for bs in sizes[sampler]:
                 assert f"{run}/eval/{ckpt}/{sampler}/bs{bs}/summary.json" in output
+
+
+def test_command_line_list_replaces_a_per_sampler_mapping():
+    output = _dry_run(
+        "--configfile", "configs/gemma3-1b-it-gsm8k.yaml", "--config", "batch_sizes=[1,32]"
+    )
+    counts = _job_counts(output)
+    assert counts["evaluate"] == 12 and "evaluate_spot_check" not in counts  # bs 1 everywhere
 
 
 def test_config_override_from_the_command_line(tmp_path):

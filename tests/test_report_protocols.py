@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shutil
 import statistics
 from pathlib import Path
 
 import pytest
 
 from gsm8k_eval.cli import main
-from gsm8k_eval.report.inputs import ReportDataError
-from gsm8k_eval.report.protocols import protocol_table
+from gsm8k_eval.report.inputs import DEFAULT_TEMPLATE_DIR, ReportDataError
+from gsm8k_eval.report.protocols import protocol_table, render_protocols
 
 N = 20
 # run -> (template, shots, primary, stops, max new tokens)
@@ -65,23 +67,11 @@ def _write(folder: Path, run: str, checkpoint: str, sampler: str, bs: int, corre
 @pytest.fixture
 def runs(tmp_path: Path) -> list[Path]:
     for (run, checkpoint, sampler, bs), correct in CORRECT.items():
-        _write(
-            tmp_path / run / "eval" / checkpoint / sampler / f"bs{bs}",
-            run,
-            checkpoint,
-            sampler,
-            bs,
-            correct,
-        )
+        folder = tmp_path / run / "eval" / checkpoint / sampler / f"bs{bs}"
+        _write(folder, run, checkpoint, sampler, bs, correct)
     # a spot check (first examples only) is not an evaluation of the whole set: never listed
-    _write(
-        tmp_path / "chat-strict" / "spot" / "base" / "fixed" / "bs1",
-        "chat-strict",
-        "base",
-        "fixed",
-        1,
-        3,
-    )
+    spot = tmp_path / "chat-strict" / "spot" / "base" / "fixed" / "bs1"
+    _write(spot, "chat-strict", "base", "fixed", 1, 3)
     # the PyTorch reference of the chat protocol
     _write(tmp_path / "chat-strict" / "reference" / "base", "chat-strict", "base", "torch", 1, 9)
     return [tmp_path / run for run in PROTOCOLS]
@@ -153,3 +143,27 @@ def test_a_run_mixing_protocols_is_an_error(runs) -> None:
     path.write_text(json.dumps({**json.loads(path.read_text()), "prompt_template": "fewshot"}))
     with pytest.raises(ReportDataError, match="disagree on prompt_template"):
         protocol_table(runs)
+
+
+NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def _unexplained(text: str) -> list[str]:
+    """Numbers in the page that are not recomputed here (run names and metric names masked)."""
+    allowed = {str(N), "3", "32", "1", "0", "5", "768", "256"}  # runs, batch sizes, shots, tokens
+    for correct in [*CORRECT.values(), 9]:
+        allowed |= set(NUMBER.findall(_cell(correct)))
+    for mask in ["<end_of_turn>", "exact_match_stderr", "GSM8K", "gsm8k"]:
+        text = text.replace(mask, " ")
+    return [n for n in NUMBER.findall(text) if n not in allowed]
+
+
+def test_every_number_is_recomputed_and_a_hard_coded_one_is_caught(runs, tmp_path) -> None:
+    text = render_protocols(runs, tmp_path / "p.md").read_text()
+    assert _unexplained(text) == [] and len(NUMBER.findall(text)) > 40
+    templates = tmp_path / "templates"
+    shutil.copytree(DEFAULT_TEMPLATE_DIR, templates)
+    page = templates / "protocols.md.j2"
+    page.write_text(page.read_text() + "\nlm-eval reports 61.3% for this model.\n")
+    text = render_protocols(runs, tmp_path / "p2.md", template_dir=templates).read_text()
+    assert _unexplained(text) == ["61.3"]

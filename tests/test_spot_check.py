@@ -189,3 +189,32 @@ def test_command_line_overrides_are_coerced_per_sampler() -> None:
         "spot_check": {"examples": 8},
     }
     assert schema.coerce({"batch_sizes": ["1", "8"]}) == {"batch_sizes": [1, 8]}
+
+
+# --- the report --------------------------------------------------------------------------------
+
+
+def test_report_labels_the_spot_check_and_keeps_it_out_of_the_accuracy_table(tmp_path) -> None:
+    from report_fixture import N, render, rollouts_for, write_tree
+
+    root = tmp_path / "results"
+    full = rollouts_for("base", 4)
+    write_tree(root, {("base", 4): full})
+    spot_path = root / "spot" / "base" / "fixed" / "bs1" / "rollouts.jsonl"
+    spot_path.parent.mkdir(parents=True)
+    spot_path.write_text("".join(json.dumps({**r, "batch_size": 1}) + "\n" for r in full[:5]))
+    check_invariance(
+        {4: root / "eval" / "base" / "fixed" / "bs4" / "rollouts.jsonl"},
+        root / "invariance" / "base" / "fixed.json",
+        checkpoint="base",
+        sampler="fixed",
+        spot_checks={1: spot_path},
+    )
+    text = render(root)
+    scope = f"spot check: 5 of {N} examples"
+    assert f"identical tokens for every example compared (batch size 1: {scope})" in text
+    assert f"| 4 vs 1 | 5 of {N} (spot check) |" in text
+    assert f"only the first 5 of the {N} examples were evaluated at it" in text
+    assert f"spot checks (base (fixed) at batch size 1: {scope})" in text  # the finding
+    summary = text.split("## Summary results", 1)[1].split("\n## ", 1)[0]
+    assert "| base | fixed | 4 |" in summary and "| base | fixed | 1 |" not in summary

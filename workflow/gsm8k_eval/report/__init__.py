@@ -3,7 +3,8 @@
 Modules: `inputs` (loading summaries, rollouts, invariance files, manifests, config),
 `tables` (typed rows and paired statistics), `settings` (checkpoints, configuration,
 provenance), `findings` (key findings and recommendations, decided from numbers), `figures`
-(PNG plots) and `render` (Jinja filters, context, rendering). Numbers stay typed until the
+(PNG plots), `render` (Jinja filters, context, rendering) and `protocols` (several runs, one
+protocol each, side by side: `gsm8k-eval compare-protocols`). Numbers stay typed until the
 templates in `report/templates/` format them with the filters in `render`.
 """
 
@@ -14,6 +15,7 @@ from gsm8k_eval.report.inputs import (
     inputs_from_results,
     load_config,
 )
+from gsm8k_eval.report.protocols import render_protocols
 from gsm8k_eval.report.render import (
     ExternalReference,
     render_report,
@@ -27,6 +29,7 @@ __all__ = [
     "ReportInputs",
     "inputs_from_results",
     "load_config",
+    "render_protocols",
     "render_report",
     "render_report_from_results",
 ]
