@@ -218,3 +218,30 @@ def test_report_labels_the_spot_check_and_keeps_it_out_of_the_accuracy_table(tmp
     assert f"spot checks (base (fixed) at batch size 1: {scope})" in text  # the finding
     summary = text.split("## Summary results", 1)[1].split("\n## ", 1)[0]
     assert "| base | fixed | 4 |" in summary and "| base | fixed | 1 |" not in summary
+
+
+# --- end to end on the tiny model ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_runs_the_spot_check_and_reports_it(tmp_path) -> None:
+    """fixed at bs 4 on 6 examples, its bs 1 spot check on the first 3: the rule, its grading,
+    the comparison on the shared examples, the report and the verdict, through Snakemake."""
+    from pipeline_helpers import run_root, run_snakemake, tiny_config, write_config
+
+    config = tiny_config(batch_sizes={"fixed": [4]}, spot_check={"examples": 3, "batch_size": 1})
+    run_snakemake(tmp_path, write_config(tmp_path, config))
+    root = run_root(tmp_path)
+    spot = [json.loads(line) for line in (root / "spot/base/fixed/bs1/rollouts.jsonl").open()]
+    assert [r["id"] for r in spot] == [0, 1, 2] and {r["batch_size"] for r in spot} == {1}
+    assert not (root / "eval/base/fixed/bs1").exists()
+    full = [json.loads(line) for line in (root / "eval/base/fixed/bs4/rollouts.jsonl").open()]
+    assert [r["tokens"] for r in spot] == [r["tokens"] for r in full[:3]]
+    invariance = json.loads((root / "invariance/base/fixed.json").read_text())
+    assert (invariance["invariant"], invariance["spot_check_batch_sizes"]) == (True, [1])
+    assert invariance["comparisons"][0]["scope"] == "spot check: 3 of 6 examples"
+    report = (root / "report/gsm8k_eval_report.md").read_text()
+    assert "| 4 vs 1 | 3 of 6 (spot check) |" in report
+    assert json.loads((root / "verdict.json").read_text())["checks"][0]["spot_checks"] == [
+        "batch size 1: spot check: 3 of 6 examples"
+    ]
