@@ -180,9 +180,10 @@ def test_cloud_profiles_use_their_executors_gpu_names():
     assert "nvidia_gpu" not in evaluate
     assert kube["default-storage-provider"] == "gcs"
     for profile in (batch, kube):
-        assert set(profile["set-resources"]) == {"evaluate", "evaluate_spot_check"}
-        spot = profile["set-resources"]["evaluate_spot_check"]
-        assert spot == profile["set-resources"]["evaluate"]
+        resources = profile["set-resources"]
+        assert set(resources) == {"evaluate", "evaluate_spot_check", "reference"}
+        assert resources["evaluate_spot_check"] == resources["evaluate"]
+        assert resources["reference"] == resources["evaluate"]  # transformers on the GPU
 
 
 def test_local_gpu_profile():
