@@ -14,6 +14,7 @@ from gsm8k_eval import draw, fingerprint
 from gsm8k_eval.commands import _evaluate_flags
 from gsm8k_eval.config import load_config
 from gsm8k_eval.evaluation import requests
+from gsm8k_eval.evaluation.shards import request_key_data
 from gsm8k_eval.grading import score
 from gsm8k_eval.invariance import check_invariance
 from gsm8k_eval.io import write_json, write_jsonl
@@ -80,7 +81,7 @@ def test_requests_are_question_major_with_keys_from_question_and_index():
     expanded = requests.expand(examples, 3)
     indices = requests.sample_indices(2, 3)
     assert [e.id for e in expanded] == [7, 7, 7, 8, 8, 8] and indices == [0, 1, 2] * 2
-    data = requests.request_key_data(5, expanded, indices)
+    data = request_key_data(5, expanded, indices)
     assert data.shape == (6, 2) and len({tuple(row) for row in data.tolist()}) == 6
     one = draw.key_data(draw.request_keys(5, [("8", 1)]))[0]
     assert data[4].tolist() == one.tolist()  # the 5th request: question 8, sample 1

@@ -50,14 +50,6 @@ def question_key(example: Any) -> str:
     return str(example.id)
 
 
-def request_key_data(seed: int, examples: Sequence[Any], indices: Sequence[int]) -> Any:
-    """uint32 [N, 2] key data of the requests (example, sample index) under `seed`."""
-    from gsm8k_eval import draw
-
-    requests = [(question_key(e), int(i)) for e, i in zip(examples, indices, strict=True)]
-    return draw.key_data(draw.request_keys(seed, requests))
-
-
 def sample_fields(options: Any, index: int) -> dict[str, Any]:
     """The sampled-run fields of one generations.jsonl row (see `SAMPLE_FIELDS`)."""
     values = (index, options.temperature, options.top_k, options.top_p, options.sampling_seed)

@@ -13,7 +13,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from gsm8k_eval import fingerprint
+from gsm8k_eval import draw, fingerprint
 from gsm8k_eval.evaluation.options import (
     GENERATIONS,
     EvaluateOptions,
@@ -21,7 +21,7 @@ from gsm8k_eval.evaluation.options import (
     ShardStats,
     Workload,
 )
-from gsm8k_eval.evaluation.requests import request_key_data
+from gsm8k_eval.evaluation.requests import question_key
 from gsm8k_eval.evaluation.rows import generation_row
 from gsm8k_eval.io import atomic_write_text, read_json, read_jsonl, write_json, write_jsonl
 from gsm8k_eval.parts import part_shards
@@ -169,6 +169,13 @@ def _request_keys(options: EvaluateOptions, work: Workload, shard: range) -> dic
     examples = [work.examples[i] for i in shard]
     indices = [work.sample_indices[i] for i in shard]
     return {"keys": request_key_data(options.sampling_seed, examples, indices)}
+
+
+def request_key_data(seed: int, examples: Sequence[Any], indices: Sequence[int]) -> Any:
+    """uint32 [N, 2] key data of the requests (example, sample index) under `seed` (here, not in
+    `requests`, so grading and the report never import jax)."""
+    requests = [(question_key(e), int(i)) for e, i in zip(examples, indices, strict=True)]
+    return draw.key_data(draw.request_keys(seed, requests))
 
 
 def _add_sampler_timing(sampler: Any, stats: ShardStats, measured_compile: float) -> None:
