@@ -106,6 +106,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="engine decode segment length (default: the engine's)",
     )
     parser.add_argument(
+        "--prefill-rows",
+        default="",
+        help="engine/static prefill call rows; a list (1,4) adds 'fixed-p4' (default: the "
+        "schema's)",
+    )
+    parser.add_argument(
         "--stops",
         default="Question:,</s>,<|im_end|>",
         help="comma-separated stop sequences ('' for none); tokens/s counts tokens up to the stop",
@@ -266,8 +272,14 @@ def jax_rows(args: argparse.Namespace, prompts, sizes: list[int], rss: PeakRss) 
     stops = tuple(s for s in args.stops.split(",") if s)
     rows = []
     decode_rows = [int(r) for r in args.decode_rows.split(",")]
-    variants = [(f"fixed-r{r}" if i else "fixed", "fixed", r) for i, r in enumerate(decode_rows)]
-    for label, name, r in [*variants, ("static", "static", 8), ("tunix", "tunix", 8)]:
+    prefill_rows = [int(p) for p in args.prefill_rows.split(",") if p] or [None]
+    variants = [
+        (f"fixed-r{r}" if i else "fixed", "fixed", r, prefill_rows[0])
+        for i, r in enumerate(decode_rows)
+    ]
+    variants += [(f"fixed-p{p}", "fixed", decode_rows[0], p) for p in prefill_rows[1:]]
+    static = ("static", "static", 8, prefill_rows[0])
+    for label, name, r, p in [*variants, static, ("tunix", "tunix", 8, None)]:
         if name not in args.samplers.split(","):
             continue
         sampler = make_sampler(
@@ -277,6 +289,7 @@ def jax_rows(args: argparse.Namespace, prompts, sizes: list[int], rss: PeakRss) 
             config,
             decode_rows=r,
             segment_steps=args.segment_steps,
+            prefill_rows=p,
         )
         for bs in sizes:
             if label.startswith("fixed-r") and not fills(bs, r, decode_rows[0]):
