@@ -495,6 +495,8 @@ def test_benchmark_script_runs_and_reports_ratios(tmp_path):
             "fixed,tunix",
             "--decode-rows",
             "2,4",
+            "--prefill-rows",
+            "1,2",
             "--shots",
             "0",
             "--max-prompt-length",
@@ -510,7 +512,10 @@ def test_benchmark_script_runs_and_reports_ratios(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(out.read_text())
     measured = {(row["sampler"], row["batch_size"]) for row in result["rows"]}
-    assert measured == {("fixed", 1), ("fixed", 4), ("tunix", 1), ("tunix", 4), ("fixed-r4", 4)}
+    assert measured == {
+        *[("fixed", 1), ("fixed", 4), ("tunix", 1), ("tunix", 4), ("fixed-r4", 4)],
+        *[("fixed-p2", 1), ("fixed-p2", 4)],  # --prefill-rows 1,2: a 2-row prefill variant
+    }
     assert all(row["tokens"] > 0 and row["prefill_seconds"] > 0 for row in result["rows"])
     assert result["ratios"]["fixed bs8 / fixed bs1"] == "n/a"  # bs=8 was not run
     assert "fixed-r4" in proc.stdout
