@@ -285,3 +285,16 @@ def test_deprecated_key_in_a_config_file_plans_that_sampler_with_a_message(tmp_p
     evaluations = _commands(output, "gsm8k_eval evaluate")
     samplers = {re.search(r"--sampler (\w+)", line)[1] for line in evaluations}
     assert samplers == {"tunix"}
+
+
+def test_load_config_fills_the_default_run_and_exits_like_the_snakefile():
+    """The Snakefile's way in (workflow/rules/common.smk): `run` from `default_run` only where
+    the config leaves it null, and a rejected config as a clean exit with its error lines."""
+    config: dict = {}
+    assert load_config(config, default_run="study").run == "study" == config["run"]
+    assert load_config({"run": "mine"}, default_run="study").run == "mine"
+    assert load_config({}).run is None
+    with pytest.raises(ConfigError, match="limit"):
+        load_config({"limit": 0})
+    with pytest.raises(SystemExit, match=r"^Config error:\n.*limit"):
+        load_config({"limit": 0}, default_run="study", exit_on_error=True)
