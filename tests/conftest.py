@@ -5,4 +5,4 @@ import os
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
-pytest_plugins = ["gcs_fixtures", "shared_data", "model_fixtures"]
+pytest_plugins = ["gcs_fixtures", "shared_data", "model_fixtures", "pipeline_fixtures"]

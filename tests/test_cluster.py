@@ -13,7 +13,9 @@
   separate venv (tests/cluster/make_cloud_venv.sh) against a local GCS emulator.
 
 Every snakemake run is wrapped in `timeout -s INT -k 15`: on SIGINT snakemake cancels its SLURM
-jobs; a run that needs the kill is a hang and fails the test.
+jobs; a run that needs the kill is a hang and fails the test. Runs that do not depend on each
+other (separate folders) are started side by side: most of a SLURM run is waiting for status
+polls.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -238,9 +241,13 @@ def test_local_gpu_profile_serialises_evaluate(tmp_path):
     def overlaps(spans: list[tuple[float, float]]) -> bool:
         return any(b_start < a_end for (_, a_end), (b_start, _) in itertools.pairwise(spans))
 
-    assert not overlaps(intervals(tmp_path / "gpu", "--profile", "profiles/local-gpu"))
+    # Both runs at once (separate folders; each mostly sleeps).
+    with ThreadPoolExecutor(2) as pool:
+        gpu = pool.submit(intervals, tmp_path / "gpu", "--profile", "profiles/local-gpu")
+        free = pool.submit(intervals, tmp_path / "free", "--cores", "3")
+    assert not overlaps(gpu.result())
     # Control: the same jobs do run concurrently when nothing limits the GPU.
-    assert overlaps(intervals(tmp_path / "free", "--cores", "3"))
+    assert overlaps(free.result())
 
 
 # ------------------------------------------------------------------------------- SLURM cluster
@@ -346,10 +353,32 @@ def slurm_run(workdir: Path, env: dict[str, str], *args: str, snakefile: Path = 
     )  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def smoke_runs(slurm_env, tmp_path_factory):
+    """The smoke workflow's runs, started side by side (each mostly waits for SLURM's status
+    polls, so together they take about as long as the slowest alone): on SLURM as is, with a
+    failing job, with a job that dies once (retried), and locally. name -> (result, seconds,
+    workdir); each test below checks its own."""
+    root = tmp_path_factory.mktemp("slurm-smoke")
+    smoke_local = ["-s", str(SMOKE_SNAKEFILE), "--cores", "2", "--directory", str(root / "local")]
+    runs = {
+        "slurm": lambda: slurm_run(root / "slurm", slurm_env),
+        "local": lambda: run_snakemake(smoke_local, venv_env()),
+        "fail": lambda: slurm_run(
+            root / "fail", slurm_env, "--retries", "0", "--config", "fail=true", "batch_sizes=[1]"
+        ),
+        "retry": lambda: slurm_run(
+            root / "retry", slurm_env, "--config", "fail_first=true", "batch_sizes=[1]"
+        ),
+    }
+    with ThreadPoolExecutor(len(runs)) as pool:
+        futures = {name: pool.submit(run) for name, run in runs.items()}
+    return {name: (*future.result(), root / name) for name, future in futures.items()}
+
+
 @pytest.mark.cluster
-def test_slurm_smoke_workflow_gpu_jobs(slurm_env, tmp_path):
-    workdir = tmp_path / "slurm"
-    result, seconds = slurm_run(workdir, slurm_env)
+def test_slurm_smoke_workflow_gpu_jobs(slurm_env, smoke_runs):
+    result, seconds, workdir = smoke_runs["slurm"]
     assert_no_hang(result, workdir)
     assert result.returncode == 0, describe(result, workdir)
     print(f"smoke workflow on SLURM: {seconds:.1f} s")
@@ -374,10 +403,7 @@ def test_slurm_smoke_workflow_gpu_jobs(slurm_env, tmp_path):
     dataset_env = json.loads((workdir / "results/data/test.jsonl.env.json").read_text())
     assert dataset_env["SLURM_JOB_ID"] is None
 
-    local = tmp_path / "local"
-    result, _ = run_snakemake(
-        ["-s", str(SMOKE_SNAKEFILE), "--cores", "2", "--directory", str(local)], venv_env()
-    )
+    result, _, local = smoke_runs["local"]
     assert result.returncode == 0, describe(result, local)
     for bs in (1, 2):
         rollouts = f"results/eval/bs{bs}/rollouts.jsonl"
@@ -385,11 +411,8 @@ def test_slurm_smoke_workflow_gpu_jobs(slurm_env, tmp_path):
 
 
 @pytest.mark.cluster
-def test_slurm_failing_job_fails_the_workflow(slurm_env, tmp_path):
-    workdir = tmp_path / "fail"
-    result, seconds = slurm_run(
-        workdir, slurm_env, "--retries", "0", "--config", "fail=true", "batch_sizes=[1]"
-    )
+def test_slurm_failing_job_fails_the_workflow(slurm_env, smoke_runs):
+    result, seconds, workdir = smoke_runs["fail"]
     assert_no_hang(result, workdir)
     assert result.returncode != 0, describe(result, workdir)
     print(f"failing workflow on SLURM: {seconds:.1f} s")
@@ -404,12 +427,9 @@ def test_slurm_failing_job_fails_the_workflow(slurm_env, tmp_path):
 
 
 @pytest.mark.cluster
-def test_slurm_retry_resumes_from_shard(slurm_env, tmp_path):
+def test_slurm_retry_resumes_from_shard(smoke_runs):
     """A job that dies (as if preempted) is resubmitted (profile `retries`) and resumes."""
-    workdir = tmp_path / "retry"
-    result, seconds = slurm_run(
-        workdir, slurm_env, "--config", "fail_first=true", "batch_sizes=[1]"
-    )
+    result, seconds, workdir = smoke_runs["retry"]
     assert_no_hang(result, workdir)
     assert result.returncode == 0, describe(result, workdir)
     print(f"retried workflow on SLURM: {seconds:.1f} s")
@@ -433,18 +453,12 @@ def _pipeline_inputs():
 
 
 @pytest.mark.cluster
-def test_pipeline_on_slurm_matches_local_run(slurm_env, tmp_path):
+def test_pipeline_on_slurm_matches_local_run(slurm_env, tiny_pipeline_run, tmp_path):
+    """The tiny config on SLURM against its local run (`tiny_pipeline_run`, which
+    test_pipeline.py checks too: the same config, run once per session)."""
     helpers = _pipeline_inputs()
     config = helpers.tiny_config()
-
-    local = tmp_path / "local"
-    local.mkdir()
-    result, local_seconds = run_snakemake(
-        ["--snakefile", str(REPO / "Snakefile"), "--directory", str(local),
-         "--configfile", str(helpers.write_config(local, config)), "--cores", "2"],
-        venv_env(), timeout=900,
-    )  # fmt: skip
-    assert result.returncode == 0, "local run failed:\n" + describe(result, local)
+    local = tiny_pipeline_run[0]
 
     cluster = tmp_path / "slurm"
     cluster.mkdir()
@@ -454,7 +468,7 @@ def test_pipeline_on_slurm_matches_local_run(slurm_env, tmp_path):
     )  # fmt: skip
     assert_no_hang(result, cluster)
     assert result.returncode == 0, "SLURM run failed:\n" + describe(result, cluster)
-    print(f"tiny pipeline: local {local_seconds:.1f} s, SLURM {slurm_seconds:.1f} s")
+    print(f"tiny pipeline: SLURM {slurm_seconds:.1f} s")
 
     batch_sizes = config["batch_sizes"]
     checkpoints = [c["name"] for c in config["checkpoints"]]
@@ -590,20 +604,25 @@ def test_sweep_with_parallel_jobs_on_slurm_matches_local_single_jobs(
     local = tmp_path / "local"
     local.mkdir()
     single = {**config, "evaluation": {"device": "cpu", "shard_size": 1, "parallel_jobs": 1}}
-    result, local_seconds = run_snakemake(
-        ["--snakefile", str(REPO / "Snakefile"), "--directory", str(local),
-         "--configfile", str(helpers.write_config(local, single)), "--cores", "2"],
-        env, timeout=900,
-    )  # fmt: skip
-    assert result.returncode == 0, "local run failed:\n" + describe(result, local)
-
     cluster = tmp_path / "slurm"
     cluster.mkdir()
     split = {**config, "evaluation": {"device": "cpu", "shard_size": 1, "parallel_jobs": 2}}
-    result, slurm_seconds = slurm_run(
-        cluster, {**slurm_env, **gcs_emulator.env()},
-        "--configfile", str(helpers.write_config(cluster, split)), snakefile=REPO / "Snakefile",
-    )  # fmt: skip
+    # Side by side (separate folders): the SLURM run spends much of its time waiting for
+    # status polls, which the local run uses.
+    with ThreadPoolExecutor(2) as pool:
+        local_run = pool.submit(
+            run_snakemake,
+            ["--snakefile", str(REPO / "Snakefile"), "--directory", str(local),
+             "--configfile", str(helpers.write_config(local, single)), "--cores", "2"],
+            env, timeout=900,
+        )  # fmt: skip
+        slurm = pool.submit(
+            slurm_run, cluster, {**slurm_env, **gcs_emulator.env()},
+            "--configfile", str(helpers.write_config(cluster, split)), snakefile=REPO / "Snakefile",
+        )  # fmt: skip
+    result, local_seconds = local_run.result()
+    assert result.returncode == 0, "local run failed:\n" + describe(result, local)
+    result, slurm_seconds = slurm.result()
     assert_no_hang(result, cluster)
     assert result.returncode == 0, "SLURM run failed:\n" + describe(result, cluster)
     print(f"3-step sweep: local {local_seconds:.1f} s, SLURM x2 jobs {slurm_seconds:.1f} s")

@@ -263,16 +263,12 @@ def test_run_paths_put_the_sampler_between_checkpoint_and_batch_size():
     assert "--gpu-determinism shared_autotune" in paths.evaluate_arguments(shared)
 
 
-def test_divergence_is_fatal_for_batch_invariant_samplers_only():
+def test_verdict_flag_follows_invariance_fail_on_divergence():
+    """The config key reaches only the verdict stage (check_invariance records, never fails)."""
+    assert targets.verdict_flag(load_config({})) == "--fail-on-divergence"
     strict = load_config({"invariance": {"fail_on_divergence": True}})
-    assert [targets.fail_on_divergence_flag(strict, s) for s in ("fixed", "static", "tunix")] == [
-        "--fail-on-divergence",
-        "--fail-on-divergence",
-        "",
-    ]
-    assert targets.fail_on_divergence_flag(load_config({}), "fixed") == "--fail-on-divergence"
+    assert targets.verdict_flag(strict) == "--fail-on-divergence"
     lenient = load_config({"invariance": {"fail_on_divergence": False}})
-    assert targets.fail_on_divergence_flag(lenient, "fixed") == ""
     assert targets.verdict_flag(lenient) == "--no-fail-on-divergence"
 
 
@@ -289,3 +285,16 @@ def test_deprecated_key_in_a_config_file_plans_that_sampler_with_a_message(tmp_p
     evaluations = _commands(output, "gsm8k_eval evaluate")
     samplers = {re.search(r"--sampler (\w+)", line)[1] for line in evaluations}
     assert samplers == {"tunix"}
+
+
+def test_load_config_fills_the_default_run_and_exits_like_the_snakefile():
+    """The Snakefile's way in (workflow/rules/common.smk): `run` from `default_run` only where
+    the config leaves it null, and a rejected config as a clean exit with its error lines."""
+    config: dict = {}
+    assert load_config(config, default_run="study").run == "study" == config["run"]
+    assert load_config({"run": "mine"}, default_run="study").run == "mine"
+    assert load_config({}).run is None
+    with pytest.raises(ConfigError, match="limit"):
+        load_config({"limit": 0})
+    with pytest.raises(SystemExit, match=r"^Config error:\n.*limit"):
+        load_config({"limit": 0}, default_run="study", exit_on_error=True)

@@ -166,6 +166,45 @@ def test_select_device_adds_the_chosen_mode(monkeypatch, tmp_path):
     assert device.determinism_settings("gpu", "gpu")["gpu_determinism"] == "autotune_off"
 
 
+@pytest.mark.parametrize(
+    ("requested", "installed", "platform"),
+    [
+        ("tpu", ["libtpu"], "tpu"),
+        ("auto", ["libtpu"], "tpu"),
+        ("auto", [], "cpu"),
+        ("cpu", ["jax-cuda12-plugin"], "cpu"),
+    ],
+)
+def test_gpu_determinism_is_neither_applied_nor_recorded_off_a_gpu(
+    monkeypatch, requested, installed, platform
+):
+    """A mode that would fail on a GPU (shared autotune without a cache folder) is not even
+    looked at elsewhere: no flags, no error, and summary.json records no GPU mode."""
+    _fake_distributions(monkeypatch, installed)
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    choice = device.select_device(requested, "shared_autotune", None)
+    assert (choice.gpu, choice.xla_flags) == (False, ())
+    assert "XLA_FLAGS" not in os.environ
+    assert device.determinism_settings(requested, platform)["gpu_determinism"] is None
+
+
+def test_gpu_determinism_on_a_gpu_is_applied_checked_and_recorded(monkeypatch, tmp_path):
+    _fake_distributions(monkeypatch, ["jax-cuda12-plugin"])
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    with pytest.raises(ValueError, match=r"needs evaluation\.compilation_cache"):
+        device.select_device("auto", "shared_autotune", None)  # auto with a GPU plugin: a GPU
+    choice = device.select_device("auto", "deterministic_ops", tmp_path)
+    assert choice.gpu and choice.xla_flags == ("--xla_gpu_deterministic_ops=true",)
+    assert os.environ["XLA_FLAGS"] == "--xla_gpu_deterministic_ops=true"
+    for platform in ("gpu", "cuda"):
+        record = device.determinism_settings("auto", platform)
+        assert record["gpu_determinism"] == "deterministic_ops"
+    # the same flags on a TPU (a user's XLA_FLAGS) are no GPU determinism mode
+    assert device.determinism_settings("tpu", "tpu")["gpu_determinism"] is None
+
+
 def test_check_backend_names_the_device_when_jax_runs_elsewhere():
     assert device.check_backend("cpu") == "cpu"
     assert device.check_backend("auto") == "cpu"

@@ -13,11 +13,9 @@ from gsm8k_eval.scoring import gold_answer
 
 
 @pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory, gsm8k_dir):
-    workdir = tmp_path_factory.mktemp("pipeline")
-    config_path = write_config(workdir, tiny_config())
-    result = run_snakemake(workdir, config_path)
-    return workdir, config_path, result
+def pipeline_run(tiny_pipeline_run):
+    """The tiny config's run (tests/pipeline_fixtures.py: shared with test_cluster.py)."""
+    return tiny_pipeline_run
 
 
 def test_dag_produces_every_output(pipeline_run):

@@ -7,7 +7,6 @@ import shlex
 
 from gsm8k_eval import schema
 from gsm8k_eval.config import PipelineConfig
-from gsm8k_eval.invariance import BATCH_DEPENDENT_SAMPLERS
 from gsm8k_eval.paths import RunPaths
 
 
@@ -46,12 +45,6 @@ def spot_check_arguments(paths: RunPaths, cfg: PipelineConfig) -> str:
     """`gsm8k-eval evaluate`'s flags for a spot check: the evaluation's own, on the first
     `spot_check.examples` examples (`--limit`: `load_examples` keeps dataset order)."""
     return evaluate_arguments(paths, cfg, limit=cfg.spot_check_examples)
-
-
-def fail_on_divergence_flag(cfg: PipelineConfig, sampler: str) -> str:
-    """`--fail-on-divergence` when configured, for the batch-invariant samplers only."""
-    strict = cfg.fail_on_divergence and sampler not in BATCH_DEPENDENT_SAMPLERS
-    return "--fail-on-divergence" if strict else ""
 
 
 def verdict_flag(cfg: PipelineConfig) -> str:

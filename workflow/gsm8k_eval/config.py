@@ -354,10 +354,20 @@ def apply_deprecations(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_config(
-    config: dict[str, Any], list_steps: sweeps.StepLister | None = None
+    config: dict[str, Any],
+    list_steps: sweeps.StepLister | None = None,
+    *,
+    default_run: str | None = None,
+    exit_on_error: bool = False,
 ) -> PipelineConfig:
-    """Coerce, validate against the JSON schema (filling defaults) and type a config
-    (`list_steps`: see `PipelineConfig.from_dict`)."""
+    """Coerce, validate against the JSON schema (filling defaults, in place) and type a config
+    (`list_steps`: see `PipelineConfig.from_dict`); the Snakefile's one way in.
+
+    `default_run`: `run` where the config leaves it null. `exit_on_error`: a config the schema
+    rejects exits with only its error lines (`validation.validate_or_exit`: Snakemake would
+    add a traceback to an exception) instead of raising `ConfigError`."""
     coerce_cli_overrides(config)
-    validation.validate_config(config)
+    (validation.validate_or_exit if exit_on_error else validation.validate_config)(config)
+    if config["run"] is None:
+        config["run"] = default_run
     return PipelineConfig.from_dict(config, list_steps)

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
 DEVICES = ("auto", "cpu", "gpu", "cuda", "rocm", "tpu")
 GPU_BACKENDS = ("cuda", "rocm")
+# What jax.devices()[0].platform says on a GPU (older JAX: "gpu", newer: the backend's name).
+GPU_PLATFORMS = frozenset({"gpu", *GPU_BACKENDS})
 GPU_DETERMINISM_FLAGS = ("--xla_gpu_deterministic_ops=true", "--xla_gpu_autotune_level=0")
 _DETERMINISTIC_OPS, _AUTOTUNE_OFF = GPU_DETERMINISM_FLAGS
 GPU_DETERMINISM: dict[str, tuple[str, ...]] = {
@@ -55,6 +57,7 @@ class DeviceChoice:
     requested: str
     platform: str | None  # value for JAX_PLATFORMS; None: leave JAX's choice alone
     xla_flags: tuple[str, ...]  # determinism flags to add to XLA_FLAGS
+    gpu: bool = False  # a GPU backend: the only kind the GPU determinism flags apply to
 
     @property
     def deterministic(self) -> bool:
@@ -110,13 +113,13 @@ def resolve_device(
     installed = installed_backends() if installed is None else installed
     if device == "auto":
         gpu = any(kind in installed for kind in GPU_BACKENDS)
-        return DeviceChoice(device, None, gpu_flags if gpu else ())
+        return DeviceChoice(device, None, gpu_flags if gpu else (), gpu)
     wanted = [kind for kind in GPU_BACKENDS if kind in installed] if device == "gpu" else [device]
     if not wanted or wanted[0] not in installed:
         raise ValueError(_absent_message(device, installed))
     platform = wanted[0]
-    flags = gpu_flags if platform in GPU_BACKENDS else ()
-    return DeviceChoice(device, platform, flags)
+    gpu = platform in GPU_BACKENDS
+    return DeviceChoice(device, platform, gpu_flags if gpu else (), gpu)
 
 
 def _absent_message(device: str, installed: frozenset[str]) -> str:
@@ -145,9 +148,11 @@ def select_device(
 ) -> DeviceChoice:
     """Resolve `device` and set JAX_PLATFORMS and XLA_FLAGS (call before JAX is imported);
     `gpu_determinism`: the `evaluation.gpu_determinism` mode (`shared_dir`: where its shared
-    autotune results live, the compilation-cache folder)."""
-    gpu_flags = gpu_determinism_flags(gpu_determinism, shared_dir) if device != "cpu" else ()
-    choice = resolve_device(device, gpu_flags=gpu_flags)
+    autotune results live, the compilation-cache folder): applied, and checked, on a GPU
+    backend only (`auto` counts as one when a GPU plugin is installed)."""
+    choice = resolve_device(device)
+    if choice.gpu:
+        choice = replace(choice, xla_flags=gpu_determinism_flags(gpu_determinism, shared_dir))
     if choice.platform is not None:
         os.environ["JAX_PLATFORMS"] = choice.platform
     if choice.xla_flags:
@@ -181,7 +186,8 @@ def check_backend(device: str | None) -> str:
 
 def determinism_settings(device: str | None, platform: str) -> dict[str, object]:
     """What summary.json records: the device asked for and found, and the XLA determinism flags
-    in effect (None: not set, XLA's default applies)."""
+    in effect (None: not set, XLA's default applies); `gpu_determinism`, the mode those flags
+    amount to, only on a GPU (None on a CPU or TPU, where no GPU determinism applies)."""
     flags = xla_flag_values(os.environ.get("XLA_FLAGS", ""))
     return {
         "requested_device": device,
@@ -191,7 +197,7 @@ def determinism_settings(device: str | None, platform: str) -> dict[str, object]
         "gpu_determinism_flags_set": all(
             flags.get(name) == value for name, value in map(_split_flag, GPU_DETERMINISM_FLAGS)
         ),
-        "gpu_determinism": None if platform == "cpu" else gpu_determinism_mode(flags),
+        "gpu_determinism": gpu_determinism_mode(flags) if platform in GPU_PLATFORMS else None,
         "xla_gpu_load_autotune_results_from": flags.get(_LOAD_AUTOTUNE),
         "xla_gpu_dump_autotune_results_to": flags.get(_DUMP_AUTOTUNE),
     }

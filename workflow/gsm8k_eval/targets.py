@@ -13,7 +13,6 @@ from __future__ import annotations
 from gsm8k_eval import commands, paths
 from gsm8k_eval.commands import (
     cache_argument,
-    fail_on_divergence_flag,
     gpu_request,
     list_steps,
     local_dataset_inputs,
@@ -57,7 +56,6 @@ __all__ = [
     "claim_run",
     "default_run",
     "export_environment",
-    "fail_on_divergence_flag",
     "gpu_request",
     "job_dir",
     "job_log",

@@ -4,16 +4,16 @@ import sys
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 
 from gsm8k_eval import codegraph, lm_eval_export, provenance, targets, validation
-from gsm8k_eval.config import PipelineConfig, coerce_cli_overrides
+from gsm8k_eval.config import load_config
 
-coerce_cli_overrides(config)
-# One line per problem (`key.path: what is wrong`), then the schema's defaults filled in.
-validation.validate_or_exit(config)
-
-
-if config["run"] is None:
-    config["run"] = targets.default_run(workflow.overwrite_configfiles)
-PIPELINE = PipelineConfig.from_dict(config, list_steps=targets.list_steps)
+# `--config` strings coerced; a bad config exits with one line per problem (`key.path: what is
+# wrong`); then the schema's defaults and `run` filled in (in `config` too) and typed.
+PIPELINE = load_config(
+    config,
+    targets.list_steps,
+    default_run=targets.default_run(workflow.overwrite_configfiles),
+    exit_on_error=True,
+)
 # An enabled reference needs torch here, unless --sdm conda gives its job envs/reference.yaml.
 validation.reference_runtime_or_exit(
     PIPELINE.reference.enabled,

@@ -116,9 +116,9 @@ def add_render_report(sub) -> None:
 
 
 def _run_render_report(args: argparse.Namespace) -> None:
-    from gsm8k_eval.report import inputs_from_results, load_config, render_report
+    from gsm8k_eval.report import config_to_show, inputs_from_results, render_report
 
-    config = json.loads(args.config_json) if args.config_json else load_config(args.config)
+    config = json.loads(args.config_json) if args.config_json else config_to_show(args.config)
     inputs = inputs_from_results(args.results_dir, args.out, config, args.command_line)
     if args.summaries is not None:
         inputs.eval_dirs = list(args.summaries)

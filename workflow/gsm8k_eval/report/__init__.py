@@ -12,8 +12,8 @@ from gsm8k_eval.report.inputs import (
     DEFAULT_TEMPLATE_DIR,
     ReportDataError,
     ReportInputs,
+    config_to_show,
     inputs_from_results,
-    load_config,
 )
 from gsm8k_eval.report.protocols import render_protocols
 from gsm8k_eval.report.render import (
@@ -27,8 +27,8 @@ __all__ = [
     "ExternalReference",
     "ReportDataError",
     "ReportInputs",
+    "config_to_show",
     "inputs_from_results",
-    "load_config",
     "render_protocols",
     "render_report",
     "render_report_from_results",

@@ -208,7 +208,7 @@ def load_checkpoint_manifests(paths: Iterable[Path]) -> dict[str, tuple[Path, di
     return {Path(p).parent.name: (Path(p), read_json(p)) for p in paths}
 
 
-def load_config(config: Path | Mapping[str, Any] | None) -> dict[str, Any]:
+def config_to_show(config: Path | Mapping[str, Any] | None) -> dict[str, Any]:
     """The configuration to show: a YAML/JSON file, an already-loaded mapping, or None ({})."""
     if config is None:
         return {}
@@ -235,7 +235,7 @@ def inputs_from_results(
         checkpoint_manifests=sorted((results_dir / "checkpoints").glob("*/manifest.json")),
         dataset_manifest=dataset if dataset.is_file() else None,
         reference_summaries=sorted((results_dir / "reference").glob("*/summary.json")),
-        config=load_config(config_path),
+        config=config_to_show(config_path),
         command=command,
         out_path=Path(out_path),
         figures_dir=Path(out_path).parent / "figures",
