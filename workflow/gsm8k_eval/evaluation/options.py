@@ -67,6 +67,9 @@ class ShardStats:
 
     `wall_seconds` includes JIT compilation, `compile_seconds` is that part, and
     `prefill_seconds`/`decode_seconds` exclude it. `fingerprint`: what the shard was made with.
+    Shards streamed through the engine in one call (evaluation/shards.py) are each charged the
+    work done between the previous shard's completion and their own (deltas of the engine's
+    running counters): a shard's times are approximate, their sums over shards exact.
     """
 
     examples: int

@@ -102,72 +102,148 @@ def run_shards(
     current: dict[str, Any],
     ranges: list[tuple[int, int, int]],
 ) -> ShardRun:
-    """Generate every shard of `ranges` that is not already finished with this fingerprint."""
+    """Generate every shard of `ranges` that is not already finished with this fingerprint,
+    writing each (stats, then rows) as soon as it is complete. A sampler that can `stream` (the
+    engine) gets the prompts of all unfinished shards in one call, so shard boundaries never
+    drain its slots; the others get one `generate` call per shard."""
     digest = fingerprint.fingerprint_digest(current)
     total = sum(end - start for _, start, end in ranges)
-    done_stats: list[ShardStats] = []
-    resumed = 0
     progress = tqdm(
         total=total,
         desc=f"{options.checkpoint_name} bs={options.batch_size}",
         unit="ex",
         dynamic_ncols=True,
     )
-    generated = 0
-    started = time.perf_counter()
+    done: dict[int, ShardStats] = {}
+    todo = []
     for index, start, end in ranges:
         rows_path, stats_path = shard_paths(shard_dir, index)
         ids = [work.examples[i].id for i in range(start, end)]
         finished = _finished_shard(rows_path, stats_path, ids, digest)
-        if finished is not None:
-            done_stats.append(finished)
-            resumed += 1
+        if finished is None:
+            todo.append((index, start, end))
+        else:
+            done[index] = finished
             progress.update(end - start)
-            continue
-        rows, stats = _generate_shard(options, work, start, end, progress)
+    resumed = len(done)
+    if todo and hasattr(work.sampler, "stream"):
+        made = _stream_shards(options, work, todo, progress)
+    else:
+        made = (_generate_shard(options, work, shard, progress) for shard in todo)
+    generated = 0
+    started = time.perf_counter()
+    for index, rows, stats in made:
+        rows_path, stats_path = shard_paths(shard_dir, index)
         stats.fingerprint = digest
         write_json(stats_path, asdict(stats))
         write_jsonl(rows_path, rows)
-        done_stats.append(stats)
+        done[index] = stats
         generated += stats.generated_tokens
         elapsed = time.perf_counter() - started
         progress.set_postfix(tok_s=f"{generated / max(elapsed, 1e-9):.1f}")
     progress.close()
-    return ShardRun(done_stats, resumed, current, digest)
+    return ShardRun([done[index] for index, _, _ in ranges], resumed, current, digest)
+
+
+Made = tuple[int, list[dict[str, Any]], ShardStats]  # a shard's index, rows and stats
 
 
 def _generate_shard(
-    options: EvaluateOptions, work: Workload, start: int, end: int, progress: tqdm
-) -> tuple[list[dict[str, Any]], ShardStats]:
+    options: EvaluateOptions, work: Workload, shard: tuple[int, int, int], progress: tqdm
+) -> Made:
     """The whole shard in one sampler call: `batch_size` prompts in flight, cut at stops."""
-    rows: list[dict[str, Any]] = []
-    stats = ShardStats(examples=0, generated_tokens=0, prompt_tokens=0, wall_seconds=0.0)
-    shard = range(start, end)
+    index, start, end = shard
+    requests = range(start, end)
     window: dict[str, float] = {}
     with timed(window, "seconds"):
         generations = work.sampler.generate(
-            [work.prompt_ids[i] for i in shard],
+            [work.prompt_ids[i] for i in requests],
             stop_sequences=work.stop_sequences,
             max_in_flight=options.batch_size,
-            **_request_keys(options, work, shard),
+            **_request_keys(options, work, requests),
         )
-    stats.wall_seconds += window["seconds"] + window[COMPILE_KEY]
+    stats = _shard_stats(work, requests, generations)
+    stats.wall_seconds = window["seconds"] + window[COMPILE_KEY]
     _add_sampler_timing(work.sampler, stats, window[COMPILE_KEY])
-    for i, generation in zip(shard, generations, strict=True):
-        rows.append(generation_row(options, work, i, generation))
-        stats.generated_tokens += len(generation.tokens)
-        stats.prompt_tokens += len(work.prompt_ids[i])
-    stats.examples += len(shard)
-    progress.update(len(shard))
-    return rows, stats
+    progress.update(len(requests))
+    rows = [generation_row(options, work, i, g) for i, g in zip(requests, generations, strict=True)]
+    return index, rows, stats
 
 
-def _request_keys(options: EvaluateOptions, work: Workload, shard: range) -> dict[str, Any]:
+# The engine's running counters that streamed shards are charged by difference
+CHARGED = (
+    "prefill_seconds",
+    "decode_seconds",
+    COMPILE_KEY,
+    "useful_row_steps",
+    "executed_row_steps",
+)
+
+
+def _stream_shards(
+    options: EvaluateOptions,
+    work: Workload,
+    todo: list[tuple[int, int, int]],
+    progress: tqdm,
+) -> Iterator[Made]:
+    """The shards `todo` from one `stream` call over all their prompts (in shard order,
+    `batch_size` in flight), each yielded as soon as its last row ends.
+
+    Each shard is charged the engine's work between the previous shard's completion (or the
+    start) and its own: wall seconds (the caller's file writes left out) and the deltas of the
+    engine's running counters (prefill, decode and compile seconds, useful and executed
+    row-steps). Rows of later shards in flight meanwhile are charged to it, so a single
+    shard's numbers are approximate but their sums over the shards are the run's exact totals.
+    """
+    requests = [i for _, start, end in todo for i in range(start, end)]
+    owner = [k for k, (_, start, end) in enumerate(todo) for _ in range(start, end)]
+    generations: list[dict[int, Any]] = [{} for _ in todo]
+    charged = dict.fromkeys(CHARGED, 0.0)
+    mark = time.perf_counter()
+    stream = work.sampler.stream(
+        [work.prompt_ids[i] for i in requests],
+        stop_sequences=work.stop_sequences,
+        max_in_flight=options.batch_size,
+        **_request_keys(options, work, requests),
+    )
+    for position, generation in stream:
+        progress.update(1)
+        k = owner[position]
+        index, start, end = todo[k]
+        generations[k][requests[position]] = generation
+        if len(generations[k]) < end - start:
+            continue
+        shard = range(start, end)
+        ordered = [generations[k].pop(i) for i in shard]
+        stats = _shard_stats(work, shard, ordered)
+        stats.wall_seconds = time.perf_counter() - mark
+        timing = work.sampler.last_timing
+        for key in CHARGED:
+            setattr(stats, key, float(timing[key]) - charged[key])
+            charged[key] = float(timing[key])
+        rows = [generation_row(options, work, i, g) for i, g in zip(shard, ordered, strict=True)]
+        yield index, rows, stats
+        mark = time.perf_counter()
+
+
+def _shard_stats(work: Workload, requests: Sequence[int], generations: Sequence[Any]) -> ShardStats:
+    """A shard's example and token counts (times are set by the caller)."""
+    return ShardStats(
+        examples=len(requests),
+        generated_tokens=sum(len(g.tokens) for g in generations),
+        prompt_tokens=sum(len(work.prompt_ids[i]) for i in requests),
+        wall_seconds=0.0,
+    )
+
+
+def _request_keys(
+    options: EvaluateOptions, work: Workload, requests: Sequence[int]
+) -> dict[str, Any]:
     """`keys=` for a sampled run's sampler call (each request's key data); nothing if greedy."""
     if work.sample_indices is None:
         return {}
-    examples = [work.examples[i] for i in shard]
-    indices = [work.sample_indices[i] for i in shard]
+    examples = [work.examples[i] for i in requests]
+    indices = [work.sample_indices[i] for i in requests]
     return {"keys": request_key_data(options.sampling_seed, examples, indices)}
 
 

@@ -1,8 +1,8 @@
 """The sampler family, bottom to top: `types` (what every sampler shares), `step` (the model
-step on a fixed layout), `attention` (per-row cache cursors), `stops`, `batches`; the samplers
-`static.StaticSampler` (the engine's test oracle), `engine.Engine` (continuous batching) and
-`stock.TunixSampler` (stock tunix, the negative control); `make_sampler` on top builds any of
-them by name. See docs/sampler.md."""
+step on a fixed layout), `attention` (per-row cache cursors), `stops`, `batches`, `slots` and
+`scheduler` (the engine's state and loop); the samplers `static.StaticSampler` (the engine's
+test oracle), `engine.Engine` (continuous batching) and `stock.TunixSampler` (stock tunix, the
+negative control); `make_sampler` on top builds any of them by name. See docs/sampler.md."""
 
 from __future__ import annotations
 

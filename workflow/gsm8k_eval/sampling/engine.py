@@ -2,11 +2,11 @@
 
 Reads as state → prefill → decode segment → scheduler:
 
-* **State.** A fixed number of physical slots (`Layout.decode_rows`), one KV-cache row each, of
-  `max_prompt_length + max_generation_steps` positions. Every prompt ends at cache index
-  `max_prompt_length` (as in the static `StaticSampler`), so its keys sit at indices that depend
-  on that prompt only. Per slot: last token, tokens generated so far (its own cache cursor),
-  prompt length, token budget, active flag.
+* **State** (`slots.Slots`). A fixed number of physical slots (`Layout.decode_rows`), one
+  KV-cache row each, of `max_prompt_length + max_generation_steps` positions. Every prompt ends
+  at cache index `max_prompt_length` (as in the static `StaticSampler`), so its keys sit at
+  indices that depend on that prompt only. Per slot: last token, tokens generated so far (its
+  own cache cursor), prompt length, token budget, active flag.
 * **Prefill.** Prompts admitted together are grouped by length bucket; each group is prefilled
   in calls of exactly `Layout.prefill_rows` rows (the static sampler's program; dummy rows fill
   the rest), each row's K/V scattered into its own free slot (any slot: a slot index per row)
@@ -17,8 +17,10 @@ Reads as state → prefill → decode segment → scheduler:
   cursor `cache['end_index'][0]` becomes each row's own cursor and each row writes its K/V at its
   own position; projections, norms, RoPE and MLP are tunix's own modules (qwix LoRA still
   intercepts them). The float32 head runs on the last hidden state of all rows at once.
-* **Scheduler.** Between segments the host reads the new tokens, ends rows at EOS, a stop
-  sequence or their token budget, and refills free slots with the next prompts.
+* **Scheduler** (`scheduler.schedule`). Between segments the host reads the new tokens, ends
+  rows at EOS, a stop sequence or their token budget, yields each finished generation at once
+  (`Engine.stream`; `generate` collects them in input order) and refills free slots with the
+  next prompts.
 * **Sampling** (temperature > 0, `SamplerConfig`): each slot also carries its request's key
   data (uint32 [2], `draw.request_keys`); step s of a row is drawn by `draw.DrawConfig.choose`
   with `step_keys(key, s)` from that row's float32 logits alone (the prefill token is step 0).
@@ -32,8 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -46,6 +47,8 @@ from flax import nnx
 from gsm8k_eval import schema
 from gsm8k_eval.draw import DrawConfig, key_data
 from gsm8k_eval.sampling.attention import check_tunix_attention, per_row_attention
+from gsm8k_eval.sampling.scheduler import Requests, new_timing, schedule
+from gsm8k_eval.sampling.slots import Slots, check_cursors
 from gsm8k_eval.sampling.step import (
     empty_cache,
     greedy,
@@ -56,7 +59,6 @@ from gsm8k_eval.sampling.step import (
     supports_hidden_states,
     transposed_head,
 )
-from gsm8k_eval.sampling.stops import settle
 from gsm8k_eval.sampling.types import (
     Cache,
     Generation,
@@ -69,59 +71,6 @@ from gsm8k_eval.sampling.types import (
 log = logging.getLogger(__name__)
 
 DEFAULT_SEGMENT_STEPS: int = schema.default("sampling.segment_steps")
-
-
-# -- state ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Slots:
-    """Per-slot decode state ([R] arrays), carried between segments."""
-
-    last: Any  # int32: the token to feed next
-    step: Any  # int32: tokens generated so far (the cache cursor is region + step - 1)
-    length: Any  # int32: prompt length (0: empty slot)
-    limit: Any  # int32: token budget of the row
-    active: Any  # bool
-    key: Any = None  # uint32 [R, 2]: each request's key data (sampled decoding); None: greedy
-
-    @classmethod
-    def empty(cls, rows: int, sampled: bool = False) -> Slots:
-        """Host-side state of `rows` empty slots (they decode a dummy token, never read)."""
-        return cls(
-            last=np.zeros(rows, np.int32),
-            step=np.ones(rows, np.int32),
-            length=np.zeros(rows, np.int32),
-            limit=np.ones(rows, np.int32),
-            active=np.zeros(rows, np.bool_),
-            key=np.zeros((rows, 2), np.uint32) if sampled else None,
-        )
-
-    def to_host(self) -> Slots:
-        fields = (self.last, self.step, self.length, self.limit, self.active, self.key)
-        return Slots(*(None if x is None else np.array(x) for x in fields))
-
-
-jax.tree_util.register_dataclass(
-    Slots, data_fields=["last", "step", "length", "limit", "active", "key"], meta_fields=[]
-)
-
-
-def check_cursors(slots: Slots, region: int, size: int) -> None:
-    """Raise an IndexError unless every cache write of the next segment stays inside the cache
-    (an idle slot rewrites its cursor; an active one advances at most to its budget).
-
-    The cache write itself does not wrap (`attention.write_rows`), but XLA clamps an index out
-    of range, which would silently overwrite another position: this check comes first."""
-    step, limit = np.asarray(slots.step), np.asarray(slots.limit)
-    active = np.asarray(slots.active)
-    last = region + np.where(active, np.maximum(limit, step), step) - 1
-    bad = np.flatnonzero((step < 1) | (last >= size))
-    if bad.size:
-        raise IndexError(
-            f"cache cursor out of range in slots {bad.tolist()}: steps {step[bad].tolist()}, "
-            f"budgets {limit[bad].tolist()}, region {region}, cache size {size}"
-        )
 
 
 # -- decode segment ------------------------------------------------------------------------------
@@ -188,7 +137,7 @@ def _segment(
     return cache, slots, tokens, logits, executed
 
 
-# -- scheduler -----------------------------------------------------------------------------------
+# -- requests ------------------------------------------------------------------------------------
 
 
 def request_key_rows(keys: Any, count: int, sampled: bool) -> np.ndarray | None:
@@ -211,17 +160,6 @@ def _group_keys(keys: np.ndarray, group: Sequence[int], rows: int) -> np.ndarray
     return out
 
 
-@dataclass
-class _Running:
-    """A prompt occupying a slot."""
-
-    index: int
-    tokens: list[int]
-    logits: list[float]
-    limit: int
-    checked: int = 0  # tokens already known to contain no stop sequence
-
-
 def _lowest_free(free: list[int]) -> int:
     return min(free)
 
@@ -233,7 +171,8 @@ class Engine:
     `generate(prompts, stop_sequences, max_in_flight)`: at most `max_in_flight` prompts
     (default and cap: `layout.decode_rows`) occupy slots at once; a finished slot is refilled
     with the next prompt between decode segments of `segment_steps` steps. Outputs never depend
-    on `max_in_flight`, on the order of admission or on the slot a prompt lands in.
+    on `max_in_flight`, on the order of admission or on the slot a prompt lands in. `stream`
+    yields the same generations as their rows end.
     """
 
     model: nnx.Module
@@ -363,6 +302,25 @@ class Engine:
         `max_new_tokens`: optional per-prompt budgets (each at most `max_generation_steps`).
         A `ValueError` for a too-long or empty prompt is raised before anything is computed.
         """
+        results: list[Generation | None] = [None] * len(prompts)
+        for index, generation in self.stream(
+            prompts, stop_sequences, max_in_flight, max_new_tokens, keys
+        ):
+            results[index] = generation
+        return list(results)
+
+    def stream(
+        self,
+        prompts: list[list[int]],
+        stop_sequences: Sequence[str] = (),
+        max_in_flight: int | None = None,
+        max_new_tokens: Sequence[int] | None = None,
+        keys: Any = None,
+    ) -> Iterator[tuple[int, Generation]]:
+        """`generate`'s generations as (input index, generation), each as soon as its row ends
+        (completion order; the bits are `generate`'s). Arguments are checked here, before
+        anything is computed. `last_timing` is reset now and its counters (seconds, row-steps)
+        grow while the stream is consumed; one stream at a time per engine."""
         cfg, rows = self.config, self.layout.decode_rows
         check_lengths([len(p) for p in prompts], cfg.max_prompt_length)
         keys = request_key_rows(keys, len(prompts), self._draw.sampled)
@@ -371,7 +329,6 @@ class Engine:
             1 <= n <= cfg.max_generation_steps for n in limits
         ):
             raise ValueError(f"max_new_tokens must give 1..{cfg.max_generation_steps} per prompt")
-        in_flight = min(max_in_flight or rows, rows)
         if max_in_flight and max_in_flight > rows:
             log.warning(
                 "batch size %d > decode_rows %d: %d prompts in flight at a time",
@@ -379,73 +336,7 @@ class Engine:
                 rows,
                 rows,
             )
-        self.last_timing = dict.fromkeys(
-            ("prefill_seconds", "decode_seconds", "compile_seconds"), 0.0
-        )
+        self.last_timing = new_timing()
         stops = tuple(s for s in stop_sequences if s)
-        results: list[Generation | None] = [None] * len(prompts)
-        pending = deque(range(len(prompts)))
-        running: dict[int, _Running] = {}
-        slots = Slots.empty(rows, keys is not None)
-        useful = executed_rows = 0
-
-        def finish(slot: int | None, run: _Running) -> bool:
-            done = settle(
-                run.tokens,
-                run.logits,
-                run.limit,
-                cfg.eos_tokens,
-                stops,
-                self.tokenizer.decode,
-                run.checked,
-            )
-            if done is None:
-                run.checked = len(run.tokens)
-                return False
-            results[run.index] = done
-            if slot is not None:
-                del running[slot]
-                slots.active[slot] = False
-            return True
-
-        while pending or running:
-            if pending and len(running) < in_flight:
-                admitted = []
-                free = [r for r in range(rows) if r not in running]
-                while pending and len(running) + len(admitted) < in_flight:
-                    slot = self.choose_slot(free)
-                    free.remove(slot)
-                    admitted.append((pending.popleft(), slot))
-                firsts = self._prefill_many(
-                    [prompts[i] for i, _ in admitted],
-                    [s for _, s in admitted],
-                    None if keys is None else keys[[i for i, _ in admitted]],
-                )
-                for (index, slot), (first, logit) in zip(admitted, firsts, strict=True):
-                    run = _Running(index, [first], [logit], limits[index])
-                    if not finish(None, run):
-                        running[slot] = run
-                        if keys is not None:
-                            slots.key[slot] = keys[index]
-                        slots.last[slot], slots.step[slot] = first, 1
-                        slots.length[slot], slots.limit[slot] = len(prompts[index]), run.limit
-                        slots.active[slot] = True
-                continue  # admit again if a prompt ended at its first token
-            before = slots.step.copy()
-            slots, tokens, logits, steps = self._run_segment(slots)
-            executed_rows += steps * rows
-            if not steps or not np.any(slots.step > before):
-                raise RuntimeError(f"a decode segment made no progress ({steps} steps)")
-            for slot, run in list(running.items()):
-                n = int(slots.step[slot] - before[slot])
-                run.tokens += tokens[slot, :n].tolist()
-                run.logits += logits[slot, :n].tolist()
-                finish(slot, run)
-        for generation in results:
-            useful += max(len(generation.tokens) - 1, 0)
-        self.last_timing.update(
-            useful_row_steps=float(useful),
-            executed_row_steps=float(executed_rows),
-            slot_utilization=useful / executed_rows if executed_rows else 1.0,
-        )
-        return list(results)
+        requests = Requests(prompts, limits, keys, stops)
+        return schedule(self, requests, min(max_in_flight or rows, rows))

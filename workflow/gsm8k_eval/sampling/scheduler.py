@@ -1,0 +1,175 @@
+"""The engine's scheduler: prompts stream through a fixed set of slots, and each prompt's
+generation is yielded the moment its row ends (completion order).
+
+Between decode segments the host reads the new tokens, ends rows at EOS, a stop sequence or
+their token budget, and refills the free slots with the next prompts (admission in input order,
+at most `in_flight` at once). Nothing here runs the model: the engine's `_prefill_many` and
+`_run_segment` do (see `SlotEngine`). The engine's running counters (`last_timing`) are kept
+current while streaming, so a caller can apportion them between yields (evaluation/shards.py).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from gsm8k_eval.sampling.slots import Slots
+from gsm8k_eval.sampling.stops import settle
+from gsm8k_eval.sampling.types import Generation, Layout, SamplerConfig
+
+TIMING_KEYS = (
+    "prefill_seconds",
+    "decode_seconds",
+    "compile_seconds",
+    "useful_row_steps",
+    "executed_row_steps",
+    "slot_utilization",
+)
+
+
+class SlotEngine(Protocol):
+    """What the scheduler needs from the engine."""
+
+    config: SamplerConfig
+    layout: Layout
+    tokenizer: Any
+    choose_slot: Callable[[list[int]], int]
+    last_timing: dict[str, float]
+
+    def _prefill_many(
+        self, prompts: Sequence[list[int]], slots: Sequence[int], keys: Any = None
+    ) -> list[tuple[int, float]]: ...
+
+    def _run_segment(self, slots: Slots) -> tuple[Slots, np.ndarray, np.ndarray, int]: ...
+
+
+@dataclass(frozen=True)
+class Requests:
+    """Validated prompts with their token budgets, key data (uint32 [N, 2] when sampling, else
+    None) and stop sequences."""
+
+    prompts: Sequence[list[int]]
+    limits: Sequence[int]
+    keys: np.ndarray | None
+    stops: tuple[str, ...]
+
+
+@dataclass
+class _Running:
+    """A prompt occupying a slot."""
+
+    index: int
+    tokens: list[int]
+    logits: list[float]
+    limit: int
+    checked: int = 0  # tokens already known to contain no stop sequence
+
+
+def new_timing() -> dict[str, float]:
+    """The engine's counters at the start of a call (`slot_utilization` 1.0 until a step)."""
+    return {**dict.fromkeys(TIMING_KEYS, 0.0), "slot_utilization": 1.0}
+
+
+def schedule(
+    engine: SlotEngine, requests: Requests, in_flight: int
+) -> Iterator[tuple[int, Generation]]:
+    """(input index, generation) of every request, each as soon as its row ends."""
+    pending = deque(range(len(requests.prompts)))
+    running: dict[int, _Running] = {}
+    slots = Slots.empty(engine.layout.decode_rows, requests.keys is not None)
+    while pending or running:
+        if pending and len(running) < in_flight:  # again if a prompt ended at its first token
+            done = _admit(engine, requests, pending, running, slots, in_flight)
+        else:
+            slots, done = _decode(engine, requests, running, slots)
+        for index, generation in done:
+            _count(engine.last_timing, useful=max(len(generation.tokens) - 1, 0))
+            yield index, generation
+
+
+def _count(timing: dict[str, float], useful: int = 0, executed: int = 0) -> None:
+    timing["useful_row_steps"] += float(useful)
+    timing["executed_row_steps"] += float(executed)
+    steps = timing["executed_row_steps"]
+    timing["slot_utilization"] = timing["useful_row_steps"] / steps if steps else 1.0
+
+
+def _settle(engine: SlotEngine, requests: Requests, run: _Running) -> Generation | None:
+    """The row's generation if it has ended, else None (remembering what was checked)."""
+    done = settle(
+        run.tokens,
+        run.logits,
+        run.limit,
+        engine.config.eos_tokens,
+        requests.stops,
+        engine.tokenizer.decode,
+        run.checked,
+    )
+    if done is None:
+        run.checked = len(run.tokens)
+    return done
+
+
+def _admit(
+    engine: SlotEngine,
+    requests: Requests,
+    pending: deque[int],
+    running: dict[int, _Running],
+    slots: Slots,
+    in_flight: int,
+) -> list[tuple[int, Generation]]:
+    """Prefill the next prompts into free slots (up to `in_flight` running); those that end at
+    their first token come back finished, the others occupy their slot."""
+    admitted = []
+    free = [r for r in range(engine.layout.decode_rows) if r not in running]
+    while pending and len(running) + len(admitted) < in_flight:
+        slot = engine.choose_slot(free)
+        free.remove(slot)
+        admitted.append((pending.popleft(), slot))
+    keys = requests.keys
+    firsts = engine._prefill_many(
+        [requests.prompts[i] for i, _ in admitted],
+        [s for _, s in admitted],
+        None if keys is None else keys[[i for i, _ in admitted]],
+    )
+    done = []
+    for (index, slot), (first, logit) in zip(admitted, firsts, strict=True):
+        run = _Running(index, [first], [logit], requests.limits[index])
+        generation = _settle(engine, requests, run)
+        if generation is not None:
+            done.append((index, generation))
+            continue
+        running[slot] = run
+        if keys is not None:
+            slots.key[slot] = keys[index]
+        slots.last[slot], slots.step[slot] = first, 1
+        slots.length[slot], slots.limit[slot] = len(requests.prompts[index]), run.limit
+        slots.active[slot] = True
+    return done
+
+
+def _decode(
+    engine: SlotEngine, requests: Requests, running: dict[int, _Running], slots: Slots
+) -> tuple[Slots, list[tuple[int, Generation]]]:
+    """One decode segment: the new tokens appended to each running row, the rows that ended
+    freed and returned; raises if the segment made no progress."""
+    before = slots.step.copy()
+    slots, tokens, logits, steps = engine._run_segment(slots)
+    _count(engine.last_timing, executed=steps * engine.layout.decode_rows)
+    if not steps or not np.any(slots.step > before):
+        raise RuntimeError(f"a decode segment made no progress ({steps} steps)")
+    done = []
+    for slot, run in list(running.items()):
+        n = int(slots.step[slot] - before[slot])
+        run.tokens += tokens[slot, :n].tolist()
+        run.logits += logits[slot, :n].tolist()
+        generation = _settle(engine, requests, run)
+        if generation is not None:
+            done.append((run.index, generation))
+            del running[slot]
+            slots.active[slot] = False
+    return slots, done
