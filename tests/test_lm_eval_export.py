@@ -188,3 +188,98 @@ def test_export_folder_of_a_checkpoint_named_eval():
 
     assert export_dir("results/r/eval/eval/fixed/bs1") == "results/r/lm-eval/eval/fixed/bs1"
     assert export_dir("results/r/eval/base/tunix/bs8") == "results/r/lm-eval/base/tunix/bs8"
+
+
+# A sampled run: 2 questions x 3 samples; lm-eval's filters on these responses, by hand.
+SAMPLED_DOCS = [
+    {"question": "Eggs?", "answer": "16 - 3 = 13\n#### 18"},
+    {"question": "Cats?", "answer": "3 + 4 = 7\n#### 7"},
+]
+SAMPLED_RESPONSES = [
+    ["so #### 5", "so #### 18", "so #### 18"],  # strict/flexible: 5, 18, 18
+    ["no answer", "no answer again", "#### 7"],  # strict/flexible: [invalid], [invalid], 7
+]
+
+
+def write_sampled_run(tmp_path: Path) -> Path:
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(d) + "\n" for d in SAMPLED_DOCS))
+    rollouts = []
+    for q, (doc, responses) in enumerate(zip(SAMPLED_DOCS, SAMPLED_RESPONSES, strict=True)):
+        gold = normalise(doc["answer"].rsplit("####", 1)[-1])
+        for i, response in enumerate(responses):
+            scored = score_response(response, gold, reference=doc["answer"])
+            rollouts.append(
+                {
+                    "id": q,
+                    "question": doc["question"],
+                    "prompt": f"Question: {doc['question']}\nAnswer:",
+                    "response": response,
+                    "gold": gold,
+                    "correct": scored.correct,
+                    "extracted": scored.extracted,
+                    "correct_by_method": scored.correct_by_method,
+                    "sample_index": i,
+                    "temperature": 0.7,
+                }
+            )
+    run = tmp_path / "results" / "r" / "eval" / "base" / "fixed" / "bs4"
+    run.mkdir(parents=True)
+    (run / "rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rollouts))
+    summary = {
+        "checkpoint": "base",
+        "total": len(rollouts),
+        "model_source": "hf:google/gemma-3-1b-it",
+        "prompt_template": "fewshot",
+        "num_shots": 5,
+        "max_generation_steps": 256,
+        "temperature": 0.7,
+        "top_k": 50,
+        "top_p": 0.95,
+        "num_samples": 3,
+        "sampled": {"num_samples": 3, "pass@1": {"value": 0.5}},
+    }
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+def test_sampled_run_is_one_document_per_question_with_its_responses(tmp_path: Path) -> None:
+    out = export(tmp_path, write_sampled_run(tmp_path))
+    results = json.loads((out / "results.json").read_text())
+    samples = [json.loads(line) for line in (out / "samples_gsm8k.jsonl").read_text().splitlines()]
+    names = [f"{f}{m}" for f in FILTERS for m in ("", "-maj@2", "-maj@3")]
+    order = [*FILTERS, *(n for n in names if "maj" in n)]  # lm-eval's filters, then the votes
+    assert [s["filter"] for s in samples] == [name for name in order for _ in range(2)]
+    for s in samples:
+        assert list(s) == SAMPLE_KEYS
+        assert s["resps"] == [SAMPLED_RESPONSES[s["doc_id"]]]
+        assert s["doc"] == SAMPLED_DOCS[s["doc_id"]]
+    filtered = {
+        (s["filter"], s["doc_id"]): (s["filtered_resps"], s["exact_match"]) for s in samples
+    }
+    expected = {  # first sample; votes of 2 (a tie: the first seen) and 3, [invalid] voting
+        "strict-match": [(["5"], 0.0), (["[invalid]"], 0.0)],
+        "strict-match-maj@2": [(["5"], 0.0), (["[invalid]"], 0.0)],
+        "strict-match-maj@3": [(["18"], 1.0), (["[invalid]"], 0.0)],
+    }
+    for name, rows in expected.items():
+        for other in (name, name.replace("strict-match", "flexible-extract")):
+            assert [filtered[(other, q)] for q in (0, 1)] == rows, other
+    task = results["results"]["gsm8k"]
+    assert task["exact_match,strict-match"] == 0.0 and task["exact_match,strict-match-maj@3"] == 0.5
+    assert task["exact_match_stderr,flexible-extract-maj@3"] == pytest.approx(0.5)
+    assert results["n-samples"] == {"gsm8k": {"original": 2, "effective": 2}}
+    config = results["configs"]["gsm8k"]
+    assert config["repeats"] == 3 and [f["name"] for f in config["filter_list"]] == order
+    assert config["filter_list"][-1]["filter"][0] == {"function": "take_first_k", "k": 3}
+    kwargs = config["generation_kwargs"]
+    assert (kwargs["do_sample"], kwargs["top_k"], kwargs["top_p"]) == (True, 50, 0.95)
+    assert results["gsm8k_eval"]["num_samples"] == 3
+    assert results["gsm8k_eval"]["sampled"]["pass@1"] == {"value": 0.5}
+
+
+def test_greedy_export_says_nothing_of_samples(tmp_path: Path) -> None:
+    out = export(tmp_path, write_run(tmp_path, fixture_rows()[:2]))
+    results = json.loads((out / "results.json").read_text())
+    config = results["configs"]["gsm8k"]
+    assert config["repeats"] == 1 and config["generation_kwargs"]["do_sample"] is False
+    assert "top_k" not in config["generation_kwargs"] and "num_samples" not in results["gsm8k_eval"]

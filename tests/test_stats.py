@@ -14,6 +14,7 @@ from gsm8k_eval.stats import (
     mcnemar_exact,
     mcnemar_p_value,
     paired_bootstrap_delta,
+    sign_flip_p_value,
     wilson_interval,
     z_value,
 )
@@ -134,3 +135,44 @@ def test_paired_bootstrap_of_one_pair_is_its_difference() -> None:
     assert (result.delta, result.interval.low, result.interval.high) == (1.0, 1.0, 1.0)
     with pytest.raises(ValueError):
         paired_bootstrap_delta([], [])
+
+
+# ---------------------------------------------------------------- sign-flip test (sampled runs)
+
+
+def hand_sign_flip(diffs: list[float]) -> float:
+    """Two-sided p of sum(diffs) over all 2^m sign patterns of the non-zero differences."""
+    nonzero = [d for d in diffs if d]
+    observed = abs(sum(nonzero))
+    m = len(nonzero)
+    hits = sum(
+        abs(sum(d if (mask >> i) & 1 else -d for i, d in enumerate(nonzero))) >= observed - 1e-12
+        for mask in range(2**m)
+    )
+    return hits / 2**m
+
+
+def test_sign_flip_on_zero_one_scores_is_the_exact_mcnemar_test() -> None:
+    a = [True] * 10 + [True] * 1 + [False] * 6 + [False] * 3
+    b = [True] * 10 + [False] * 1 + [True] * 6 + [False] * 3
+    assert sign_flip_p_value(a, b) == pytest.approx(mcnemar_exact(a, b).p_value, rel=1e-12)
+    assert sign_flip_p_value(a, a) == 1.0
+
+
+def test_sign_flip_on_question_means_against_full_enumeration() -> None:
+    """Per-question accuracies over 4 samples (differences of quarters), 9 questions differ."""
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 5, 30) / 4
+    b = a.copy()
+    b[:9] = np.clip(a[:9] + rng.choice([-0.5, -0.25, 0.25, 0.75], 9), 0, 1)
+    diffs = (b - a).tolist()
+    assert sign_flip_p_value(a, b) == pytest.approx(hand_sign_flip(diffs), rel=1e-12)
+
+
+def test_sign_flip_random_flips_approach_mcnemar_with_many_pairs() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.random(400) < 0.5
+    b = np.where(rng.random(400) < 0.15, ~a, a) | (rng.random(400) < 0.04)
+    p = sign_flip_p_value(a, b, seed=1)
+    assert p == sign_flip_p_value(a, b, seed=1)
+    assert p == pytest.approx(mcnemar_exact(a, b).p_value, abs=0.01)

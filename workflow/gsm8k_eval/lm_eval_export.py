@@ -16,10 +16,20 @@ samples_gsm8k.jsonl
                them: doc_id, doc {question, answer}, target, arguments, resps, filtered_resps,
                filter, metrics, doc_hash, prompt_hash, target_hash, exact_match.
 
+A sampled run (n samples per question, docs/sampled.md) is exported as lm-eval runs a task
+with `repeats: n`: one document per question whose `resps` holds its n responses (sample-index
+order). lm-eval's gsm8k filters end in `take_first`, so `strict-match` / `flexible-extract` score
+the first sample (gsm8k-cot-self-consistency's "score-first"); `<filter>-maj@k` (k = 2, 4, ...
+and n) adds that task's majority filter: `take_first_k` k, the filter's regex, `majority_vote`
+(lm-eval's: the most common raw filtered string, `[invalid]` included, ties to the first seen),
+`take_first`, scored by the same `exact_match`. summary.json's `sampled` block (pass@k, maj@k
+over normalised answers) is copied into `gsm8k_eval`.
+
 The scores are the rollouts' own (`correct_by_method`, graded by `gsm8k_eval.scoring`, which
 tests/test_lm_eval_fixture.py checks against real lm-eval); the stderr is lm-eval's
 `mean_stderr`: sqrt(p(1-p)/(n-1)) for 0/1 scores, "N/A" for fewer than two examples.
-Imports no JAX (the Snakefile imports `export_dir`/`export_targets`).
+Imports no JAX, numpy or scipy at import time (the Snakefile imports `export_dir`/
+`export_targets`): the sampled-run helpers are imported where they are used.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -127,12 +138,31 @@ def num_fewshot(summary: dict[str, Any]) -> int:
 
 
 def generation_kwargs(summary: dict[str, Any]) -> dict[str, Any]:
-    return {
+    temperature = float(summary.get("temperature") or 0)
+    kwargs = {
         "until": stop_sequences(summary),
-        "do_sample": False,
-        "temperature": float(summary.get("temperature") or 0),
+        "do_sample": temperature > 0,
+        "temperature": temperature,
         "max_gen_toks": summary.get("max_generation_steps"),
     }
+    if temperature > 0:
+        kwargs.update(top_k=summary.get("top_k"), top_p=summary.get("top_p"))
+    return kwargs
+
+
+def majority_filters(samples: int) -> list[tuple[str, str, int]]:
+    """(name, base filter, k) of the majority-vote filters of a run of `samples` per question."""
+    if samples < 2:
+        return []
+    from gsm8k_eval.sampled_summary import reported_ks
+
+    ks = [k for k in reported_ks(samples) if k > 1]
+    return [(f"{name}-maj@{k}", name, k) for name in FILTERS for k in ks]
+
+
+def majority_vote(answers: Sequence[str]) -> str:
+    """lm-eval's `majority_vote` filter: the most common string, ties to the first seen."""
+    return Counter(answers).most_common(1)[0][0]
 
 
 def _doc(dataset: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, str]:
@@ -154,34 +184,90 @@ def _truncate(text: str, stops: Sequence[str]) -> str:
     return text[:cut]
 
 
+def _record(
+    doc: dict[str, str],
+    row: dict[str, Any],
+    resps: list[str],
+    filtered: Any,
+    filter_name: str,
+    score: float,
+    gen_kwargs: dict[str, Any],
+) -> dict[str, Any]:
+    """One document's record for one filter, in lm-eval's key order."""
+    target = doc["answer"]  # gsm8k.yaml doc_to_target: "{{answer}}"
+    return {
+        "doc_id": row["id"],
+        "doc": doc,
+        "target": target,
+        "arguments": {"gen_args_0": {"arg_0": row["prompt"], "arg_1": gen_kwargs}},
+        "resps": [resps],
+        "filtered_resps": [str(filtered)],
+        "filter": filter_name,
+        "metrics": [METRIC],
+        "doc_hash": hash_string(json.dumps(doc, indent=2, ensure_ascii=False)),
+        "prompt_hash": hash_string(row["prompt"]),
+        "target_hash": hash_string(str(target)),
+        METRIC: score,
+    }
+
+
+def _is_sampled(rows: list[dict[str, Any]]) -> bool:
+    from gsm8k_eval.sampled_summary import is_sampled
+
+    return is_sampled(rows)
+
+
+def _samples_per_question(rows: list[dict[str, Any]]) -> int:
+    from gsm8k_eval.sampled_summary import by_question
+
+    return len(by_question(rows)[0])
+
+
 def sample_records(
     rows: list[dict[str, Any]], dataset: list[dict[str, Any]], summary: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """lm-eval's per-sample records (as `save_results_samples` writes them), filter by filter."""
+    if _is_sampled(rows):
+        return sampled_records(rows, dataset, summary)
     gen_kwargs = generation_kwargs(summary)
     records = []
     for filter_name in FILTERS:
         for row in rows:
-            doc = _doc(dataset, row)
-            target = doc["answer"]  # gsm8k.yaml doc_to_target: "{{answer}}"
+            resps = [_truncate(row["response"], gen_kwargs["until"])]
             filtered = row["extracted"][filter_name]
             score = 1.0 if row["correct_by_method"][filter_name] else 0.0
-            records.append(
-                {
-                    "doc_id": row["id"],
-                    "doc": doc,
-                    "target": target,
-                    "arguments": {"gen_args_0": {"arg_0": row["prompt"], "arg_1": gen_kwargs}},
-                    "resps": [[_truncate(row["response"], gen_kwargs["until"])]],
-                    "filtered_resps": [str(filtered)],
-                    "filter": filter_name,
-                    "metrics": [METRIC],
-                    "doc_hash": hash_string(json.dumps(doc, indent=2, ensure_ascii=False)),
-                    "prompt_hash": hash_string(row["prompt"]),
-                    "target_hash": hash_string(str(target)),
-                    METRIC: score,
-                }
-            )
+            doc = _doc(dataset, row)
+            records.append(_record(doc, row, resps, filtered, filter_name, score, gen_kwargs))
+    return records
+
+
+def sampled_records(
+    rows: list[dict[str, Any]], dataset: list[dict[str, Any]], summary: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """One record per question and filter, its samples' responses in `resps` (lm-eval with
+    `repeats`): the first sample for lm-eval's filters, then the majority-vote filters."""
+    from gsm8k_eval.sampled_summary import by_question
+    from gsm8k_eval.scoring import lm_eval_exact_match
+
+    gen_kwargs = generation_kwargs(summary)
+    groups = by_question(rows)
+    for group in groups:
+        if len({r["prompt"] for r in group}) != 1:
+            raise ValueError(f"the samples of question {group[0]['id']} have different prompts")
+    docs = [_doc(dataset, group[0]) for group in groups]
+    resps = [[_truncate(r["response"], gen_kwargs["until"]) for r in group] for group in groups]
+    records = []
+    for filter_name in FILTERS:
+        for doc, group, texts in zip(docs, groups, resps, strict=True):
+            first = group[0]
+            score = 1.0 if first["correct_by_method"][filter_name] else 0.0
+            filtered = first["extracted"][filter_name]
+            records.append(_record(doc, first, texts, filtered, filter_name, score, gen_kwargs))
+    for name, base, k in majority_filters(len(groups[0]) if groups else 0):
+        for doc, group, texts in zip(docs, groups, resps, strict=True):
+            vote = majority_vote([str(r["extracted"][base]) for r in group[:k]])
+            score = 1.0 if lm_eval_exact_match(vote, doc["answer"]) else 0.0
+            records.append(_record(doc, group[0], texts, vote, name, score, gen_kwargs))
     return records
 
 
@@ -191,11 +277,14 @@ def results_document(
     records: list[dict[str, Any]],
     dataset_rows: int,
 ) -> dict[str, Any]:
-    """lm-eval's aggregated results (`results_<date>.json`) for one evaluation."""
-    total = len(rows)
+    """lm-eval's aggregated results (`results_<date>.json`) for one evaluation (documents: one
+    per example, or per question of a sampled run)."""
+    sampled = _is_sampled(rows)
+    samples = _samples_per_question(rows) if sampled else 1
+    total = len(rows) // samples
     task: dict[str, Any] = {"alias": TASK}
-    for filter_name in FILTERS:
-        correct = sum(bool(r["correct_by_method"][filter_name]) for r in rows)
+    for filter_name in [*FILTERS, *(name for name, _, _ in majority_filters(samples))]:
+        correct = sum(r[METRIC] == 1.0 for r in records if r["filter"] == filter_name)
         stderr = proportion_stderr(correct, total)
         task[metric_key(filter_name)] = correct / total if total else None
         task[metric_key(filter_name, stderr=True)] = "N/A" if stderr is None else stderr
@@ -204,7 +293,7 @@ def results_document(
     return {
         "results": {TASK: task},
         "group_subtasks": {TASK: []},
-        "configs": {TASK: task_config(summary)},
+        "configs": {TASK: task_config(summary, samples)},
         "versions": {TASK: TASK_VERSION},
         "n-shot": {TASK: num_fewshot(summary)},
         "higher_is_better": {TASK: {METRIC: True}},
@@ -235,12 +324,25 @@ def results_document(
             "lm_eval_protocol": uses_lm_eval_protocol(summary),
             "note": "written by gsm8k-eval from its rollouts, not by lm-eval; scores are "
             "lm-eval's gsm8k filters and exact_match applied to this pipeline's generations",
+            **(sampled_note(summary, samples) if sampled else {}),
         },
     }
 
 
-def task_config(summary: dict[str, Any]) -> dict[str, Any]:
-    """lm-eval's task-config keys, filled with what this run did."""
+def sampled_note(summary: dict[str, Any], samples: int) -> dict[str, Any]:
+    """What a sampled run's export means, and the summary's own pass@k / maj@k."""
+    return {
+        "num_samples": samples,
+        "sampled": summary.get("sampled"),
+        "sampled_note": "one document per question with its samples' responses (lm-eval's "
+        "repeats); strict-match and flexible-extract score the first sample (take_first); "
+        "<filter>-maj@k is lm-eval's majority_vote over the first k samples' filtered "
+        "strings; `sampled` is summary.json's pass@k and maj@k (normalised answers)",
+    }
+
+
+def task_config(summary: dict[str, Any], samples: int = 1) -> dict[str, Any]:
+    """lm-eval's task-config keys, filled with what this run did (`samples` per question)."""
     return {
         "task": TASK,
         "dataset_path": "openai/gsm8k",
@@ -252,11 +354,28 @@ def task_config(summary: dict[str, Any]) -> dict[str, Any]:
         "output_type": "generate_until",
         "num_fewshot": num_fewshot(summary),
         "generation_kwargs": generation_kwargs(summary),
-        "repeats": 1,
-        "filter_list": FILTER_LIST,
+        "repeats": samples,
+        "filter_list": FILTER_LIST + majority_filter_list(samples),
         "metric_list": METRIC_LIST,
         "metadata": {"version": TASK_VERSION},
     }
+
+
+def majority_filter_list(samples: int) -> list[dict[str, Any]]:
+    """The majority filters in lm-eval's filter_list form (gsm8k-cot-self-consistency's)."""
+    regex = {f["name"]: f["filter"][0] for f in FILTER_LIST}
+    return [
+        {
+            "name": name,
+            "filter": [
+                {"function": "take_first_k", "k": k},
+                regex[base],
+                {"function": "majority_vote"},
+                {"function": "take_first"},
+            ],
+        }
+        for name, base, k in majority_filters(samples)
+    ]
 
 
 def export_lm_eval(rollouts: Path, summary_path: Path, dataset: Path, out_dir: Path) -> Path:

@@ -3,7 +3,10 @@
 * `wilson_interval`: Wilson score interval for a binomial proportion (`binomtest`).
 * `mcnemar_exact`: exact McNemar test (two-sided binomial test on the discordant pairs).
 * `paired_bootstrap_delta`: percentile bootstrap CI for a paired accuracy difference
-  (`scipy.stats.bootstrap`).
+  (`scipy.stats.bootstrap`); the pairs' scores may be 0/1 or per-question means.
+* `sign_flip_p_value`: paired sign-flip permutation test of per-question score differences
+  (`scipy.stats.permutation_test`): for sampled runs, whose samples of one question are not
+  independent; with 0/1 scores it is the exact McNemar test.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import binomtest, bootstrap, norm
+from scipy.stats import binomtest, bootstrap, norm, permutation_test
 
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_RESAMPLES = 10_000
@@ -74,12 +77,10 @@ def wilson_interval(successes: int, total: int, confidence: float = DEFAULT_CONF
     return Interval(float(ci.low), float(ci.high))
 
 
-def _as_bool_array(values: Sequence[bool]) -> np.ndarray:
-    return np.asarray(values, dtype=bool)
-
-
-def _check_paired(a: Sequence[bool], b: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
-    arr_a, arr_b = _as_bool_array(a), _as_bool_array(b)
+def _check_paired(
+    a: Sequence[float], b: Sequence[float], dtype: type = bool
+) -> tuple[np.ndarray, np.ndarray]:
+    arr_a, arr_b = np.asarray(a, dtype=dtype), np.asarray(b, dtype=dtype)
     if arr_a.shape != arr_b.shape or arr_a.ndim != 1:
         raise ValueError(
             f"paired outcomes need equal 1-D lengths, got {arr_a.shape}, {arr_b.shape}"
@@ -108,14 +109,15 @@ def mcnemar_p_value(b: int, c: int) -> float:
 
 
 def paired_bootstrap_delta(
-    a: Sequence[bool],
-    b: Sequence[bool],
+    a: Sequence[float],
+    b: Sequence[float],
     *,
     confidence: float = DEFAULT_CONFIDENCE,
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
 ) -> BootstrapResult:
-    """Percentile bootstrap CI of mean(b) - mean(a), resampling examples (pairs) jointly.
+    """Percentile bootstrap CI of mean(b) - mean(a), resampling examples (pairs) jointly; the
+    scores are 0/1 correctness or, for sampled runs, each question's mean over its samples.
 
     Resampling pairs is resampling their differences b - a (the statistic is their mean), so
     scipy bootstraps the one sample of differences. The resamples are drawn from
@@ -123,13 +125,13 @@ def paired_bootstrap_delta(
     draw of indices: the same seed gives the same interval. A single pair has no spread: its
     interval is the difference itself.
     """
-    arr_a, arr_b = _check_paired(a, b)
+    arr_a, arr_b = _check_paired(a, b, np.float64)
     if arr_a.size == 0:
         raise ValueError("paired bootstrap needs at least one pair")
     if n_resamples < 1:
         raise ValueError("n_resamples must be >= 1")
     z_value(confidence)  # a confidence outside (0, 1) is an error
-    diff = arr_b.astype(np.float64) - arr_a.astype(np.float64)
+    diff = arr_b - arr_a
     delta = float(diff.mean())
     if diff.size == 1:
         interval = Interval(delta, delta)
@@ -145,3 +147,36 @@ def paired_bootstrap_delta(
         ).confidence_interval
         interval = Interval(float(ci.low), float(ci.high))
     return BootstrapResult(delta, interval, confidence, n_resamples, seed)
+
+
+def sign_flip_p_value(
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+) -> float:
+    """Two-sided p-value of "no difference" from the paired differences b - a (one per
+    question: each question's mean score over its samples), by flipping their signs.
+
+    Under the null the two sides of a pair are exchangeable, so each difference is as likely
+    negated; the statistic is their sum. Zero differences are left out (their flips change
+    nothing). With at most log2(`n_resamples`) non-zero differences every flip is enumerated
+    (exact); otherwise `n_resamples` random flips from `numpy.random.default_rng(seed)`. With
+    0/1 scores and exact enumeration this is the exact McNemar test. 1.0 with no difference.
+    """
+    arr_a, arr_b = _check_paired(a, b, np.float64)
+    diff = arr_b - arr_a
+    diff = diff[diff != 0]
+    if diff.size == 0:
+        return 1.0
+    result = permutation_test(
+        (diff,),
+        np.sum,
+        permutation_type="samples",
+        n_resamples=n_resamples,
+        batch=_CHUNK,
+        alternative="two-sided",
+        rng=np.random.default_rng(seed),
+    )
+    return float(min(1.0, result.pvalue))

@@ -16,7 +16,7 @@ from gsm8k_eval.report.inputs import (
     as_number,
     checkpoint_names,
 )
-from gsm8k_eval.stats import Interval, mcnemar_exact, paired_bootstrap_delta
+from gsm8k_eval.stats import Interval, mcnemar_exact, paired_bootstrap_delta, sign_flip_p_value
 
 ALPHA = 0.05
 MAX_LISTED_EXAMPLES = 10
@@ -160,9 +160,19 @@ class Example:
     question: str
 
 
+MCNEMAR = "exact McNemar test (two-sided)"
+SIGN_FLIP = "paired sign-flip permutation test on per-question accuracy (two-sided)"
+
+
 @dataclass(frozen=True)
 class PairedComparison:
-    """Checkpoint vs base on the same examples at one batch size."""
+    """Checkpoint vs base on the same examples at one batch size.
+
+    Greedy runs pair examples: 0/1 correctness, exact McNemar test. Sampled runs (`samples`
+    per question) pair questions: each question's accuracy over its samples, a sign-flip
+    permutation test and a bootstrap over questions, since the samples of one question are not
+    independent. `fixed`/`broken` are then the questions whose accuracy rose/fell.
+    """
 
     checkpoint: str
     base: str
@@ -175,21 +185,40 @@ class PairedComparison:
     p_value: float
     bootstrap: Interval | None
     alpha: float = ALPHA
+    samples: int | None = None  # samples per question of a sampled comparison (None: greedy)
 
     @property
     def delta(self) -> float:
         return self.accuracy - self.base_accuracy
 
     @property
+    def unit(self) -> str:
+        return "examples" if self.samples is None else "questions"
+
+    @property
+    def test_name(self) -> str:
+        return MCNEMAR if self.samples is None else SIGN_FLIP
+
+    @property
+    def test_title(self) -> str:
+        return self.test_name[0].upper() + self.test_name[1:]
+
+    @property
+    def changes(self) -> tuple[str, str]:
+        """What `fixed` and `broken` mean: labels in the report."""
+        return ("fixed", "broken") if self.samples is None else ("improved", "worse")
+
+    @property
     def significant(self) -> bool:
-        """Exact McNemar test (two-sided) rejects 'no difference' at `alpha`."""
+        """The test (`test_name`) rejects 'no difference' at `alpha`."""
         return self.p_value < self.alpha
 
     @property
     def listed(self) -> list[tuple[str, Example]]:
         """The fixed and broken examples shown in the report (at most MAX_LISTED_EXAMPLES each)."""
-        fixed = [("fixed", e) for e in self.fixed[:MAX_LISTED_EXAMPLES]]
-        return fixed + [("broken", e) for e in self.broken[:MAX_LISTED_EXAMPLES]]
+        up, down = self.changes
+        fixed = [(up, e) for e in self.fixed[:MAX_LISTED_EXAMPLES]]
+        return fixed + [(down, e) for e in self.broken[:MAX_LISTED_EXAMPLES]]
 
     @property
     def more_fixed(self) -> int:
@@ -200,24 +229,45 @@ class PairedComparison:
         return max(0, len(self.broken) - MAX_LISTED_EXAMPLES)
 
 
+def _is_sampled(base: Run, other: Run) -> bool:
+    return "sample_index" in base.rollouts and "sample_index" in other.rollouts
+
+
 def _paired_frame(base: Run, other: Run) -> pd.DataFrame:
-    """Matched by id; by (id, sample index) in sampled runs (each sample is an example)."""
-    sampled = "sample_index" in base.rollouts and "sample_index" in other.rollouts
-    keys = ["id", "sample_index"] if sampled else ["id"]
+    """Matched by id (0/1 `correct_*`); in sampled runs samples are matched by (id, sample
+    index), then averaged per question (`correct_*` its accuracy, `samples` its count)."""
+    keys = ["id", "sample_index"] if _is_sampled(base, other) else ["id"]
     left = base.rollouts[[*keys, "question", "correct"]]
     right = other.rollouts[[*keys, "correct"]]
     merged = left.merge(right, on=keys, suffixes=("_base", "_other"), validate="one_to_one")
-    return merged.astype({"correct_base": bool, "correct_other": bool})
+    merged = merged.astype({"correct_base": bool, "correct_other": bool})
+    if len(keys) == 1:
+        return merged
+    grouped = merged.groupby("id", sort=False)
+    return grouped.agg(
+        question=("question", "first"),
+        correct_base=("correct_base", "mean"),
+        correct_other=("correct_other", "mean"),
+        samples=("sample_index", "size"),
+    ).reset_index()
 
 
 def _examples(frame: pd.DataFrame) -> list[Example]:
     return [Example(int(i), str(q)) for i, q in zip(frame.id, frame.question, strict=True)]
 
 
+def _p_value(frame: pd.DataFrame, sampled: bool) -> float:
+    if sampled:
+        return sign_flip_p_value(frame.correct_base, frame.correct_other)
+    return mcnemar_exact(frame.correct_base, frame.correct_other).p_value
+
+
 def paired_comparison(base: Run, other: Run) -> PairedComparison:
-    """Checkpoint vs base on the examples both evaluated (matched by id)."""
+    """Checkpoint vs base on the examples both evaluated (matched by id; sampled runs: on the
+    questions, see `PairedComparison`)."""
     frame = _paired_frame(base, other)
     n = len(frame)
+    sampled = "samples" in frame
     boot = paired_bootstrap_delta(frame.correct_base, frame.correct_other) if n else None
     return PairedComparison(
         checkpoint=other.checkpoint,
@@ -226,10 +276,11 @@ def paired_comparison(base: Run, other: Run) -> PairedComparison:
         paired=n,
         base_accuracy=float(frame.correct_base.mean()) if n else 0.0,
         accuracy=float(frame.correct_other.mean()) if n else 0.0,
-        fixed=_examples(frame[~frame.correct_base & frame.correct_other]),
-        broken=_examples(frame[frame.correct_base & ~frame.correct_other]),
-        p_value=mcnemar_exact(frame.correct_base, frame.correct_other).p_value,
+        fixed=_examples(frame[frame.correct_other > frame.correct_base]),
+        broken=_examples(frame[frame.correct_other < frame.correct_base]),
+        p_value=_p_value(frame, sampled),
         bootstrap=boot.interval if boot else None,
+        samples=(int(frame.samples.max()) if n else 0) if sampled else None,
     )
 
 

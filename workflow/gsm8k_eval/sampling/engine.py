@@ -24,7 +24,9 @@ Reads as state → prefill → decode segment → scheduler:
 * **Sampling** (temperature > 0, `SamplerConfig`): each slot also carries its request's key
   data (uint32 [2], `draw.request_keys`); step s of a row is drawn by `draw.DrawConfig.choose`
   with `step_keys(key, s)` from that row's float32 logits alone (the prefill token is step 0).
-  At temperature 0 the slots carry no key and the programs are the greedy ones.
+  Requests admitted together with identical prompts (the n samples of a question) share one
+  prefill row, its K/V copied into each of their slots (`prefill_calls`, bitwise the same as
+  prefilling each). At temperature 0 the slots carry no key and the programs are the greedy ones.
 
 No shape depends on the batch: one segment program and one prefill program per bucket serve
 every batch size, admission order and slot. See docs/sampler.md.
@@ -47,6 +49,12 @@ from flax import nnx
 from gsm8k_eval import schema
 from gsm8k_eval.draw import DrawConfig, key_data
 from gsm8k_eval.sampling.attention import check_tunix_attention, per_row_attention
+from gsm8k_eval.sampling.prefill_calls import (
+    prefill_shared,
+    rows_saved,
+    separate_calls,
+    shared_calls,
+)
 from gsm8k_eval.sampling.scheduler import Requests, new_timing, schedule
 from gsm8k_eval.sampling.slots import Slots, check_cursors
 from gsm8k_eval.sampling.step import (
@@ -54,8 +62,6 @@ from gsm8k_eval.sampling.step import (
     greedy,
     last_logits,
     prefill,
-    prefill_groups,
-    prefill_inputs,
     supports_hidden_states,
     transposed_head,
 )
@@ -64,7 +70,6 @@ from gsm8k_eval.sampling.types import (
     Generation,
     Layout,
     SamplerConfig,
-    bucket_for,
     check_lengths,
 )
 
@@ -153,13 +158,6 @@ def request_key_rows(keys: Any, count: int, sampled: bool) -> np.ndarray | None:
     return data
 
 
-def _group_keys(keys: np.ndarray, group: Sequence[int], rows: int) -> np.ndarray:
-    """Key data of one prefill call ([rows, 2]; dummy rows get zeros, their draws are unused)."""
-    out = np.zeros((rows, 2), np.uint32)
-    out[: len(group)] = keys[list(group)]
-    return out
-
-
 def _lowest_free(free: list[int]) -> int:
     return min(free)
 
@@ -172,7 +170,9 @@ class Engine:
     (default and cap: `layout.decode_rows`) occupy slots at once; a finished slot is refilled
     with the next prompt between decode segments of `segment_steps` steps. Outputs never depend
     on `max_in_flight`, on the order of admission or on the slot a prompt lands in. `stream`
-    yields the same generations as their rows end.
+    yields the same generations as their rows end. `share_prefill` (sampled runs only):
+    identical prompts admitted together share one prefill row; False prefills each on its own
+    (the oracle; the same bits).
     """
 
     model: nnx.Module
@@ -181,6 +181,7 @@ class Engine:
     layout: Layout = field(default_factory=Layout)
     segment_steps: int = DEFAULT_SEGMENT_STEPS
     choose_slot: Callable[[list[int]], int] = _lowest_free  # tests vary it
+    share_prefill: bool = True
     last_timing: dict[str, float] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
@@ -196,15 +197,13 @@ class Engine:
         self._region = cfg.max_prompt_length
         self._eos = jnp.asarray(cfg.eos_tokens, jnp.int32)
         self._draw = DrawConfig(cfg.temperature, cfg.top_k, cfg.top_p)
+        self._shared = self.share_prefill and self._draw.sampled
+        fixed = dict(region=self._region, pad_id=cfg.pad_id, hidden=self._hidden)
         self._prefill_jit = jax.jit(
-            partial(
-                prefill,
-                self._graphdef,
-                region=self._region,
-                pad_id=cfg.pad_id,
-                hidden=self._hidden,
-                sampling=self._draw,
-            ),
+            partial(prefill, self._graphdef, **fixed, sampling=self._draw), donate_argnums=(2,)
+        )
+        self._shared_jit = jax.jit(
+            partial(prefill_shared, self._graphdef, **fixed, sampling=self._draw),
             donate_argnums=(2,),
         )
         self._segment_jit = jax.jit(
@@ -232,7 +231,8 @@ class Engine:
 
     @property
     def compiled_programs(self) -> list[Any]:
-        """Keys of the programs compiled so far: ("segment",) and ("prefill", bucket)."""
+        """Keys of the programs compiled so far: ("segment",), ("prefill", bucket) and, for a
+        shared prefill, ("prefill_shared", bucket)."""
         return sorted(self._compiled, key=str)
 
     def _take_cache(self) -> Cache:
@@ -246,32 +246,27 @@ class Engine:
         self, prompts: Sequence[list[int]], slots: Sequence[int], keys: Any = None
     ) -> list[tuple[int, float]]:
         """Prefill `prompts` into `slots` (distinct free slots), those of one bucket together in
-        calls of `layout.prefill_rows` rows; first tokens and logits, in input order (drawn
-        with the prompts' key data `keys`, uint32 [N, 2], when sampling)."""
-        cfg, layout = self.config, self.layout
-        buckets = [bucket_for(len(p), layout.bucket_step, cfg.max_prompt_length) for p in prompts]
-        groups = prefill_groups(buckets, layout.prefill_rows)
+        calls of `layout.prefill_rows` rows (identical prompts sharing a row when sampled and
+        `share_prefill`); first tokens and logits, in input order (drawn with the prompts' key
+        data `keys`, uint32 [N, 2], when sampling)."""
+        make = shared_calls if self._shared else separate_calls
+        calls = make(prompts, slots, keys, self.config, self.layout)
+        if self._shared:
+            saved = self.last_timing.get("prefill_rows_shared", 0.0) + rows_saved(prompts)
+            self.last_timing["prefill_rows_shared"] = saved
         outputs = []
         t0 = time.perf_counter()
         compile_before = self.last_timing["compile_seconds"]
-        for group in groups:
-            bucket = buckets[group[0]]
-            tokens, index = prefill_inputs(
-                [prompts[i] for i in group],
-                [slots[i] for i in group],
-                layout.prefill_rows,
-                bucket,
-                cfg,
-                layout.decode_rows,
-            )
-            args = (self._state, self._head, self._take_cache(), tokens, index)
-            extra = {} if keys is None else {"keys": _group_keys(keys, group, layout.prefill_rows)}
-            program = self._program(("prefill", bucket), self._prefill_jit, *args, **extra)
-            self._cache, token, logit = program(*args, **extra)
+        for call in calls:
+            args = (self._state, self._head, self._take_cache(), *call.inputs)
+            jitted = self._shared_jit if call.shared else self._prefill_jit
+            key = ("prefill_shared" if call.shared else "prefill", call.bucket)
+            program = self._program(key, jitted, *args, **call.kwargs)
+            self._cache, token, logit = program(*args, **call.kwargs)
             outputs.append((token, logit))
         firsts: list[tuple[int, float]] = [(0, 0.0)] * len(prompts)
-        for group, (token, logit) in zip(groups, jax.device_get(outputs), strict=True):
-            for row, i in enumerate(group):
+        for call, (token, logit) in zip(calls, jax.device_get(outputs), strict=True):
+            for row, i in enumerate(call.members):
                 firsts[i] = (int(token[row]), float(logit[row]))
         compiling = self.last_timing["compile_seconds"] - compile_before
         self.last_timing["prefill_seconds"] += time.perf_counter() - t0 - compiling

@@ -127,6 +127,45 @@ def greedy(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
     return token, jnp.take_along_axis(logits, token[:, None], axis=-1)[:, 0]
 
 
+def prefill_rows(model: nnx.Module, tokens, layers, pad_id: int, hidden: bool, head):
+    """The float32 last-position logits ([P, V]) of left-padded `tokens` [P, b], each row on its
+    own, and their K/V (one [P, b, ...] cache per layer of `layers`, the decode cache)."""
+    rows, length = tokens.shape
+    valid = tokens != pad_id
+    positions = jnp.maximum(jnp.cumsum(valid, axis=-1) - 1, 0)
+    causal = jnp.tril(jnp.ones((length, length), dtype=jnp.bool_))
+    mask = valid[:, None, :] & causal[None]
+    small = {
+        name: {
+            "k": jnp.zeros((rows, length, *layer["k"].shape[2:]), layer["k"].dtype),
+            "v": jnp.zeros((rows, length, *layer["v"].shape[2:]), layer["v"].dtype),
+            "end_index": jnp.zeros((rows,), jnp.int32),
+        }
+        for name, layer in layers.items()
+    }
+    return last_logits(model, tokens, positions, small, mask, hidden, head)
+
+
+def scatter_rows(cache: Cache, small: Cache, slots, region: int) -> Cache:
+    """Row i of `small` (K/V of length b) into decode-cache slot `slots[i]`, ending at cache
+    index `region`, the rest of that slot zeroed; out-of-range slot indices are dropped."""
+    length = next(iter(small.values()))["k"].shape[1]
+    size = next(iter(cache.values()))["k"].shape[1]
+    pad = ((0, 0), (region - length, size - region), (0, 0), (0, 0))
+
+    def scatter(buffer: jax.Array, new: jax.Array) -> jax.Array:
+        return buffer.at[slots].set(jnp.pad(new, pad), mode="drop")
+
+    return {
+        name: {
+            "k": scatter(layer["k"], small[name]["k"]),
+            "v": scatter(layer["v"], small[name]["v"]),
+            "end_index": layer["end_index"],
+        }
+        for name, layer in cache.items()
+    }
+
+
 def prefill(
     graphdef,
     state,
@@ -146,36 +185,9 @@ def prefill(
     rows). Returns the cache and each row's first token and float32 logit ([P]): greedy, or,
     with `keys` (uint32 [P, 2]), drawn by `sampling` (a `draw.DrawConfig`) as decode step 0."""
     model = nnx.merge(graphdef, state)
-    rows, length = tokens.shape
-    valid = tokens != pad_id
-    positions = jnp.maximum(jnp.cumsum(valid, axis=-1) - 1, 0)
-    causal = jnp.tril(jnp.ones((length, length), dtype=jnp.bool_))
-    mask = valid[:, None, :] & causal[None]
-    small = {
-        name: {
-            "k": jnp.zeros((rows, length, *layer["k"].shape[2:]), layer["k"].dtype),
-            "v": jnp.zeros((rows, length, *layer["v"].shape[2:]), layer["v"].dtype),
-            "end_index": jnp.zeros((rows,), jnp.int32),
-        }
-        for name, layer in cache.items()
-    }
-    logits, small = last_logits(model, tokens, positions, small, mask, hidden, head)
+    logits, small = prefill_rows(model, tokens, cache, pad_id, hidden, head)
     token, logit = greedy(logits) if keys is None else sampling.choose(logits, keys, 0)
-    size = next(iter(cache.values()))["k"].shape[1]
-    pad = ((0, 0), (region - length, size - region), (0, 0), (0, 0))
-
-    def scatter(buffer: jax.Array, new: jax.Array) -> jax.Array:
-        return buffer.at[slots].set(jnp.pad(new, pad), mode="drop")
-
-    cache = {
-        name: {
-            "k": scatter(layer["k"], small[name]["k"]),
-            "v": scatter(layer["v"], small[name]["v"]),
-            "end_index": layer["end_index"],
-        }
-        for name, layer in cache.items()
-    }
-    return cache, token, logit
+    return scatter_rows(cache, small, slots, region), token, logit
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,118 @@
+"""Shared prefill (issue 24): requests admitted together with identical prompts (the n samples
+of a question) share one prefill row, its K/V copied into each of their slots and each first
+token drawn with its own key. The oracle is the same engine prefilling every request on its own
+(`share_prefill=False`): slot K/V, first tokens and logits, and whole samples must be bitwise
+the same. Tiny random Gemma 3, float32 and bfloat16, prefill_rows 1 and 4."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+from test_engine import mismatches, random_slot
+from test_sampled_engine import keys_for, sampled_engine
+from test_sampler import TINY, random_prompts, tiny_model
+
+from gsm8k_eval.sampling.prefill_calls import distinct_rows, rows_saved, shared_calls
+from gsm8k_eval.sampling.types import Layout
+
+# An admission of 7 requests: question i's prompt at the positions listed (not adjacent);
+# every question has several, so each call is a shared one (one program per engine).
+ADMISSION = (0, 1, 0, 2, 0, 1, 2)
+LENGTHS = (40, 17, 40)  # one bucket; questions 0 and 2: one length, other tokens
+
+
+def test_distinct_rows_and_the_calls_they_make():
+    prompts = [[2, 5], [2, 6], [2, 5], [2, 5, 7], [2, 6]]
+    assert distinct_rows(prompts) == ([0, 1, 3], [0, 1, 0, 2, 1])
+    assert rows_saved(prompts) == 2
+    layout = Layout(decode_rows=6, prefill_rows=2, bucket_step=8)
+    keys = np.arange(10, dtype=np.uint32).reshape(5, 2)
+    calls = shared_calls(prompts, [4, 0, 5, 1, 2], keys, TINY, layout)
+    assert [c.members for c in calls] == [(0, 1, 2, 4), (3,)]  # rows (0, 1), then row 2
+    assert [c.shared for c in calls] == [True, False]  # row 2 serves one prompt: step.prefill
+    assert calls[1].inputs[1].tolist() == [1, 6] and calls[1].kwargs["keys"][0].tolist() == [6, 7]
+    tokens, sources, slots, key_rows = calls[0].inputs
+    assert tokens.shape == (2, 8) and sources.shape == slots.shape == (6,)
+    assert sources[:4].tolist() == [0, 1, 0, 1] and slots.tolist() == [4, 0, 5, 2, 6, 6]
+    assert key_rows[:4].tolist() == keys[[0, 1, 2, 4]].tolist() and not key_rows[4:].any()
+    with pytest.raises(ValueError, match="decode_rows"):
+        shared_calls(prompts * 2, list(range(10)), np.zeros((10, 2), np.uint32), TINY, layout)
+
+
+def _prefill(engine, prompts, slots, keys):
+    """The engine's prefill of one admission into a zeroed cache: (the cache as host arrays,
+    first tokens and logits)."""
+    engine.last_timing = dict.fromkeys(("prefill_seconds", "compile_seconds"), 0.0)
+    engine._cache = None
+    firsts = engine._prefill_many(prompts, slots, keys)
+    return jax.device_get(engine._cache), firsts
+
+
+def _bits(tree) -> list[bytes]:
+    return [np.asarray(x).tobytes() for x in jax.tree.leaves(tree)]
+
+
+@functools.cache
+def model_of(dtype: str):
+    return tiny_model(dtype)
+
+
+@functools.cache
+def engines(dtype: str, rows: int):
+    """(sharing engine, oracle engine) on one model, their programs compiled once per session."""
+    model, layout = model_of(dtype), Layout(prefill_rows=rows)
+    oracle = sampled_engine(model, layout=layout, share_prefill=False)
+    return sampled_engine(model, layout=layout), oracle
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("rows", [1, 4])
+def test_shared_prefill_equals_separate_prefill_bitwise(dtype, rows):
+    """Slot K/V (the whole cache), first tokens and their float32 logits: the same bits."""
+    shared, oracle = engines(dtype, rows)
+    questions = random_prompts(LENGTHS, seed=5)
+    questions[2][:20] = questions[0][:20]  # a shared prefix is not an identical prompt
+    prompts = [questions[q] for q in ADMISSION]
+    slots = np.random.default_rng(rows).permutation(8)[: len(prompts)].tolist()
+    keys = keys_for(4, len(prompts))
+    cache, firsts = _prefill(shared, prompts, slots, keys)
+    assert shared.last_timing["prefill_rows_shared"] == 4.0
+    assert shared.compiled_programs == [("prefill_shared", 64)]
+    cache_ref, firsts_ref = _prefill(oracle, prompts, slots, keys)
+    assert "prefill_rows_shared" not in oracle.last_timing
+    assert _bits(cache) == _bits(cache_ref), (dtype, rows)
+    tokens, logits = zip(*firsts, strict=True)
+    tokens_ref, logits_ref = zip(*firsts_ref, strict=True)
+    assert tokens == tokens_ref
+    bits = lambda x: np.float32(x).view(np.uint32).tolist()  # noqa: E731
+    assert bits(logits) == bits(logits_ref)
+    # the samples of question 0 drew with their own keys (a shared draw would repeat one token)
+    assert len({tokens[i] for i, q in enumerate(ADMISSION) if q == 0}) > 1
+
+
+@pytest.mark.parametrize(("dtype", "rows"), [("bfloat16", 4)])
+def test_shared_samples_equal_separate_samples(dtype, rows):
+    """Whole samples (4 per question, admitted in a random order at bs 8, random slots) equal
+    the oracle's one-request-per-row prefill at bs 3, and sharing did happen. (float32 and
+    bfloat16 at prefill_rows 1 and float32 at 4: tests/test_sampled_engine.py compares bs 3/8,
+    where samples of a question share, with bs 1, where none can.)"""
+    shared, oracle = engines(dtype, rows)
+    prompts = [p for p in random_prompts((3, 40, 64, 30, 17), seed=6) for _ in range(4)]
+    keys = keys_for(7, 5, samples=4)
+    expected = oracle.generate(prompts, max_in_flight=3, keys=keys)
+    order = np.random.default_rng(rows).permutation(len(prompts))
+    shared.choose_slot = random_slot(rows)
+    out = shared.generate([prompts[i] for i in order], max_in_flight=8, keys=keys[order])
+    assert shared.last_timing["prefill_rows_shared"] > 0
+    assert not mismatches(out, [expected[i] for i in order]), (dtype, rows)
+
+
+def test_greedy_engine_does_not_share():
+    """Greedy runs keep the separate prefill (their programs unchanged): nothing is shared."""
+    engine = sampled_engine(model_of("float32"), TINY)
+    _, firsts = _prefill(engine, random_prompts((5,), seed=0) * 3, [0, 1, 2], None)
+    assert "prefill_rows_shared" not in engine.last_timing and len(set(firsts)) == 1
+    assert engine.compiled_programs == [("prefill", 64)]
