@@ -101,7 +101,8 @@ def test_killed_run_resumes_to_byte_identical_rollouts(tiny_model_dir, tmp_path)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-4000:]
     shards = resumed / "shards"
     finished_before = sorted(p.name for p in shards.glob("shard-*.jsonl"))
-    assert finished_before == ["shard-00000.jsonl", "shard-00001.jsonl"]
+    # shards stream through one engine call: any two may be the first complete
+    assert len(finished_before) == 2, finished_before
     assert not (resumed / "rollouts.jsonl").exists()
     mtimes = {name: (shards / name).stat().st_mtime_ns for name in finished_before}
 

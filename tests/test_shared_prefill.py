@@ -116,3 +116,34 @@ def test_greedy_engine_does_not_share():
     _, firsts = _prefill(engine, random_prompts((5,), seed=0) * 3, [0, 1, 2], None)
     assert "prefill_rows_shared" not in engine.last_timing and len(set(firsts)) == 1
     assert engine.compiled_programs == [("prefill", 64)]
+
+
+def test_sampled_benchmark_runs_and_checks_its_samples(tmp_path):
+    """benchmarks/bench_sampled.py's plumbing on the tiny model (its numbers mean something on
+    the 270M only): greedy, shared and separate prefill rows; it exits non-zero if sharing
+    changed a sample."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from gsm8k_eval.models import fetch_model
+
+    model_dir = fetch_model("random:tiny", tmp_path / "model")
+    out = tmp_path / "bench.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sampled.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--model-dir", str(model_dir), "--questions", "2",
+         "--samples", "3", "--tokens", "4", "--bs", "4", "--decode-rows", "4",
+         "--segment-steps", "2", "--shots", "0", "--max-prompt-length", "1024",
+         "--dtype", "float32", "--out", str(out)],
+        capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(out.read_text())
+    rows = {row["variant"]: row for row in data["rows"]}
+    assert [rows[v]["requests"] for v in ("greedy", "sampled", "sampled-separate")] == [2, 6, 6]
+    shared = [rows[v]["prefill_rows_shared"] for v in ("sampled", "sampled-separate")]
+    assert shared[0] > 0 == shared[1]
+    assert data["ratios"]["sampled / greedy samples/s"] > 0

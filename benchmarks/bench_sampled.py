@@ -1,0 +1,194 @@
+"""Samples/s of the engine's sampled decoding against its greedy decoding (issue 24).
+
+One process, one model, the same questions: `greedy` generates one continuation per question,
+`sampled` n per question (temperature / top-k / top-p, one key per (question, sample)), with the
+n samples of a question sharing one prefill row, and `sampled-separate` the same requests with
+every sample prefilled on its own (`Engine(share_prefill=False)`, the bitwise oracle). Each
+variant is warmed up on every prefill bucket first (compilation excluded) and timed over one
+`generate` call with `bs` requests in flight, as the evaluate stage runs a shard.
+
+    .venv/bin/python benchmarks/bench_sampled.py --model-dir results/model \\
+        --questions 8 --samples 4 --tokens 64 --bs 8 --dtype bfloat16 --out sampled.json
+
+samples/s counts generations (a greedy run's one per question); useful tokens/s counts the
+tokens up to the stop, as `bench_sampler.py`. The two sampled variants must produce the same
+tokens (checked here, the run fails otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_sampler import build_prompts, one_per_bucket
+
+
+@dataclass
+class Row:
+    """One timed variant."""
+
+    variant: str
+    requests: int
+    seconds: float
+    tokens: int
+    prefill_seconds: float
+    decode_seconds: float
+    prefill_rows_shared: float
+    slot_utilization: float
+    load_average: tuple[float, float, float]
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", type=Path, default=Path("results/model"))
+    parser.add_argument("--questions", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=4, help="samples per question")
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--bs", type=int, default=8, help="requests in flight")
+    parser.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16"))
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--top-k", type=int, default=50)
+    parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--decode-rows", type=int, default=8)
+    parser.add_argument("--prefill-rows", type=int, default=1)
+    parser.add_argument("--segment-steps", type=int, default=16)
+    parser.add_argument("--max-prompt-length", type=int, default=512)
+    parser.add_argument("--shots", type=int, default=2)
+    parser.add_argument("--template", default="fewshot", help="prompt template (chat: short)")
+    parser.add_argument("--stops", default="Question:,</s>,<|im_end|>")
+    parser.add_argument("--out", type=Path, help="also write the results as JSON here")
+    return parser.parse_args(argv)
+
+
+def engine_for(args: argparse.Namespace, loaded, temperature: float, share: bool):
+    from gsm8k_eval.sampling import Layout, SamplerConfig
+    from gsm8k_eval.sampling.engine import Engine
+
+    config = SamplerConfig(
+        args.max_prompt_length,
+        args.tokens,
+        pad_id=int(loaded.tokenizer.pad_id),
+        temperature=temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
+    layout = Layout(decode_rows=args.decode_rows, prefill_rows=args.prefill_rows)
+    return Engine(
+        loaded.model, loaded.tokenizer, config, layout, args.segment_steps, share_prefill=share
+    )
+
+
+def time_variant(name: str, engine, prompts, keys, warmup, warm_keys, args) -> tuple[Row, list]:
+    """Warm up, then one timed `generate` over all requests with `args.bs` in flight."""
+    stops = tuple(s for s in args.stops.split(",") if s)
+    few = [min(16, args.tokens)] * len(warmup)
+    engine.generate(warmup, stops, max_in_flight=args.bs, max_new_tokens=few, keys=warm_keys)
+    start = time.perf_counter()
+    out = engine.generate(prompts, stops, max_in_flight=args.bs, keys=keys)
+    seconds = time.perf_counter() - start
+    timing = engine.last_timing
+    row = Row(
+        name,
+        len(prompts),
+        seconds,
+        sum(len(g.tokens) for g in out),
+        timing["prefill_seconds"],
+        timing["decode_seconds"],
+        timing.get("prefill_rows_shared", 0.0),
+        timing["slot_utilization"],
+        os.getloadavg(),
+    )
+    return row, [g.tokens for g in out]
+
+
+def run(args: argparse.Namespace) -> list[Row]:
+    from gsm8k_eval import draw
+    from gsm8k_eval.models import load_model
+
+    loaded = load_model(args.model_dir, args.dtype)
+    questions = build_prompts(args.model_dir, args.questions, args.shots, args.template)
+    n = args.samples
+    prompts = [p for p in questions for _ in range(n)]  # question-major, as the evaluate stage
+    keys = draw.key_data(
+        draw.request_keys(
+            args.seed, [(f"q{i}", j) for i in range(len(questions)) for j in range(n)]
+        )
+    )
+    warm = one_per_bucket(questions, args.max_prompt_length)
+    warm_prompts = [p for p in warm for _ in range(n)]
+    warm_keys = keys[: len(warm_prompts)]
+    rows, tokens = [], {}
+    plan = [
+        ("greedy", 0.0, True, questions, None, warm, None),
+        ("sampled", args.temperature, True, prompts, keys, warm_prompts, warm_keys),
+        ("sampled-separate", args.temperature, False, prompts, keys, warm_prompts, warm_keys),
+    ]
+    for name, temperature, share, batch, batch_keys, warmup, wkeys in plan:
+        engine = engine_for(args, loaded, temperature, share)
+        row, tokens[name] = time_variant(name, engine, batch, batch_keys, warmup, wkeys, args)
+        rows.append(row)
+        print(fmt(row), flush=True)
+    if tokens["sampled"] != tokens["sampled-separate"]:
+        sys.exit("shared prefill changed the samples: a bug (they must be bitwise the same)")
+    return rows
+
+
+def fmt(row: Row) -> str:
+    return (
+        f"| {row.variant} | {row.requests} | {row.seconds:.1f} | {row.prefill_seconds:.1f} / "
+        f"{row.decode_seconds:.1f} | {row.prefill_rows_shared:.0f} | {row.samples_per_s:.3f} "
+        f"| {row.tokens_per_s:.1f} | {row.slot_utilization:.2f} |"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    print(
+        "| variant | requests | seconds | prefill / decode s | prefill rows saved | samples/s "
+        "| useful tokens/s | slot util. |\n|---|---|---|---|---|---|---|---|",
+        flush=True,
+    )
+    rows = run(args)
+    by = {r.variant: r for r in rows}
+    ratios = {
+        "sampled / greedy samples/s": by["sampled"].samples_per_s / by["greedy"].samples_per_s,
+        "sampled / greedy tokens/s": by["sampled"].tokens_per_s / by["greedy"].tokens_per_s,
+        "shared / separate prefill seconds": by["sampled"].prefill_seconds
+        / by["sampled-separate"].prefill_seconds,
+        "shared / separate samples/s": by["sampled"].samples_per_s
+        / by["sampled-separate"].samples_per_s,
+    }
+    for name, value in ratios.items():
+        print(f"{name}: {value:.2f}x")
+    if args.out:
+        data = {
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "ratios": ratios,
+            "rows": [
+                asdict(r) | {"samples_per_s": r.samples_per_s, "tokens_per_s": r.tokens_per_s}
+                for r in rows
+            ],
+        }
+        args.out.write_text(json.dumps(data, indent=2))
+
+
+if __name__ == "__main__":
+    main()
