@@ -58,7 +58,7 @@ from report_fixture import (
 from gsm8k_eval.report import (
     DEFAULT_TEMPLATE_DIR,
     ReportDataError,
-    load_config,
+    config_to_show,
     render_report_from_results,
 )
 
@@ -333,8 +333,8 @@ def test_render_report_from_results_discovers_files(
     ]
     assert f"```bash\n{COMMAND}\n```" in md
     assert "### lora_final vs base" in md
-    assert load_config(config_path) == CONFIG and load_config(CONFIG) == CONFIG
-    assert load_config(None) == {}
+    assert config_to_show(config_path) == CONFIG and config_to_show(CONFIG) == CONFIG
+    assert config_to_show(None) == {}
 
 
 # ---------------------------------------------------------------- wording decided from numbers
