@@ -3,7 +3,9 @@
 One process, one model, the same questions: `greedy` generates one continuation per question,
 `sampled` n per question (temperature / top-k / top-p, one key per (question, sample)), with the
 n samples of a question sharing one prefill row, and `sampled-separate` the same requests with
-every sample prefilled on its own (`Engine(share_prefill=False)`, the bitwise oracle). Each
+every sample prefilled on its own (`Engine(share_prefill=False)`, the bitwise oracle), and, with
+`--full-sort`, `sampled-full-sort`: the draw sorting the whole row for top-k as before the
+`jax.lax.top_k` path (how many samples come out the same is printed and recorded). Each
 variant is warmed up on every prefill bucket first (compilation excluded) and timed over one
 `generate` call with `bs` requests in flight, as the evaluate stage runs a shard.
 
@@ -18,12 +20,15 @@ tokens (checked here, the run fails otherwise).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -43,6 +48,7 @@ class Row:
     prefill_rows_shared: float
     slot_utilization: float
     load_average: tuple[float, float, float]
+    same_as_sampled: int | None = None  # sampled-full-sort: samples equal to `sampled`'s
 
     @property
     def samples_per_s(self) -> float:
@@ -72,6 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shots", type=int, default=2)
     parser.add_argument("--template", default="fewshot", help="prompt template (chat: short)")
     parser.add_argument("--stops", default="Question:,</s>,<|im_end|>")
+    parser.add_argument(
+        "--full-sort", action="store_true", help="also time the draw's full-sort top-k path"
+    )
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     return parser.parse_args(argv)
 
@@ -140,14 +149,31 @@ def run(args: argparse.Namespace) -> list[Row]:
         ("sampled", args.temperature, True, prompts, keys, warm_prompts, warm_keys),
         ("sampled-separate", args.temperature, False, prompts, keys, warm_prompts, warm_keys),
     ]
+    if args.full_sort:
+        plan.append(("sampled-full-sort", *plan[1][1:]))
     for name, temperature, share, batch, batch_keys, warmup, wkeys in plan:
-        engine = engine_for(args, loaded, temperature, share)
-        row, tokens[name] = time_variant(name, engine, batch, batch_keys, warmup, wkeys, args)
+        with full_sort(name.endswith("full-sort")):  # the programs are traced inside
+            engine = engine_for(args, loaded, temperature, share)
+            row, tokens[name] = time_variant(name, engine, batch, batch_keys, warmup, wkeys, args)
         rows.append(row)
         print(fmt(row), flush=True)
     if tokens["sampled"] != tokens["sampled-separate"]:
         sys.exit("shared prefill changed the samples: a bug (they must be bitwise the same)")
+    if args.full_sort:
+        pairs = zip(tokens["sampled"], tokens["sampled-full-sort"], strict=True)
+        same = sum(a == b for a, b in pairs)
+        print(f"lax.top_k path vs full sort: {same} of {len(prompts)} samples identical")
+        rows[-1].same_as_sampled = same
     return rows
+
+
+@contextlib.contextmanager
+def full_sort(on: bool):
+    """The draw's top-k through a full sort of the row (its traced-top_k path) while `on`."""
+    from gsm8k_eval import draw
+
+    with mock.patch.object(draw, "_static_top_k", lambda *_: None) if on else nullcontext():
+        yield
 
 
 def fmt(row: Row) -> str:
@@ -176,6 +202,10 @@ def main(argv: list[str] | None = None) -> None:
         "shared / separate samples/s": by["sampled"].samples_per_s
         / by["sampled-separate"].samples_per_s,
     }
+    if "sampled-full-sort" in by:
+        ratios["lax.top_k / full sort samples/s"] = (
+            by["sampled"].samples_per_s / by["sampled-full-sort"].samples_per_s
+        )
     for name, value in ratios.items():
         print(f"{name}: {value:.2f}x")
     if args.out:

@@ -23,8 +23,11 @@ from gsm8k_eval.draw import (
 
 V = 1024
 SETTINGS = [(0.7, 50, 0.95), (1.0, 0, 0.9), (0.5, 5, 1.0), (1.3, 0, 1.0)]
-FILTER = jax.jit(filter_logits)
+FILTER = jax.jit(filter_logits)  # a traced top-k: the full-sort path
 DRAW = jax.jit(draw)
+FILTER_K = jax.jit(filter_logits, static_argnums=2)  # a Python top-k: the lax.top_k path
+DRAW_K = jax.jit(draw, static_argnums=3)
+PATHS = {"sort": (FILTER, DRAW), "top_k": (FILTER_K, DRAW_K)}
 P_OK = 1e-3  # chi-square: the right distribution must give p > P_OK ...
 P_WRONG = 1e-6  # ... and a wrong temperature p < P_WRONG
 LOGITS10 = np.array([2.0, 1.7, 1.3, 1.1, 0.6, 0.2, -0.3, -0.8, -1.5, -2.5], np.float32)
@@ -148,8 +151,10 @@ def test_bad_parameters_raise() -> None:
 # --- batch invariance -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("setting", SETTINGS)
-def test_filter_row_bitwise_independent_of_batch(setting: tuple[float, int, float]) -> None:
+def test_filter_row_bitwise_independent_of_batch(setting, path: str) -> None:
+    FILTER = PATHS[path][0]
     rng = np.random.default_rng(1)
     row = _row(rng)
     alone = np.asarray(FILTER(row[None], *setting))[0]
@@ -160,8 +165,10 @@ def test_filter_row_bitwise_independent_of_batch(setting: tuple[float, int, floa
         assert np.array_equal(got.view(np.uint32), alone.view(np.uint32)), size
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("setting", SETTINGS)
-def test_draw_row_bitwise_independent_of_batch(setting: tuple[float, int, float]) -> None:
+def test_draw_row_bitwise_independent_of_batch(setting, path: str) -> None:
+    DRAW = PATHS[path][1]
     rng = np.random.default_rng(2)
     rows = [_row(rng) for _ in range(4)]
     keys = [request_key(11, f"q{i}", i % 2) for i in range(4)]
@@ -252,3 +259,68 @@ def test_wrong_temperature_fails_the_chi_square() -> None:
     """The test above can fail: draws at T = 1 judged against T = 0.7 (same top-k support)."""
     assert _chi2_p(_counts(1.0, 6, 1.0), _expected(0.7, 6, 1.0)) < P_WRONG
     assert _chi2_p(_counts(0.7, 6, 1.0), _expected(0.7, 6, 1.0)) > P_OK
+
+
+# --- the static top-k path (jax.lax.top_k instead of a full sort) -----------------------------
+
+
+STATIC_SETTINGS = [(0.7, 50, 0.95), (1.0, 5, 0.5), (0.5, 3, 1.0), (1.3, 200, 0.9)]
+
+
+@pytest.mark.parametrize(("temperature", "top_k", "top_p"), STATIC_SETTINGS)
+def test_static_top_k_keeps_what_the_full_sort_keeps(temperature, top_k, top_p) -> None:
+    """Rows with exact ties among their largest values and planted ties at the k-th value (more
+    than top_k returns): both paths keep the same tokens with the same values."""
+    rng = np.random.default_rng(top_k)
+    rows = np.stack([_row(rng) for _ in range(32)])
+    for r in range(0, 32, 4):  # 3 more copies of the k-th largest value in every fourth row
+        kth = np.sort(rows[r])[::-1][top_k - 1]
+        rows[r, rng.choice(np.flatnonzero(rows[r] < kth), 3, replace=False)] = kth
+    for p in (top_p, 1.0):
+        fast = np.asarray(FILTER_K(rows, temperature, top_k, p))
+        assert np.array_equal(fast, np.asarray(FILTER(rows, temperature, top_k, p)))
+    assert (np.isfinite(fast).sum(axis=1)[::4] >= top_k + 3).all()  # the planted ties kept
+
+
+def test_static_top_k_tie_rules_and_nucleus() -> None:
+    def kept(logits: list[float], top_k: int, top_p: float) -> list[int]:
+        row = np.full((1, 8), -np.inf, np.float32)
+        row[0, : len(logits)] = logits
+        return np.flatnonzero(np.isfinite(FILTER_K(row, 1.0, top_k, top_p)[0])).tolist()
+
+    assert kept([3.0, 2.0, 2.0, 2.0, 1.0], 2, 1.0) == [0, 1, 2, 3]
+    assert kept([1.0, 3.0, 2.0, 0.0], 2, 1.0) == [1, 2]
+    probs = np.log([0.4, 0.3, 0.2, 0.1]).tolist()
+    assert kept(probs, 2, 0.55) == [0] and kept(probs, 3, 0.55) == [0, 1]
+    # the ties beyond the k values lax.top_k returns count in the nucleus' mass: over
+    # [0.4, 0.2, 0.2, 0.2] (top-2 keeps all three 0.2s) 0.4 alone is not >= 0.5 of the mass
+    tied = np.log([0.4, 0.2, 0.2, 0.2]).tolist()
+    assert kept(tied, 2, 0.5) == [0, 1, 2, 3] and kept(tied, 2, 0.4) == [0]
+
+
+def test_static_top_k_draws_follow_filtered_softmax() -> None:
+    key = request_key(2024, "chi2", 0)
+    keys = step_keys(jnp.broadcast_to(key, (DRAWS,)), jnp.arange(DRAWS))
+    batch = jnp.broadcast_to(jnp.asarray(LOGITS10), (DRAWS, len(LOGITS10)))
+    counts = np.bincount(np.asarray(DRAW_K(batch, keys, 0.7, 6, 0.9)[0]), minlength=10)
+    assert _chi2_p(counts, _expected(0.7, 6, 0.9)) > P_OK
+    wrong = np.bincount(np.asarray(DRAW_K(batch, keys, 1.0, 6, 1.0)[0]), minlength=10)
+    assert _chi2_p(wrong, _expected(0.7, 6, 1.0)) < P_WRONG
+
+
+def test_draw_benchmark_runs_every_part() -> None:
+    """benchmarks/bench_draw.py's plumbing on a small vocabulary (numbers: docs/benchmarks.md)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_draw.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--rows", "2", "--vocab", "256", "--top-k", "5",
+         "--repeats", "1"],
+        capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "ms" not in line]
+    assert len(rows) == 5 and all(float(r.split("|")[2]) >= 0 for r in rows), proc.stdout

@@ -134,13 +134,20 @@ def test_rendered_section_opens_the_report(results: Path) -> None:
         ["base", "fixed", "1 vs 4", f"100.0% (20 of {N})"],
         ["base", "tunix", "1 vs 4", f"{100 * (N - 7) / N:.1f}% ({N - 7} of {N})"],
     ]
-    assert rows[0][4:] == ["none", "65.0%", "65.0%", "+0.0 pp", "1.000", "0 (0 / 0)"]
+    assert rows[0][4:] == [
+        "none",
+        "65.0%",
+        "65.0%",
+        "+0.0 pp",
+        "1.000 (McNemar exact)",
+        "0 (0 / 0)",
+    ]
     assert rows[1][4:] == [
         f"11 / 15 / {_end()}",
         "65.0%",
         "35.0%",
         "-30.0 pp",
-        "0.031",
+        "0.031 (McNemar exact)",
         "6 (0 / 6)",
     ]
     examples = section(sub, "### base, stock tunix sampler: batch size 1 vs 4")

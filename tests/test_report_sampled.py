@@ -3,6 +3,7 @@ computed from the rollouts; absent for greedy runs."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from report_fixture import render as render_report
 from report_fixture import rollouts_for, write_tree
 from test_stats import hand_sign_flip
 
+from gsm8k_eval.comparison import RolloutRecord
+from gsm8k_eval.report.batch_dependence import paired_test
 from gsm8k_eval.report.inputs import Run
 from gsm8k_eval.report.tables import paired_comparison
 from gsm8k_eval.stats import mcnemar_exact
@@ -103,3 +106,37 @@ def test_greedy_report_has_no_sampled_section(tmp_path):
     text = render_report(root)
     assert "Sampled evaluation" not in text
     assert not (tmp_path / "report" / "figures" / "sampled.png").exists()
+
+
+def _records(correct: list[list[bool]]) -> dict:
+    """RolloutRecords of a sampled run keyed as the comparison keys them: (id, sample index)."""
+    return {
+        (q, i): RolloutRecord(q, f"question {q}", "", (1,), (), c, sample_index=i)
+        for q, flags in enumerate(correct)
+        for i, c in enumerate(flags)
+    }
+
+
+def test_batch_dependence_of_sampled_runs_is_tested_per_question():
+    """The batch-dependence p-value of a sampled pair is the sign-flip test over questions
+    (the same numbers as test_sampled_comparison_counts_each_question_once); greedy keeps
+    McNemar."""
+    same = [[True, False, True, True]] * 7
+    wrong, right = [[False] * 4] * 3, [[True] * 4] * 3
+    ref = _records([*wrong, [True, False, False, False], [True, True, True, False], *same])
+    oth = _records([*right, [True, True, False, False], [False, False, False, True], *same])
+    ids = sorted(ref)
+    mcnemar = mcnemar_exact([ref[i].correct for i in ids], [oth[i].correct for i in ids])
+    p, test = paired_test(ref, oth, mcnemar)
+    assert test == "sign-flip permutation"
+    assert p == pytest.approx(hand_sign_flip([1, 1, 1, 0.25, -0.5]), rel=1e-12) != mcnemar.p_value
+    greedy = {q: dataclasses.replace(r, sample_index=None) for (q, i), r in ref.items() if i == 0}
+    assert paired_test(greedy, greedy, mcnemar) == (mcnemar.p_value, "McNemar exact")
+
+
+def test_sampled_batch_dependence_table_names_its_test(tmp_path):
+    root = tmp_path / "results"
+    write_tree(root, {("base", bs): sampled(rollouts_for("base", bs)) for bs in (1, 4)})
+    section = render_report(root).split("## Batch dependence")[1].split("\n## ")[0]
+    assert "| p (test) |" in section and "(sign-flip permutation) |" in section
+    assert "(McNemar exact) |" not in section

@@ -137,7 +137,7 @@ def test_sampled_benchmark_runs_and_checks_its_samples(tmp_path):
         [sys.executable, str(script), "--model-dir", str(model_dir), "--questions", "2",
          "--samples", "3", "--tokens", "4", "--bs", "4", "--decode-rows", "4",
          "--segment-steps", "2", "--shots", "0", "--max-prompt-length", "1024",
-         "--dtype", "float32", "--out", str(out)],
+         "--dtype", "float32", "--full-sort", "--out", str(out)],
         capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -147,3 +147,5 @@ def test_sampled_benchmark_runs_and_checks_its_samples(tmp_path):
     shared = [rows[v]["prefill_rows_shared"] for v in ("sampled", "sampled-separate")]
     assert shared[0] > 0 == shared[1]
     assert data["ratios"]["sampled / greedy samples/s"] > 0
+    assert data["ratios"]["lax.top_k / full sort samples/s"] > 0
+    assert 0 <= rows["sampled-full-sort"]["same_as_sampled"] <= 6

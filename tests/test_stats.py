@@ -157,6 +157,8 @@ def test_sign_flip_on_zero_one_scores_is_the_exact_mcnemar_test() -> None:
     b = [True] * 10 + [False] * 1 + [True] * 6 + [False] * 3
     assert sign_flip_p_value(a, b) == pytest.approx(mcnemar_exact(a, b).p_value, rel=1e-12)
     assert sign_flip_p_value(a, a) == 1.0
+    one = [True] * 9 + [False]  # one discordant pair: McNemar's p is 1, and so is this
+    assert sign_flip_p_value(one, [True] * 10) == 1.0 == mcnemar_exact(one, [True] * 10).p_value
 
 
 def test_sign_flip_on_question_means_against_full_enumeration() -> None:

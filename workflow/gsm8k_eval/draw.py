@@ -7,7 +7,10 @@ The engine's sampled decode (issue 24) draws every token through `DrawConfig.cho
   words of the first 8 bytes of sha256(question id, UTF-8) and then the sample index.
   `step_key` folds in the decode step. Nothing depends on a slot, batch position or order.
 * **Filtering** (`filter_logits`), per row, on float32 logits: divide by the temperature, then
-  top-k, then top-p on the softmax of what top-k kept. Masked entries are -inf. Ties are decided
+  top-k, then top-p on the softmax of what top-k kept. With top-k given as a Python int (the
+  engine's `DrawConfig`), `jax.lax.top_k` finds the k largest instead of sorting the whole
+  row (V = 262,144 for Gemma 3: about 170x less work on a CPU); a traced top-k or top-k off
+  sorts the row. Masked entries are -inf. Ties are decided
   by value, never by index: every token whose scaled logit equals the last kept value is kept
   (at the k-th value for top-k, at the nucleus boundary for top-p), so a tie can keep more than
   k tokens or more than the smallest nucleus. `top_k <= 0` or `>= V` and `top_p >= 1` disable.
@@ -24,6 +27,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -134,12 +138,55 @@ def _top_p_threshold(desc: jax.Array, top_p: jax.Array) -> jax.Array:
 
 def _filter_row(logits: jax.Array, temperature, top_k, top_p) -> jax.Array:
     """`filter_logits` of one row [V]; temperature 0 is treated as 1 (greedy ignores it)."""
-    scaled = logits / jnp.where(temperature > 0, temperature, 1).astype(logits.dtype)
+    scaled = _scale(logits, temperature)
     desc = jnp.flip(jnp.sort(scaled))
     k_floor = _top_k_threshold(desc, top_k)
     desc = jnp.where(desc < k_floor, -jnp.inf, desc)
     floor = jnp.maximum(k_floor, _top_p_threshold(desc, top_p))
     return jnp.where(scaled < floor, -jnp.inf, scaled)
+
+
+def _filter_row_top_k(logits: jax.Array, temperature, top_p, *, k: int) -> jax.Array:
+    """`_filter_row` for a static top-k (0 < k < V): `jax.lax.top_k` instead of sorting the row.
+
+    The same tokens are kept: every tie at the k-th value, then the smallest nucleus of what
+    top-k kept. The t ties beyond the k values top_k returns all equal the k-th value, so they
+    only add t * exp(kth - max) to the nucleus' total mass (past the k-th position they cannot
+    move its boundary value). Summed in another order than the full sort's cumulative sum, the
+    masses can differ in their last bits: a token on the nucleus boundary within rounding may
+    go the other way (docs/sampled.md)."""
+    scaled = _scale(logits, temperature)
+    # descending; the barrier keeps XLA's CPU TopK rewrite: with the values fused into the
+    # comparisons below it falls back to sorting the whole row (measured: 314 ms vs 3 ms)
+    top = jax.lax.optimization_barrier(jax.lax.top_k(scaled, k)[0])
+    k_floor = top[k - 1]
+    ties = jnp.sum(scaled == k_floor) - jnp.sum(top == k_floor)
+    weights = jnp.exp(top - top[0])
+    mass = jnp.cumsum(weights)
+    total = mass[-1] + ties.astype(mass.dtype) * weights[k - 1]
+    before = jnp.concatenate([jnp.zeros((1,), mass.dtype), mass[:-1]])
+    kept = jnp.sum(before < top_p * total)
+    p_floor = jnp.where(top_p < 1, top[kept - 1], -jnp.inf)
+    return jnp.where(scaled < jnp.maximum(k_floor, p_floor), -jnp.inf, scaled)
+
+
+def _scale(logits: jax.Array, temperature) -> jax.Array:
+    return logits / jnp.where(temperature > 0, temperature, 1).astype(logits.dtype)
+
+
+def _static_top_k(top_k: Scalar, size: int) -> int | None:
+    """`top_k` as a Python int when it is one and filters (0 < k < V): the `lax.top_k` path."""
+    if isinstance(top_k, int | np.integer) and 0 < top_k < size:
+        return int(top_k)
+    return None
+
+
+def _row_filter(top_k: Scalar, size: int):
+    """A per-row filter f(logits, temperature, top_k, top_p): the static top-k one if it can."""
+    k = _static_top_k(top_k, size)
+    if k is None:
+        return _filter_row
+    return lambda logits, temperature, _, top_p: _filter_row_top_k(logits, temperature, top_p, k=k)
 
 
 def _params(temperature: Scalar, top_k: Scalar, top_p: Scalar):
@@ -158,9 +205,10 @@ def filter_logits(
 
     Row-wise (see the module docstring for the tie rules). Temperature 0 scales by 1.
     """
+    logits = jnp.asarray(logits, jnp.float32)
     t, k, p = _params(temperature, top_k, top_p)
-    row = jax.vmap(_filter_row, in_axes=(0, None, None, None))
-    return row(jnp.asarray(logits, jnp.float32), t, k, p)
+    row = jax.vmap(_row_filter(top_k, logits.shape[-1]), in_axes=(0, None, None, None))
+    return row(logits, t, k, p)
 
 
 def greedy(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -169,9 +217,11 @@ def greedy(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
     return token, jnp.take_along_axis(logits, token[:, None], axis=-1)[:, 0]
 
 
-def _draw_row(logits: jax.Array, key: jax.Array, temperature, top_k, top_p) -> jax.Array:
+def _draw_row(
+    logits: jax.Array, key: jax.Array, temperature, top_k, top_p, *, keep=_filter_row
+) -> jax.Array:
     """Gumbel-max token of one row (int32); the argmax of the raw logits at temperature 0."""
-    filtered = _filter_row(logits, temperature, top_k, top_p)
+    filtered = keep(logits, temperature, top_k, top_p)
     noise = jax.random.gumbel(key, logits.shape, jnp.float32)
     sampled = jnp.argmax(filtered + noise)
     return jnp.where(temperature > 0, sampled, jnp.argmax(logits)).astype(jnp.int32)
@@ -198,8 +248,8 @@ def draw(
     keys = as_typed_keys(keys)
     if keys.shape != logits.shape[:1]:
         raise ValueError(f"need one key per row: keys {keys.shape}, logits {logits.shape}")
-    row = jax.vmap(_draw_row, in_axes=(0, 0, None, None, None))
-    token = row(logits, keys, t, k, p)
+    one = partial(_draw_row, keep=_row_filter(top_k, logits.shape[-1]))
+    token = jax.vmap(one, in_axes=(0, 0, None, None, None))(logits, keys, t, k, p)
     return token, jnp.take_along_axis(logits, token[:, None], axis=-1)[:, 0]
 
 

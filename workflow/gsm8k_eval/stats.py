@@ -163,12 +163,13 @@ def sign_flip_p_value(
     negated; the statistic is their sum. Zero differences are left out (their flips change
     nothing). With at most log2(`n_resamples`) non-zero differences every flip is enumerated
     (exact); otherwise `n_resamples` random flips from `numpy.random.default_rng(seed)`. With
-    0/1 scores and exact enumeration this is the exact McNemar test. 1.0 with no difference.
+    0/1 scores and exact enumeration this is the exact McNemar test. 1.0 with fewer than two
+    non-zero differences (one: both signs are as extreme).
     """
     arr_a, arr_b = _check_paired(a, b, np.float64)
     diff = arr_b - arr_a
     diff = diff[diff != 0]
-    if diff.size == 0:
+    if diff.size < 2:  # one difference: its two signs are equally extreme (scipy needs two)
         return 1.0
     result = permutation_test(
         (diff,),

@@ -2,7 +2,10 @@
 
 For each checkpoint and sampler, every batch size is compared with the smallest one, example by
 example: identical outputs, where the first differing token falls, accuracy at both sizes with
-an exact McNemar test, correctness flips, and the most telling flipped examples. The headline
+a paired test (exact McNemar over examples; in sampled runs the sign-flip permutation test over
+questions, each question's accuracy over its samples the unit, as checkpoint comparisons do:
+the samples of a question are not independent), correctness flips, and the most telling flipped
+examples. The headline
 is computed here (typed); `_batch_dependence.md.j2` words it.
 
 The comparison of each pair (identical outputs, divergences, correctness) is read from the
@@ -26,7 +29,7 @@ from typing import Any
 
 from gsm8k_eval.invariance import Comparison, Divergence, RolloutRecord, compare_runs
 from gsm8k_eval.report.inputs import Run
-from gsm8k_eval.stats import McNemarResult, mcnemar_exact
+from gsm8k_eval.stats import McNemarResult, mcnemar_exact, sign_flip_p_value
 
 MAX_EXAMPLES = 3  # flipped examples shown side by side per comparison
 ANSWER_WIDTH = 300  # characters of each response shown in an example
@@ -63,7 +66,9 @@ class PairResult:
     reference: Run
     other: Run
     comparison: Comparison
-    mcnemar: McNemarResult
+    mcnemar: McNemarResult  # over examples (in a sampled run: over samples)
+    p_value: float  # `test`'s two-sided p-value
+    test: str  # "McNemar exact" or, sampled, "sign-flip permutation" (over questions)
     first_divergence: FirstDivergence | None
     examples: list[Example]
     answers_changed: int  # examples whose extracted answer differs between the batch sizes
@@ -234,6 +239,7 @@ def compare_pair(
     )
     ids = sorted(ref)
     mcnemar = mcnemar_exact([ref[i].correct for i in ids], [oth[i].correct for i in ids])
+    p_value, test = paired_test(ref, oth, mcnemar)
     return PairResult(
         checkpoint=reference.checkpoint,
         sampler=reference.sampler,
@@ -241,10 +247,27 @@ def compare_pair(
         other=other,
         comparison=comparison,
         mcnemar=mcnemar,
+        p_value=p_value,
+        test=test,
         first_divergence=first_divergence_stats(comparison.divergences),
         examples=telling_examples(reference, other, comparison),
         answers_changed=answers_changed(reference, other, ids),
     )
+
+
+def paired_test(
+    ref: Mapping[Any, RolloutRecord], oth: Mapping[Any, RolloutRecord], mcnemar: McNemarResult
+) -> tuple[float, str]:
+    """(p-value, test name) of the pair: `mcnemar` for greedy runs (keys are ids); for sampled
+    runs (keys (id, sample index)) the sign-flip test of the per-question accuracies."""
+    if not any(isinstance(key, tuple) for key in ref):
+        return mcnemar.p_value, "McNemar exact"
+    questions: dict[Any, list[tuple[bool, bool]]] = {}
+    for key, record in ref.items():
+        questions.setdefault(key[0], []).append((record.correct, oth[key].correct))
+    pairs = [tuple(map(statistics.fmean, zip(*flags, strict=True))) for flags in questions.values()]
+    a, b = zip(*pairs, strict=True)
+    return sign_flip_p_value(a, b), "sign-flip permutation"
 
 
 def pair_results(
