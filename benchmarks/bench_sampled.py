@@ -6,7 +6,8 @@ n samples of a question sharing one prefill row, and `sampled-separate` the same
 every sample prefilled on its own (`Engine(share_prefill=False)`, the bitwise oracle), and, with
 `--full-sort`, `sampled-full-sort`: the draw sorting the whole row for top-k as before the
 `jax.lax.top_k` path (how many samples come out the same is printed and recorded). Each
-variant is warmed up on every prefill bucket first (compilation excluded) and timed over one
+variant is warmed up on every prefill bucket first, with and without a shared row (both of a
+bucket's prefill programs), and timed over one
 `generate` call with `bs` requests in flight, as the evaluate stage runs a shard.
 
     .venv/bin/python benchmarks/bench_sampled.py --model-dir results/model \\
@@ -47,6 +48,7 @@ class Row:
     decode_seconds: float
     prefill_rows_shared: float
     slot_utilization: float
+    compile_seconds: float  # inside the timed call: 0 when the warm-up compiled every program
     load_average: tuple[float, float, float]
     same_as_sampled: int | None = None  # sampled-full-sort: samples equal to `sampled`'s
 
@@ -104,11 +106,13 @@ def engine_for(args: argparse.Namespace, loaded, temperature: float, share: bool
     )
 
 
-def time_variant(name: str, engine, prompts, keys, warmup, warm_keys, args) -> tuple[Row, list]:
-    """Warm up, then one timed `generate` over all requests with `args.bs` in flight."""
+def time_variant(name: str, engine, prompts, keys, warmups, args) -> tuple[Row, list]:
+    """Warm up on each (prompts, keys) of `warmups`, then one timed `generate` over all
+    requests with `args.bs` in flight."""
     stops = tuple(s for s in args.stops.split(",") if s)
-    few = [min(16, args.tokens)] * len(warmup)
-    engine.generate(warmup, stops, max_in_flight=args.bs, max_new_tokens=few, keys=warm_keys)
+    for warm, warm_keys in warmups:
+        few = [min(16, args.tokens)] * len(warm)
+        engine.generate(warm, stops, max_in_flight=args.bs, max_new_tokens=few, keys=warm_keys)
     start = time.perf_counter()
     out = engine.generate(prompts, stops, max_in_flight=args.bs, keys=keys)
     seconds = time.perf_counter() - start
@@ -122,6 +126,7 @@ def time_variant(name: str, engine, prompts, keys, warmup, warm_keys, args) -> t
         timing["decode_seconds"],
         timing.get("prefill_rows_shared", 0.0),
         timing["slot_utilization"],
+        timing["compile_seconds"],
         os.getloadavg(),
     )
     return row, [g.tokens for g in out]
@@ -142,19 +147,20 @@ def run(args: argparse.Namespace) -> list[Row]:
     )
     warm = one_per_bucket(questions, args.max_prompt_length)
     warm_prompts = [p for p in warm for _ in range(n)]
-    warm_keys = keys[: len(warm_prompts)]
+    # shared rows (n copies of a prompt) and rows of their own (one copy): both programs
+    sampled_warmups = [(warm_prompts, keys[: len(warm_prompts)]), (warm, keys[: len(warm)])]
     rows, tokens = [], {}
     plan = [
-        ("greedy", 0.0, True, questions, None, warm, None),
-        ("sampled", args.temperature, True, prompts, keys, warm_prompts, warm_keys),
-        ("sampled-separate", args.temperature, False, prompts, keys, warm_prompts, warm_keys),
+        ("greedy", 0.0, True, questions, None, [(warm, None)]),
+        ("sampled", args.temperature, True, prompts, keys, sampled_warmups),
+        ("sampled-separate", args.temperature, False, prompts, keys, sampled_warmups),
     ]
     if args.full_sort:
         plan.append(("sampled-full-sort", *plan[1][1:]))
-    for name, temperature, share, batch, batch_keys, warmup, wkeys in plan:
+    for name, temperature, share, batch, batch_keys, warmups in plan:
         with full_sort(name.endswith("full-sort")):  # the programs are traced inside
             engine = engine_for(args, loaded, temperature, share)
-            row, tokens[name] = time_variant(name, engine, batch, batch_keys, warmup, wkeys, args)
+            row, tokens[name] = time_variant(name, engine, batch, batch_keys, warmups, args)
         rows.append(row)
         print(fmt(row), flush=True)
     if tokens["sampled"] != tokens["sampled-separate"]:
@@ -180,7 +186,7 @@ def fmt(row: Row) -> str:
     return (
         f"| {row.variant} | {row.requests} | {row.seconds:.1f} | {row.prefill_seconds:.1f} / "
         f"{row.decode_seconds:.1f} | {row.prefill_rows_shared:.0f} | {row.samples_per_s:.3f} "
-        f"| {row.tokens_per_s:.1f} | {row.slot_utilization:.2f} |"
+        f"| {row.tokens_per_s:.1f} | {row.slot_utilization:.2f} | {row.compile_seconds:.1f} |"
     )
 
 
@@ -189,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     print(
         "| variant | requests | seconds | prefill / decode s | prefill rows saved | samples/s "
-        "| useful tokens/s | slot util. |\n|---|---|---|---|---|---|---|---|",
+        "| useful tokens/s | slot util. | compile s |\n|---|---|---|---|---|---|---|---|---|",
         flush=True,
     )
     rows = run(args)

@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     os.environ.setdefault("GPU_BENCH_BASE_XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
     _configure_process(args)
-    bench = Bench(args, [*_without(argv, "--out"), "--out", str(args.out)])
+    bench = Bench(args, [*common.without_option(argv, "--out"), "--out", str(args.out)])
     sections = [s for s in args.sections.split(",") if s]
     unknown = set(sections) - set(SECTIONS)
     if unknown:
@@ -393,19 +393,6 @@ def summary(data: dict[str, Any]) -> dict[str, Any]:
         "errors": sorted(data["errors"]),
         "elapsed_s": round(elapsed(), 1),
     }
-
-
-def _without(argv: list[str], name: str) -> list[str]:
-    """argv without `name VALUE` / `name=VALUE`."""
-    out, skip = [], False
-    for item in argv:
-        if skip:
-            skip = False
-        elif item == name:
-            skip = True
-        elif not item.startswith(name + "="):
-            out.append(item)
-    return out
 
 
 if __name__ == "__main__":

@@ -27,10 +27,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))  # gsm8k_eval
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "workflow")]  # gpubench, gsm8k_eval
+
+from gpubench.common import Ids, build_model, make_prompts, without_option  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,65 +71,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def build_model(tiny: bool, dtype: str):
-    """Random-weight Gemma 3 (1B dims, or tiny), weights drawn on the device."""
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
-    from tunix.models.gemma3 import model as gemma3
-
-    config = gemma3.ModelConfig.gemma3_1b_it()
-    if tiny:
-        config = replace(
-            config,
-            num_layers=6,
-            num_embed=512,
-            embed_dim=64,
-            hidden_dim=128,
-            head_dim=32,
-            sliding_window_size=8,
-        )
-    config = replace(config, param_dtype=getattr(jnp, dtype))
-    model = nnx.eval_shape(lambda: gemma3.Gemma3(config, rngs=nnx.Rngs(0)))
-    state = nnx.state(model)
-    leaves, treedef = jax.tree.flatten(state)
-    keys = jax.random.split(jax.random.key(1), len(leaves))
-    new = [_random_leaf(k, x, config.num_embed) for k, x in zip(keys, leaves, strict=True)]
-    nnx.update(model, jax.tree.unflatten(treedef, new))
-    return model, config
-
-
-def _random_leaf(key, leaf, vocab: int):
-    """Scales that keep greedy outputs varied (the default init has zero MLPs)."""
-    import jax
-    import jax.numpy as jnp
-
-    if leaf.ndim == 1:
-        scale = 0.3
-    elif leaf.shape[0] == vocab:
-        scale = 0.02
-    else:
-        scale = 1.0 / float(leaf.shape[-2]) ** 0.5
-    return (scale * jax.random.normal(key, leaf.shape, jnp.float32)).astype(leaf.dtype)
-
-
-class _Ids:
-    """Tokenizer stand-in: decode shows the ids."""
-
-    def decode(self, ids) -> str:
-        return " ".join(map(str, ids))
-
-
-def make_prompts(n: int, max_len: int, vocab: int) -> list[list[int]]:
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    # Lengths in (max_len / 2, max_len]: one power-of-two bucket for the control, several
-    # 64-token buckets for the fixed sampler.
-    lengths = rng.integers(max_len // 2 + 1, max_len + 1, size=n)
-    return [[2, *rng.integers(3, vocab, size=int(k) - 1).tolist()] for k in lengths]
-
-
 def run_all(sampler, prompts: list[list[int]], bs: int):
     """All prompts in one call, `bs` in flight (the engine) or in batches of `bs` (static)."""
     return sampler.generate(prompts, max_in_flight=bs)
@@ -150,7 +93,7 @@ def _setup(args: argparse.Namespace):
     sampler = make_sampler(
         args.sampler,
         model,
-        _Ids(),
+        Ids(),
         sampler_config,
         args.decode_rows,
         args.segment_steps,
@@ -271,7 +214,7 @@ def negative_control(model, prompts, config) -> dict:
     """The batch-dependent layout (stock-like): bs=1 vs bs=8 on the same prompts."""
     from gsm8k_eval.sampling import Layout, StaticSampler
 
-    sampler = StaticSampler(model, _Ids(), config, Layout(batch_invariant=False))
+    sampler = StaticSampler(model, Ids(), config, Layout(batch_invariant=False))
     alone = [bits(sampler.generate([p])[0]) for p in prompts]
     batched = [bits(g) for g in sampler.generate(prompts)]
     differ = sum(a != b for a, b in zip(alone, batched, strict=True))
@@ -290,26 +233,13 @@ def main(argv: list[str] | None = None) -> None:
         worker(args)
         return
     started = time.perf_counter()
-    isolated = run_isolated(args, _without_option(argv, "--out"))
+    isolated = run_isolated(args, without_option(argv, "--out"))
     result = check(args, isolated)
     result["total_seconds"] = round(time.perf_counter() - started, 1)
     text = json.dumps(result, sort_keys=True)
     if args.out:
         args.out.write_text(text + "\n")
     print(text)
-
-
-def _without_option(argv: list[str], name: str) -> list[str]:
-    """argv without `name VALUE` / `name=VALUE`."""
-    out, skip = [], False
-    for item in argv:
-        if skip:
-            skip = False
-        elif item == name:
-            skip = True
-        elif not item.startswith(name + "="):
-            out.append(item)
-    return out
 
 
 if __name__ == "__main__":

@@ -120,8 +120,8 @@ def test_greedy_engine_does_not_share():
 
 def test_sampled_benchmark_runs_and_checks_its_samples(tmp_path):
     """benchmarks/bench_sampled.py's plumbing on the tiny model (its numbers mean something on
-    the 270M only): greedy, shared and separate prefill rows; it exits non-zero if sharing
-    changed a sample."""
+    the 270M only): greedy, shared and separate prefill rows, no compilation inside a timed
+    call; it exits non-zero if sharing changed a sample."""
     import json
     import os
     import subprocess
@@ -149,3 +149,5 @@ def test_sampled_benchmark_runs_and_checks_its_samples(tmp_path):
     assert data["ratios"]["sampled / greedy samples/s"] > 0
     assert data["ratios"]["lax.top_k / full sort samples/s"] > 0
     assert 0 <= rows["sampled-full-sort"]["same_as_sampled"] <= 6
+    # the warm-up compiled every program (shared rows and rows of their own): none is timed
+    assert [row["compile_seconds"] for row in data["rows"]] == [0.0] * 4

@@ -65,7 +65,7 @@ TINY_DIMS = dict(
 
 def build_model(tiny: bool, dtype: str, seed: int = 1) -> tuple[Any, Any]:
     """Random-weight Gemma 3 (tunix `ModelConfig.gemma3_1b_it()` dims, or tiny), drawn on the
-    device (as `benchmarks/gpu_invariance_check.py` does: same seeds, same weights)."""
+    device (`gpu_bench.py` and `gpu_invariance_check.py` both use it: same seeds, same weights)."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -221,3 +221,16 @@ def env_info() -> dict[str, Any]:
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "versions": package_versions(("jax", "jaxlib", "flax", "google-tunix", "qwix", "numpy")),
     }
+
+
+def without_option(argv: list[str], name: str) -> list[str]:
+    """argv without `name VALUE` / `name=VALUE`."""
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == name:
+            skip = True
+        elif not item.startswith(name + "="):
+            out.append(item)
+    return out
