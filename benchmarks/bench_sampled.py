@@ -146,9 +146,12 @@ def run(args: argparse.Namespace) -> list[Row]:
         )
     )
     warm = one_per_bucket(questions, args.max_prompt_length)
-    warm_prompts = [p for p in warm for _ in range(n)]
-    # shared rows (n copies of a prompt) and rows of their own (one copy): both programs
-    sampled_warmups = [(warm_prompts, keys[: len(warm_prompts)]), (warm, keys[: len(warm)])]
+    # each bucket's two prefill programs, each call one admission: a shared row (copies of one
+    # prompt) and a row of its own (one copy)
+    copies = min(n, args.bs, args.decode_rows)
+    sampled_warmups = [
+        warmup for p in warm for warmup in (([p] * copies, keys[:copies]), ([p], keys[:1]))
+    ]
     rows, tokens = [], {}
     plan = [
         ("greedy", 0.0, True, questions, None, [(warm, None)]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +29,11 @@ DRAW = jax.jit(draw)
 FILTER_K = jax.jit(filter_logits, static_argnums=2)  # a Python top-k: the lax.top_k path
 DRAW_K = jax.jit(draw, static_argnums=3)
 PATHS = {"sort": (FILTER, DRAW), "top_k": (FILTER_K, DRAW_K)}
+STATIC_SETTINGS = [(0.7, 50, 0.95), (1.0, 5, 0.5), (0.5, 3, 1.0), (1.3, 200, 0.9)]  # top_k > 0
+# every setting through the sort, the static ones (top_k > 0) also through lax.top_k
+CASES = [(s, "sort") for s in SETTINGS] + [
+    (s, "top_k") for s in dict.fromkeys(SETTINGS + STATIC_SETTINGS) if s[1]
+]
 P_OK = 1e-3  # chi-square: the right distribution must give p > P_OK ...
 P_WRONG = 1e-6  # ... and a wrong temperature p < P_WRONG
 LOGITS10 = np.array([2.0, 1.7, 1.3, 1.1, 0.6, 0.2, -0.3, -0.8, -1.5, -2.5], np.float32)
@@ -151,8 +157,7 @@ def test_bad_parameters_raise() -> None:
 # --- batch invariance -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("setting", SETTINGS)
+@pytest.mark.parametrize(("setting", "path"), CASES)
 def test_filter_row_bitwise_independent_of_batch(setting, path: str) -> None:
     FILTER = PATHS[path][0]
     rng = np.random.default_rng(1)
@@ -165,8 +170,7 @@ def test_filter_row_bitwise_independent_of_batch(setting, path: str) -> None:
         assert np.array_equal(got.view(np.uint32), alone.view(np.uint32)), size
 
 
-@pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("setting", SETTINGS)
+@pytest.mark.parametrize(("setting", "path"), CASES)
 def test_draw_row_bitwise_independent_of_batch(setting, path: str) -> None:
     DRAW = PATHS[path][1]
     rng = np.random.default_rng(2)
@@ -264,9 +268,6 @@ def test_wrong_temperature_fails_the_chi_square() -> None:
 # --- the static top-k path (jax.lax.top_k instead of a full sort) -----------------------------
 
 
-STATIC_SETTINGS = [(0.7, 50, 0.95), (1.0, 5, 0.5), (0.5, 3, 1.0), (1.3, 200, 0.9)]
-
-
 @pytest.mark.parametrize(("temperature", "top_k", "top_p"), STATIC_SETTINGS)
 def test_static_top_k_keeps_what_the_full_sort_keeps(temperature, top_k, top_p) -> None:
     """Rows with exact ties among their largest values and planted ties at the k-th value (more
@@ -276,6 +277,7 @@ def test_static_top_k_keeps_what_the_full_sort_keeps(temperature, top_k, top_p) 
     for r in range(0, 32, 4):  # 3 more copies of the k-th largest value in every fourth row
         kth = np.sort(rows[r])[::-1][top_k - 1]
         rows[r, rng.choice(np.flatnonzero(rows[r] < kth), 3, replace=False)] = kth
+    rows[1, 2:] = -np.inf  # fewer finite values than top_k: the k-th value is -inf
     for p in (top_p, 1.0):
         fast = np.asarray(FILTER_K(rows, temperature, top_k, p))
         assert np.array_equal(fast, np.asarray(FILTER(rows, temperature, top_k, p)))
@@ -295,7 +297,22 @@ def test_static_top_k_tie_rules_and_nucleus() -> None:
     # the ties beyond the k values lax.top_k returns count in the nucleus' mass: over
     # [0.4, 0.2, 0.2, 0.2] (top-2 keeps all three 0.2s) 0.4 alone is not >= 0.5 of the mass
     tied = np.log([0.4, 0.2, 0.2, 0.2]).tolist()
-    assert kept(tied, 2, 0.5) == [0, 1, 2, 3] and kept(tied, 2, 0.4) == [0]
+    # (0.36 x 2.5 = 0.9 < 1.0, clear of the boundary: a total counting a tie twice, >= 3.0,
+    # would keep the 0.2s too)
+    assert kept(tied, 2, 0.5) == [0, 1, 2, 3] and kept(tied, 2, 0.36) == [0]
+
+
+def test_a_python_top_k_takes_the_lax_top_k_path() -> None:
+    """The fast path is the one taken (both paths keep the same set, so only this can tell)."""
+    row = jnp.zeros((2, V), jnp.float32)
+
+    def primitives(fn, *args) -> set[str]:
+        return set(re.findall(r"= (\w+)\[", str(jax.make_jaxpr(fn)(row, *args))))
+
+    fast = primitives(lambda x: filter_logits(x, 0.7, 5, 0.9))
+    assert "top_k" in fast and "sort" not in fast
+    traced = primitives(lambda x, k: filter_logits(x, 0.7, k, 0.9), 5)
+    assert "sort" in traced and "top_k" not in traced
 
 
 def test_static_top_k_draws_follow_filtered_softmax() -> None:
