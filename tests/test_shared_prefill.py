@@ -2,13 +2,16 @@
 of a question) share one prefill row, its K/V copied into each of their slots and each first
 token drawn with its own key. The oracle is the same engine prefilling every request on its own
 (`share_prefill=False`): slot K/V, first tokens and logits, and whole samples must be bitwise
-the same. Tiny random Gemma 3, float32 and bfloat16, prefill_rows 1 and 4."""
+the same. A sample admitted after its siblings' prefill had its first token drawn then and
+copies the prompt K/V of a slot that holds it: the same bits again. Tiny random Gemma 3, float32
+and bfloat16, prefill_rows 1 and 4."""
 
 from __future__ import annotations
 
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from test_engine import mismatches, random_slot
@@ -108,6 +111,55 @@ def test_shared_samples_equal_separate_samples(dtype, rows):
     out = shared.generate([prompts[i] for i in order], max_in_flight=8, keys=keys[order])
     assert shared.last_timing["prefill_rows_shared"] > 0
     assert not mismatches(out, [expected[i] for i in order]), (dtype, rows)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_sample_admitted_later_copies_its_siblings_kv_bitwise(dtype):
+    """Question 0 prefilled into slot 2 (its second sample's first token drawn alongside,
+    without a slot), then copied into slot 6: slot 6's K/V and both first tokens and logits
+    equal prefilling the three requests separately. Stale values cannot leak: slot 6 held
+    Inf before, and slot 2's positions past the prompt (where its decoding writes) hold NaN."""
+    shared, oracle = engines(dtype, 1)
+    q0, q1 = random_prompts((40, 17), seed=8)
+    keys = keys_for(9, 1, samples=2)
+    keys = np.stack([keys[0], np.asarray(keys_for(10, 1)[0]), keys[1]])  # q0 s0, q1, q0 s1
+    cache_ref, firsts_ref = _prefill(oracle, [q0, q1, q0], [2, 5, 6], keys)
+    _, firsts = _prefill(shared, [q0, q1, q0], [2, 5, None], keys)
+    region = TINY.max_prompt_length
+
+    def plant(x: jax.Array) -> jax.Array:
+        return x.at[6].set(jnp.inf).at[2, region:].set(jnp.nan)
+
+    shared._cache = {
+        name: {**layer, "k": plant(layer["k"]), "v": plant(layer["v"])}
+        for name, layer in shared._cache.items()
+    }
+    shared._copy_many([2], [6])
+    cache = jax.device_get(shared._cache)
+    for name, layer in cache.items():
+        for kv in ("k", "v"):
+            got, want = np.asarray(layer[kv]), np.asarray(cache_ref[name][kv])
+            assert got[6].tobytes() == want[6].tobytes(), (dtype, name, kv)
+            assert got[5].tobytes() == want[5].tobytes(), (dtype, name, kv)
+    bits = lambda pairs: [(t, np.float32(x).view(np.uint32).item()) for t, x in pairs]  # noqa: E731
+    assert bits(firsts) == bits(firsts_ref)
+    assert shared.last_timing["prefill_rows_shared"] == 1.0  # the copy (the draw saved none)
+    assert ("copy",) in shared.compiled_programs
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_samples_admitted_apart_cost_one_prefill_per_question(dtype):
+    """4 questions x 4 samples at bs 3 with budgets that end rows at different steps: samples
+    are admitted one or two at a time, yet every question is prefilled once (the others draw
+    at its prefill and copy a sibling's K/V); whole samples equal the oracle's, bitwise."""
+    shared, oracle = engines(dtype, 1)
+    prompts = [p for p in random_prompts((9, 40, 23, 64), seed=11) for _ in range(4)]
+    keys = keys_for(12, 4, samples=4)
+    budgets = np.random.default_rng(13).integers(1, TINY.max_generation_steps + 1, 16).tolist()
+    expected = oracle.generate(prompts, max_in_flight=3, max_new_tokens=budgets, keys=keys)
+    out = shared.generate(prompts, max_in_flight=3, max_new_tokens=budgets, keys=keys)
+    assert not mismatches(out, expected), dtype
+    assert shared.last_timing["prefill_rows_shared"] == 16 - 4
 
 
 def test_greedy_engine_does_not_share():

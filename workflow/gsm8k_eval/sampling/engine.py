@@ -26,7 +26,9 @@ Reads as state → prefill → decode segment → scheduler:
   with `step_keys(key, s)` from that row's float32 logits alone (the prefill token is step 0).
   Requests admitted together with identical prompts (the n samples of a question) share one
   prefill row, its K/V copied into each of their slots (`prefill_calls`, bitwise the same as
-  prefilling each). At temperature 0 the slots carry no key and the programs are the greedy ones.
+  prefilling each); the first tokens of its samples still waiting are drawn then too, and each
+  of them, once admitted, copies the prompt K/V from a slot that holds it. At temperature 0
+  the slots carry no key and the programs are the greedy ones.
 
 No shape depends on the batch: one segment program and one prefill program per bucket serve
 every batch size, admission order and slot. See docs/sampler.md.
@@ -58,6 +60,7 @@ from gsm8k_eval.sampling.prefill_calls import (
 from gsm8k_eval.sampling.scheduler import Requests, new_timing, schedule
 from gsm8k_eval.sampling.slots import Slots, check_cursors
 from gsm8k_eval.sampling.step import (
+    copy_prompt_rows,
     empty_cache,
     greedy,
     last_logits,
@@ -217,8 +220,16 @@ class Engine:
             ),
             donate_argnums=(2,),
         )
+        self._copy_jit = jax.jit(
+            partial(copy_prompt_rows, region=self._region), donate_argnums=(0,)
+        )
         self._compiled: dict[Any, Any] = {}
         self._cache: Cache | None = None
+
+    @property
+    def shares_prefill(self) -> bool:
+        """Whether identical prompts share a prefill (sampled runs with `share_prefill`)."""
+        return self._shared
 
     # programs, compiled ahead of time so that compile time is measured on its own
 
@@ -232,7 +243,7 @@ class Engine:
     @property
     def compiled_programs(self) -> list[Any]:
         """Keys of the programs compiled so far: ("segment",), ("prefill", bucket) and, for a
-        shared prefill, ("prefill_shared", bucket)."""
+        shared prefill, ("prefill_shared", bucket) and ("copy",)."""
         return sorted(self._compiled, key=str)
 
     def _take_cache(self) -> Cache:
@@ -243,17 +254,18 @@ class Engine:
         return cache
 
     def _prefill_many(
-        self, prompts: Sequence[list[int]], slots: Sequence[int], keys: Any = None
+        self, prompts: Sequence[list[int]], slots: Sequence[int | None], keys: Any = None
     ) -> list[tuple[int, float]]:
         """Prefill `prompts` into `slots` (distinct free slots), those of one bucket together in
         calls of `layout.prefill_rows` rows (identical prompts sharing a row when sampled and
-        `share_prefill`); first tokens and logits, in input order (drawn with the prompts' key
-        data `keys`, uint32 [N, 2], when sampling)."""
+        `share_prefill`; then a slot of None only draws the first token); first tokens and
+        logits, in input order (drawn with the prompts' key data `keys`, uint32 [N, 2], when
+        sampling)."""
         make = shared_calls if self._shared else separate_calls
         calls = make(prompts, slots, keys, self.config, self.layout)
         if self._shared:
-            saved = self.last_timing.get("prefill_rows_shared", 0.0) + rows_saved(prompts)
-            self.last_timing["prefill_rows_shared"] = saved
+            placed = [p for p, slot in zip(prompts, slots, strict=True) if slot is not None]
+            self._count_shared(rows_saved(placed))
         outputs = []
         t0 = time.perf_counter()
         compile_before = self.last_timing["compile_seconds"]
@@ -271,6 +283,24 @@ class Engine:
         compiling = self.last_timing["compile_seconds"] - compile_before
         self.last_timing["prefill_seconds"] += time.perf_counter() - t0 - compiling
         return firsts
+
+    def _copy_many(self, sources: Sequence[int], slots: Sequence[int]) -> None:
+        """Copy the prompt K/V of slot `sources[i]` into slot `slots[i]` (a sample admitted
+        after its siblings' prefill: bitwise what prefilling it would write)."""
+        rows = self.layout.decode_rows
+        src, dst = np.zeros(rows, np.int32), np.full(rows, rows, np.int32)
+        src[: len(sources)], dst[: len(slots)] = sources, slots
+        t0 = time.perf_counter()
+        compile_before = self.last_timing["compile_seconds"]
+        args = (self._take_cache(), src, dst)
+        self._cache = self._program(("copy",), self._copy_jit, *args)(*args)
+        compiling = self.last_timing["compile_seconds"] - compile_before
+        self.last_timing["prefill_seconds"] += time.perf_counter() - t0 - compiling
+        self._count_shared(len(slots))
+
+    def _count_shared(self, rows: int) -> None:
+        saved = self.last_timing.get("prefill_rows_shared", 0.0) + rows
+        self.last_timing["prefill_rows_shared"] = saved
 
     def _run_segment(self, slots: Slots) -> tuple[Slots, np.ndarray, np.ndarray, int]:
         check_cursors(slots, self._region, self._region + self.config.max_generation_steps)

@@ -14,6 +14,12 @@ of its call (the premise of the batched prefill), and the gather copies them exa
 slot's K/V, first token and logit are bitwise those of prefilling each prompt separately. A call
 whose rows each serve one prompt is a separate call (its draw costs `prefill_rows` rows, not
 `decode_rows`). Shapes are fixed by the layout: at most two programs per bucket.
+
+Samples admitted later: a destination may draw without a slot (its slot index out of range,
+dropped), so the first tokens of a question's samples still waiting are drawn at its first
+prefill; when one is admitted, the scheduler copies the prompt K/V of a slot that holds the same
+prompt (`step.copy_prompt_rows`: decoding never writes below the prompt's end) instead of
+prefilling again. One prefill per question while some slot still holds its prompt.
 """
 
 from __future__ import annotations
@@ -110,14 +116,16 @@ def distinct_rows(prompts: Sequence[Sequence[int]]) -> tuple[list[int], list[int
 
 def shared_calls(
     prompts: Sequence[list[int]],
-    slots: Sequence[int],
+    slots: Sequence[int | None],
     keys: np.ndarray,
     config: SamplerConfig,
     layout: Layout,
 ) -> list[PrefillCall]:
     """One row per distinct prompt: identical prompts share their row (`prefill_shared`'s
     inputs: tokens [prefill_rows, bucket], sources, slots and keys [decode_rows]); a call
-    without a shared row is a separate call (`separate_calls`')."""
+    without a shared row is a separate call (`separate_calls`'). A slot of None draws a first
+    token without taking a slot (a sample admitted later copies its sibling's K/V); such a
+    prompt needs an identical one with a slot."""
     dests = layout.decode_rows
     if len(prompts) > dests:
         raise ValueError(f"an admission holds at most decode_rows={dests} prompts")
@@ -128,6 +136,8 @@ def shared_calls(
         members = tuple(i for i, o in enumerate(owner) if o in group)
         bucket = buckets[group[0]]
         if len(members) == len(group):  # no row serves two prompts
+            if any(slots[i] is None for i in members):
+                raise ValueError("a prompt without a slot needs an identical one with a slot")
             calls.append(_separate_call(prompts, slots, keys, members, bucket, config, layout))
             continue
         tokens, _ = prefill_inputs(
@@ -142,7 +152,7 @@ def shared_calls(
         sources = np.zeros(dests, np.int32)
         sources[: len(members)] = [row[owner[i]] for i in members]
         index = np.full(dests, dests, np.int32)  # out of range: dropped
-        index[: len(members)] = [slots[i] for i in members]
+        index[: len(members)] = [dests if slots[i] is None else slots[i] for i in members]
         inputs = (tokens, sources, index, _key_rows(keys, members, dests))
         calls.append(PrefillCall(bucket, inputs, members, shared=True))
     return calls

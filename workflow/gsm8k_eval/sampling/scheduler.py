@@ -3,16 +3,19 @@ generation is yielded the moment its row ends (completion order).
 
 Between decode segments the host reads the new tokens, ends rows at EOS, a stop sequence or
 their token budget, and refills the free slots with the next prompts (admission in input order,
-at most `in_flight` at once). Nothing here runs the model: the engine's `_prefill_many` and
-`_run_segment` do (see `SlotEngine`). The engine's running counters (`last_timing`) are kept
-current while streaming, so a caller can apportion them between yields (evaluation/shards.py).
+at most `in_flight` at once). When the engine shares prefills (sampled runs), a question's
+samples not yet admitted get their first tokens at its prefill and, once admitted, copy the
+prompt K/V from a slot that still holds it (`Siblings`). Nothing here runs the model: the
+engine's `_prefill_many`, `_copy_many` and `_run_segment` do (see `SlotEngine`). The engine's
+running counters (`last_timing`) are kept current while streaming, so a caller can apportion
+them between yields (evaluation/shards.py).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -39,10 +42,13 @@ class SlotEngine(Protocol):
     tokenizer: Any
     choose_slot: Callable[[list[int]], int]
     last_timing: dict[str, float]
+    shares_prefill: bool
 
     def _prefill_many(
-        self, prompts: Sequence[list[int]], slots: Sequence[int], keys: Any = None
+        self, prompts: Sequence[list[int]], slots: Sequence[int | None], keys: Any = None
     ) -> list[tuple[int, float]]: ...
+
+    def _copy_many(self, sources: Sequence[int], slots: Sequence[int]) -> None: ...
 
     def _run_segment(self, slots: Slots) -> tuple[Slots, np.ndarray, np.ndarray, int]: ...
 
@@ -69,6 +75,40 @@ class _Running:
     checked: int = 0  # tokens already known to contain no stop sequence
 
 
+@dataclass
+class Siblings:
+    """Requests with identical prompts (a question's samples) across admissions: which
+    requests share each prompt, which prompt each slot's cache holds (until the slot is
+    refilled: decoding never writes below the prompt's end), which requests were admitted, and
+    the first tokens drawn for requests still waiting."""
+
+    by_prompt: dict[tuple[int, ...], list[int]]
+    held: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    admitted: set[int] = field(default_factory=set)
+    ready: dict[int, tuple[int, float]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, prompts: Sequence[list[int]]) -> Siblings:
+        by_prompt: dict[tuple[int, ...], list[int]] = {}
+        for index, prompt in enumerate(prompts):
+            by_prompt.setdefault(tuple(prompt), []).append(index)
+        return cls(by_prompt)
+
+    def holder(self, prompt: tuple[int, ...]) -> int | None:
+        """A slot whose cache holds `prompt`'s K/V, if any."""
+        return next((slot for slot, held in self.held.items() if held == prompt), None)
+
+    def waiting(self, prompts: Sequence[tuple[int, ...]], room: int) -> list[int]:
+        """Up to `room` requests not yet admitted, without a first token, whose prompt is one
+        of `prompts` (their first tokens can be drawn at this prefill)."""
+        out = []
+        for prompt in dict.fromkeys(prompts):
+            for index in self.by_prompt[prompt]:
+                if index not in self.admitted and index not in self.ready and len(out) < room:
+                    out.append(index)
+        return out
+
+
 def new_timing() -> dict[str, float]:
     """The engine's counters at the start of a call (`slot_utilization` 1.0 until a step)."""
     return {**dict.fromkeys(TIMING_KEYS, 0.0), "slot_utilization": 1.0}
@@ -81,9 +121,10 @@ def schedule(
     pending = deque(range(len(requests.prompts)))
     running: dict[int, _Running] = {}
     slots = Slots.empty(engine.layout.decode_rows, requests.keys is not None)
+    siblings = Siblings.of(requests.prompts) if engine.shares_prefill else None
     while pending or running:
         if pending and len(running) < in_flight:  # again if a prompt ended at its first token
-            done = _admit(engine, requests, pending, running, slots, in_flight)
+            done = _admit(engine, requests, pending, running, slots, in_flight, siblings)
         else:
             slots, done = _decode(engine, requests, running, slots)
         for index, generation in done:
@@ -121,23 +162,25 @@ def _admit(
     running: dict[int, _Running],
     slots: Slots,
     in_flight: int,
+    siblings: Siblings | None = None,
 ) -> list[tuple[int, Generation]]:
-    """Prefill the next prompts into free slots (up to `in_flight` running); those that end at
-    their first token come back finished, the others occupy their slot."""
+    """Prefill the next prompts into free slots (up to `in_flight` running), or copy a
+    sibling's prompt K/V; those that end at their first token come back finished, the others
+    occupy their slot."""
     admitted = []
     free = [r for r in range(engine.layout.decode_rows) if r not in running]
     while pending and len(running) + len(admitted) < in_flight:
         slot = engine.choose_slot(free)
         free.remove(slot)
         admitted.append((pending.popleft(), slot))
-    keys = requests.keys
-    firsts = engine._prefill_many(
-        [requests.prompts[i] for i, _ in admitted],
-        [s for _, s in admitted],
-        None if keys is None else keys[[i for i, _ in admitted]],
-    )
+    if siblings is None:
+        firsts = _prefill(engine, requests, admitted)
+    else:
+        firsts = _place_siblings(engine, requests, admitted, siblings)
     done = []
-    for (index, slot), (first, logit) in zip(admitted, firsts, strict=True):
+    keys = requests.keys
+    for index, slot in admitted:
+        first, logit = firsts[index]
         run = _Running(index, [first], [logit], requests.limits[index])
         generation = _settle(engine, requests, run)
         if generation is not None:
@@ -150,6 +193,53 @@ def _admit(
         slots.length[slot], slots.limit[slot] = len(requests.prompts[index]), run.limit
         slots.active[slot] = True
     return done
+
+
+def _prefill(
+    engine: SlotEngine, requests: Requests, admitted: Sequence[tuple[int, int | None]]
+) -> dict[int, tuple[int, float]]:
+    """First token and logit of each admitted (index, slot) by prefill (slot None: drawn only)."""
+    indices = [i for i, _ in admitted]
+    keys = None if requests.keys is None else requests.keys[indices]
+    firsts = engine._prefill_many(
+        [requests.prompts[i] for i in indices], [s for _, s in admitted], keys
+    )
+    return dict(zip(indices, firsts, strict=True))
+
+
+def _place_siblings(
+    engine: SlotEngine,
+    requests: Requests,
+    admitted: Sequence[tuple[int, int]],
+    siblings: Siblings,
+) -> dict[int, tuple[int, float]]:
+    """`_prefill` with sharing across admissions: a request whose first token was drawn at a
+    sibling's prefill copies the prompt K/V of a slot holding it (all copies before any
+    prefill, which may refill such a slot); the others are prefilled, with the first tokens of
+    their waiting siblings drawn alongside."""
+    prompt = {i: tuple(requests.prompts[i]) for i, _ in admitted}
+    copies, fresh = [], []
+    for index, slot in admitted:
+        source = siblings.holder(prompt[index])
+        if index in siblings.ready and source is not None:
+            copies.append((index, slot, source))
+        else:
+            siblings.ready.pop(index, None)
+            fresh.append((index, slot))
+    firsts = {}
+    if copies:
+        engine._copy_many([src for _, _, src in copies], [slot for _, slot, _ in copies])
+        firsts = {index: siblings.ready.pop(index) for index, _, _ in copies}
+    siblings.admitted.update(prompt)
+    if fresh:
+        room = engine.layout.decode_rows - len(fresh)
+        waiting = siblings.waiting([prompt[i] for i, _ in fresh], room)
+        drawn = _prefill(engine, requests, [*fresh, *((i, None) for i in waiting)])
+        siblings.ready.update({i: drawn.pop(i) for i in waiting})
+        firsts.update(drawn)
+    for index, slot in admitted:
+        siblings.held[slot] = prompt[index]
+    return firsts
 
 
 def _decode(

@@ -166,6 +166,24 @@ def scatter_rows(cache: Cache, small: Cache, slots, region: int) -> Cache:
     }
 
 
+def copy_prompt_rows(cache: Cache, sources, slots, region: int) -> Cache:
+    """Slot `sources[i]`'s prompt K/V (cache indices below `region`) into slot `slots[i]`, the
+    rest of that slot zeroed: what `scatter_rows` wrote there for the same prompt (decoding
+    writes at `region` and after only). Reads happen before writes; out-of-range slot indices
+    are dropped."""
+    size = next(iter(cache.values()))["k"].shape[1]
+    prompt = (jnp.arange(size) < region)[None, :, None, None]
+
+    def copy(buffer: jax.Array) -> jax.Array:
+        rows = jnp.where(prompt, buffer[sources], jnp.zeros((), buffer.dtype))
+        return buffer.at[slots].set(rows, mode="drop")
+
+    return {
+        name: {"k": copy(layer["k"]), "v": copy(layer["v"]), "end_index": layer["end_index"]}
+        for name, layer in cache.items()
+    }
+
+
 def prefill(
     graphdef,
     state,
