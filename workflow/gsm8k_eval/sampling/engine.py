@@ -30,7 +30,8 @@ Reads as state → prefill → decode segment → scheduler:
   of them, once admitted, copies the prompt K/V from a slot that holds it. At temperature 0
   the slots carry no key and the programs are the greedy ones.
 
-No shape depends on the batch: one segment program and one prefill program per bucket serve
+No shape depends on the batch: one segment program, one prefill program per bucket (two
+in sampled runs) and, sampled, one K/V copy program serve
 every batch size, admission order and slot. See docs/sampler.md.
 """
 
