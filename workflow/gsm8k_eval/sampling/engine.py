@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -268,21 +269,18 @@ class Engine:
             placed = [p for p, slot in zip(prompts, slots, strict=True) if slot is not None]
             self._count_shared(rows_saved(placed))
         outputs = []
-        t0 = time.perf_counter()
-        compile_before = self.last_timing["compile_seconds"]
-        for call in calls:
-            args = (self._state, self._head, self._take_cache(), *call.inputs)
-            jitted = self._shared_jit if call.shared else self._prefill_jit
-            key = ("prefill_shared" if call.shared else "prefill", call.bucket)
-            program = self._program(key, jitted, *args, **call.kwargs)
-            self._cache, token, logit = program(*args, **call.kwargs)
-            outputs.append((token, logit))
         firsts: list[tuple[int, float]] = [(0, 0.0)] * len(prompts)
-        for call, (token, logit) in zip(calls, jax.device_get(outputs), strict=True):
-            for row, i in enumerate(call.members):
-                firsts[i] = (int(token[row]), float(logit[row]))
-        compiling = self.last_timing["compile_seconds"] - compile_before
-        self.last_timing["prefill_seconds"] += time.perf_counter() - t0 - compiling
+        with self._timed_as_prefill():
+            for call in calls:
+                args = (self._state, self._head, self._take_cache(), *call.inputs)
+                jitted = self._shared_jit if call.shared else self._prefill_jit
+                key = ("prefill_shared" if call.shared else "prefill", call.bucket)
+                program = self._program(key, jitted, *args, **call.kwargs)
+                self._cache, token, logit = program(*args, **call.kwargs)
+                outputs.append((token, logit))
+            for call, (token, logit) in zip(calls, jax.device_get(outputs), strict=True):
+                for row, i in enumerate(call.members):
+                    firsts[i] = (int(token[row]), float(logit[row]))
         return firsts
 
     def _copy_many(self, sources: Sequence[int], slots: Sequence[int]) -> None:
@@ -291,13 +289,19 @@ class Engine:
         rows = self.layout.decode_rows
         src, dst = np.zeros(rows, np.int32), np.full(rows, rows, np.int32)
         src[: len(sources)], dst[: len(slots)] = sources, slots
+        with self._timed_as_prefill():
+            args = (self._take_cache(), src, dst)
+            self._cache = self._program(("copy",), self._copy_jit, *args)(*args)
+        self._count_shared(len(slots))
+
+    @contextmanager
+    def _timed_as_prefill(self) -> Iterator[None]:
+        """Add the block's wall time, less any compiling inside it, to `prefill_seconds`."""
         t0 = time.perf_counter()
         compile_before = self.last_timing["compile_seconds"]
-        args = (self._take_cache(), src, dst)
-        self._cache = self._program(("copy",), self._copy_jit, *args)(*args)
+        yield
         compiling = self.last_timing["compile_seconds"] - compile_before
         self.last_timing["prefill_seconds"] += time.perf_counter() - t0 - compiling
-        self._count_shared(len(slots))
 
     def _count_shared(self, rows: int) -> None:
         saved = self.last_timing.get("prefill_rows_shared", 0.0) + rows

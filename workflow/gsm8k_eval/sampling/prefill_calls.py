@@ -19,7 +19,8 @@ Samples admitted later: a destination may draw without a slot (its slot index ou
 dropped), so the first tokens of a question's samples still waiting are drawn at its first
 prefill; when one is admitted, the scheduler copies the prompt K/V of a slot that holds the same
 prompt (`step.copy_prompt_rows`: decoding never writes below the prompt's end) instead of
-prefilling again. One prefill per question while some slot still holds its prompt.
+prefilling again. Waiting samples are drawn only into the call's free destinations;
+one that got none, or whose prompt no slot holds any more, is prefilled again (same bits).
 """
 
 from __future__ import annotations
