@@ -7,7 +7,8 @@ every sample prefilled on its own (`Engine(share_prefill=False)`, the bitwise or
 `--full-sort`, `sampled-full-sort`: the draw sorting the whole row for top-k as before the
 `jax.lax.top_k` path (how many samples come out the same is printed and recorded). Each
 variant is warmed up on every prefill bucket first, with and without a shared row (both of a
-bucket's prefill programs), and timed over one
+bucket's prefill programs), and on a sample admitted after its sibling's prefill (the K/V copy
+program), and timed over one
 `generate` call with `bs` requests in flight, as the evaluate stage runs a shard.
 
     .venv/bin/python benchmarks/bench_sampled.py --model-dir results/model \\
@@ -107,12 +108,12 @@ def engine_for(args: argparse.Namespace, loaded, temperature: float, share: bool
 
 
 def time_variant(name: str, engine, prompts, keys, warmups, args) -> tuple[Row, list]:
-    """Warm up on each (prompts, keys) of `warmups`, then one timed `generate` over all
+    """Warm up on each (prompts, keys, in flight) of `warmups`, then one timed `generate` over all
     requests with `args.bs` in flight."""
     stops = tuple(s for s in args.stops.split(",") if s)
-    for warm, warm_keys in warmups:
+    for warm, warm_keys, in_flight in warmups:
         few = [min(16, args.tokens)] * len(warm)
-        engine.generate(warm, stops, max_in_flight=args.bs, max_new_tokens=few, keys=warm_keys)
+        engine.generate(warm, stops, max_in_flight=in_flight, max_new_tokens=few, keys=warm_keys)
     start = time.perf_counter()
     out = engine.generate(prompts, stops, max_in_flight=args.bs, keys=keys)
     seconds = time.perf_counter() - start
@@ -147,14 +148,17 @@ def run(args: argparse.Namespace) -> list[Row]:
     )
     warm = one_per_bucket(questions, args.max_prompt_length)
     # each bucket's two prefill programs, each call one admission: a shared row (copies of one
-    # prompt) and a row of its own (one copy)
+    # prompt) and a row of its own (one copy); then the K/V copy program: two samples one at
+    # a time (the second drawn at the first's prefill, admitted later: it copies)
     copies = min(n, args.bs, args.decode_rows)
     sampled_warmups = [
-        warmup for p in warm for warmup in (([p] * copies, keys[:copies]), ([p], keys[:1]))
-    ]
+        warmup
+        for p in warm
+        for warmup in (([p] * copies, keys[:copies], args.bs), ([p], keys[:1], args.bs))
+    ] + [([warm[0]] * 2, keys[:2], 1)]
     rows, tokens = [], {}
     plan = [
-        ("greedy", 0.0, True, questions, None, [(warm, None)]),
+        ("greedy", 0.0, True, questions, None, [(warm, None, args.bs)]),
         ("sampled", args.temperature, True, prompts, keys, sampled_warmups),
         ("sampled-separate", args.temperature, False, prompts, keys, sampled_warmups),
     ]

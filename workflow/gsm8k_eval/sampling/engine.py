@@ -18,9 +18,9 @@ Reads as state → prefill → decode segment → scheduler:
   own position; projections, norms, RoPE and MLP are tunix's own modules (qwix LoRA still
   intercepts them). The float32 head runs on the last hidden state of all rows at once.
 * **Scheduler** (`scheduler.schedule`). Between segments the host reads the new tokens, ends
-  rows at EOS, a stop sequence or their token budget, yields each finished generation at once
-  (`Engine.stream`; `generate` collects them in input order) and refills free slots with the
-  next prompts.
+  rows at EOS, a stop sequence or their token budget, refills free slots with the next prompts
+  and dispatches the next segment (`_start_segment`, asynchronous), then yields each finished
+  generation (`Engine.stream`; `generate` collects them in input order) while it runs.
 * **Sampling** (temperature > 0, `SamplerConfig`): each slot also carries its request's key
   data (uint32 [2], `draw.request_keys`); step s of a row is drawn by `draw.DrawConfig.choose`
   with `step_keys(key, s)` from that row's float32 logits alone (the prefill token is step 0).
@@ -79,6 +79,9 @@ from gsm8k_eval.sampling.types import (
 )
 
 log = logging.getLogger(__name__)
+
+# A dispatched decode segment's device outputs: slots, tokens, logits, executed steps.
+SegmentOutputs = tuple[Any, ...]
 
 DEFAULT_SEGMENT_STEPS: int = schema.default("sampling.segment_steps")
 
@@ -307,15 +310,28 @@ class Engine:
         saved = self.last_timing.get("prefill_rows_shared", 0.0) + rows
         self.last_timing["prefill_rows_shared"] = saved
 
-    def _run_segment(self, slots: Slots) -> tuple[Slots, np.ndarray, np.ndarray, int]:
+    def _start_segment(self, slots: Slots) -> SegmentOutputs:
+        """Dispatch a decode segment on `slots` (asynchronous: the host may work meanwhile);
+        its outputs are read by `_finish_segment`."""
         check_cursors(slots, self._region, self._region + self.config.max_generation_steps)
         args = (self._state, self._head, self._take_cache(), slots, self._eos)
         program = self._program(("segment",), self._segment_jit, *args)
         t0 = time.perf_counter()
-        self._cache, new, tokens, logits, executed = program(*args)
-        out = new.to_host(), np.asarray(tokens), np.asarray(logits), int(executed)
+        self._cache, *outputs = program(*args)
         self.last_timing["decode_seconds"] += time.perf_counter() - t0
-        return out
+        return tuple(outputs)
+
+    def _finish_segment(self, outputs: SegmentOutputs) -> tuple[Slots, np.ndarray, np.ndarray, int]:
+        """A dispatched segment's slots, tokens, logits and executed steps, on the host (the
+        wait counts as decode time; host work done meanwhile does not)."""
+        t0 = time.perf_counter()
+        slots, tokens, logits, executed = jax.device_get(outputs)
+        self.last_timing["decode_seconds"] += time.perf_counter() - t0
+        return slots.to_host(), np.asarray(tokens), np.asarray(logits), int(executed)
+
+    def _run_segment(self, slots: Slots) -> tuple[Slots, np.ndarray, np.ndarray, int]:
+        """One decode segment, dispatched and read back."""
+        return self._finish_segment(self._start_segment(slots))
 
     def generate(
         self,

@@ -1,15 +1,16 @@
 """The engine's scheduler: prompts stream through a fixed set of slots, and each prompt's
-generation is yielded the moment its row ends (completion order).
+generation is yielded as soon as its row ends (completion order).
 
 Between decode segments the host reads the new tokens, ends rows at EOS, a stop sequence or
-their token budget, and refills the free slots with the next prompts (admission in input order,
-at most `in_flight` at once). When the engine shares prefills (sampled runs), a question's
-samples not yet admitted get their first tokens at its prefill and, once admitted, copy the
-prompt K/V from a slot that still holds it (`Siblings`). Nothing here runs the model: the
-engine's `_prefill_many`, `_copy_many` and `_run_segment` do (see `SlotEngine`). The engine's
-running counters (`last_timing`) are kept current while streaming, so a caller can apportion
-them between yields (evaluation/shards.py).
-"""
+their token budget, refills the free slots with the next prompts (admission in input order,
+at most `in_flight` at once) and dispatches the next segment; only then are the finished
+generations yielded, so the caller's work on them (rollout rows, shard files) runs while the
+device decodes. When the engine shares prefills (sampled runs), a question's samples not yet
+admitted get their first tokens at its prefill and, once admitted, copy the prompt K/V from a
+slot that still holds it (`Siblings`). Nothing here runs the model: the engine's
+`_prefill_many`, `_copy_many`, `_start_segment` and `_finish_segment` do (see `SlotEngine`).
+The engine's running counters (`last_timing`) are kept current while streaming, so a caller
+can apportion them between yields (evaluation/shards.py)."""
 
 from __future__ import annotations
 
@@ -50,7 +51,9 @@ class SlotEngine(Protocol):
 
     def _copy_many(self, sources: Sequence[int], slots: Sequence[int]) -> None: ...
 
-    def _run_segment(self, slots: Slots) -> tuple[Slots, np.ndarray, np.ndarray, int]: ...
+    def _start_segment(self, slots: Slots) -> Any: ...
+
+    def _finish_segment(self, segment: Any) -> tuple[Slots, np.ndarray, np.ndarray, int]: ...
 
 
 @dataclass(frozen=True)
@@ -117,16 +120,23 @@ def new_timing() -> dict[str, float]:
 def schedule(
     engine: SlotEngine, requests: Requests, in_flight: int
 ) -> Iterator[tuple[int, Generation]]:
-    """(input index, generation) of every request, each as soon as its row ends."""
+    """(input index, generation) of every request, each as soon as its row ends.
+
+    Each round reads the segment in flight, refills the freed slots and dispatches the next
+    segment before handing the finished generations to the caller, so the caller's work (and
+    ours between yields) overlaps the device's."""
     pending = deque(range(len(requests.prompts)))
     running: dict[int, _Running] = {}
     slots = Slots.empty(engine.layout.decode_rows, requests.keys is not None)
     siblings = Siblings.of(requests.prompts) if engine.shares_prefill else None
+    segment = None  # the decode segment in flight
     while pending or running:
-        if pending and len(running) < in_flight:  # again if a prompt ended at its first token
-            done = _admit(engine, requests, pending, running, slots, in_flight, siblings)
-        else:
-            slots, done = _decode(engine, requests, running, slots)
+        done = []
+        if segment is not None:
+            slots, done = _decode(engine, requests, running, slots, segment)
+        while pending and len(running) < in_flight:  # again if a prompt ended at its first token
+            done += _admit(engine, requests, pending, running, slots, in_flight, siblings)
+        segment = engine._start_segment(slots) if running else None
         for index, generation in done:
             _count(engine.last_timing, useful=max(len(generation.tokens) - 1, 0))
             yield index, generation
@@ -243,12 +253,16 @@ def _place_siblings(
 
 
 def _decode(
-    engine: SlotEngine, requests: Requests, running: dict[int, _Running], slots: Slots
+    engine: SlotEngine,
+    requests: Requests,
+    running: dict[int, _Running],
+    slots: Slots,
+    segment: Any,
 ) -> tuple[Slots, list[tuple[int, Generation]]]:
-    """One decode segment: the new tokens appended to each running row, the rows that ended
-    freed and returned; raises if the segment made no progress."""
+    """Read the decode segment in flight (dispatched on `slots`): the new tokens appended to
+    each running row, the rows that ended freed and returned; raises if it made no progress."""
     before = slots.step.copy()
-    slots, tokens, logits, steps = engine._run_segment(slots)
+    slots, tokens, logits, steps = engine._finish_segment(segment)
     _count(engine.last_timing, executed=steps * engine.layout.decode_rows)
     if not steps or not np.any(slots.step > before):
         raise RuntimeError(f"a decode segment made no progress ({steps} steps)")
