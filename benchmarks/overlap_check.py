@@ -10,8 +10,9 @@ then with the idle caller again (run-to-run noise). The hidden share is
 `1 - (wall - idle wall) / caller seconds` (idle wall: the faster idle run): 0 when the
 caller's time adds to the wall time in full, 1 when all of it is hidden. At most one segment's
 time can be hidden per round of rows ending together. The outputs of every run must be
-identical (the script fails otherwise). Run it from an older checkout (PYTHONPATH to its
-`workflow/`) for the same numbers without the overlap.
+identical (the script fails otherwise; their digest is recorded, so runs of two checkouts can
+be compared). Run it from an older checkout (PYTHONPATH to its `workflow/`) for the same
+numbers without the overlap.
 
     .venv/bin/python benchmarks/overlap_check.py --model-dir results/demo/model \
         --prompts 64 --tokens 64 --bs 8 --dtype bfloat16 --wait-ms 100 --out overlap.json"""
@@ -19,11 +20,16 @@ identical (the script fails otherwise). Run it from an older checkout (PYTHONPAT
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -46,17 +52,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def wait(seconds: float, generation) -> None:
+Caller = Callable[[float, Any], None]
+
+
+def wait(seconds: float, generation: Any) -> None:
     time.sleep(seconds)
 
 
-def busy(seconds: float, generation) -> None:
+def busy(seconds: float, generation: Any) -> None:
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         json.dumps([float(x) for x in generation.token_logits])
 
 
-def timed(engine, prompts, bs: int, caller, seconds: float) -> tuple[dict, list]:
+def digest(generations: Sequence[Any]) -> str:
+    """sha256 of every generation's tokens and float32 logit bits, in input order."""
+    h = hashlib.sha256()
+    for g in generations:
+        h.update(np.asarray(g.tokens, np.int64).tobytes())
+        h.update(np.asarray(g.token_logits, np.float32).tobytes())
+    return h.hexdigest()[:16]
+
+
+def timed(
+    engine: Any, prompts: list[list[int]], bs: int, caller: Caller | None, seconds: float
+) -> tuple[dict[str, Any], list[Any]]:
     """One streamed run; the caller's own time is measured, not assumed."""
     out: dict[int, object] = {}
     spent = 0.0
@@ -100,10 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     plan.append(("idle-again", None, 0.0))
     for name, caller, seconds in plan:
         row, out = timed(engine, prompts, args.bs, caller, seconds)
-        bits = [(g.tokens, g.token_logits) for g in out]
-        if reference is None:
-            reference = bits
-        elif bits != reference:
+        row["outputs_sha256"] = digest(out)
+        reference = reference or row["outputs_sha256"]
+        if row["outputs_sha256"] != reference:
             raise SystemExit(f"run {name!r} changed the outputs")
         runs[name] = row
         print(name, row, flush=True)

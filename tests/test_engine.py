@@ -312,44 +312,6 @@ def test_a_segment_without_progress_raises_instead_of_spinning(setup, monkeypatc
         sampler.generate(prompts[:2])
 
 
-class RecordsSegments(Engine):
-    """Logs segment dispatches and reads, so a test can see what runs during a yield."""
-
-    def _start_segment(self, slots: Slots):
-        self.events.append("start")
-        return super()._start_segment(slots)
-
-    def _finish_segment(self, segment):
-        self.events.append("finish")
-        return super()._finish_segment(segment)
-
-
-def test_generations_are_yielded_while_the_next_segment_runs(setup):
-    """The caller's work overlaps the device's: a generation that ends while other rows still
-    run is yielded after the next segment was dispatched and before it is read; the bits are
-    the oracle's."""
-    dtype, model, prompts, oracle = setup
-    sampler = RecordsSegments(model, StandInTokenizer(), TINY, segment_steps=SEGMENT)
-    sampler.events = events = []
-    budgets = [1 + (5 * i) % TINY.max_generation_steps for i in range(len(prompts))]
-    out: dict[int, Generation] = {}
-    for index, generation in sampler.stream(prompts, max_in_flight=3, max_new_tokens=budgets):
-        out[index] = generation
-        events.append(index)
-    finishes = [i for i, e in enumerate(events) if e == "finish"]
-    overlapped = 0
-    for position, event in enumerate(events):
-        if isinstance(event, int) and any(f > position for f in finishes):
-            segment_events = [e for e in events[:position] if isinstance(e, str)]
-            assert segment_events[-1:] == ["start"], (dtype, events[: position + 1])
-            overlapped += 1
-    assert overlapped >= len(prompts) - 3, events
-    for i, ref in enumerate(oracle):
-        n = budgets[i]
-        assert out[i].tokens == ref.tokens[:n], dtype
-        assert np.array_equal(np.float32(out[i].token_logits), np.float32(ref.token_logits[:n]))
-
-
 def test_per_row_attention_does_not_touch_tunix_or_the_callers_model(setup):
     """The per-row block is a subclass given to the traced copy of the model only."""
     _, model, prompts, oracle = setup
@@ -512,29 +474,3 @@ def test_real_gemma3_270m_engine_is_invariant(real_model_dir, dtype):
         oracle = static.generate(prompts, FEWSHOT_STOPS, max_in_flight=8)
         assert [g.tokens for g in runs[8]] == [g.tokens for g in oracle]
         assert not mismatches(runs[8], oracle), "tokens equal, logit bits differ from the oracle"
-
-
-def test_overlap_benchmark_runs_and_checks_its_outputs(tmp_path):
-    """benchmarks/overlap_check.py's plumbing on the tiny model (its numbers mean something on
-    the 270M only): idle, waiting and busy callers, nothing compiled inside a timed run; it
-    exits non-zero if a caller changed an output."""
-    import subprocess
-    import sys
-
-    from gsm8k_eval.models import fetch_model
-
-    model_dir = fetch_model("random:tiny", tmp_path / "model")
-    out = tmp_path / "overlap.json"
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "overlap_check.py"
-    proc = subprocess.run(
-        [sys.executable, str(script), "--model-dir", str(model_dir), "--prompts", "3",
-         "--tokens", "4", "--bs", "2", "--dtype", "float32", "--wait-ms", "2",
-         "--busy-ms", "2", "--out", str(out)],
-        capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=600,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    runs = json.loads(out.read_text())["runs"]
-    assert list(runs) == ["idle", "wait", "busy", "idle-again"]
-    assert runs["wait"]["caller_s"] >= 3 * 0.002 and runs["idle"]["caller_s"] == 0
-    assert all(run["compile_s"] == 0.0 for run in runs.values())
-    assert "hidden_share" in runs["wait"] and "hidden_share" in runs["busy"]

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from bench_scripts import run_on_tiny
 from test_engine import mismatches, random_slot
 from test_sampled_engine import keys_for, sampled_engine
 from test_sampler import TINY, random_prompts, tiny_model
@@ -167,17 +168,24 @@ def test_samples_admitted_apart_cost_one_prefill_per_question(dtype):
 
 
 class RecordsAdmissions:
-    """Wraps an engine's `_prefill_many` and `_copy_many` to log the slots of each call."""
+    """Wraps an engine's `_prefill_many` and `_copy_many` to log the slots of each call, and
+    `_start_segment` to log each decode segment (`events`: all three in order)."""
 
     def __init__(self, engine, monkeypatch):
-        self.calls: list[tuple[str, list]] = []
-        for name in ("_prefill_many", "_copy_many"):
+        self.events: list[tuple[str, list]] = []
+        for name in ("_prefill_many", "_copy_many", "_start_segment"):
             original = getattr(engine, name)
             monkeypatch.setattr(engine, name, self._logged(name, original))
 
+    @property
+    def calls(self) -> list[tuple[str, list]]:
+        """Prefills and copies only."""
+        return [e for e in self.events if e[0] != "_start_segment"]
+
     def _logged(self, name, original):
         def call(*args, **kwargs):
-            self.calls.append((name, list(args[1])))  # the destination slots
+            slots = [] if name == "_start_segment" else list(args[1])  # destination slots
+            self.events.append((name, slots))
             return original(*args, **kwargs)
 
         return call
@@ -188,6 +196,13 @@ def _small(dtype: str, rows: int, **kwargs):
     shared = sampled_engine(model_of(dtype), layout=layout, **kwargs)
     oracle = sampled_engine(model_of(dtype), layout=layout, share_prefill=False)
     return shared, oracle
+
+
+def _both(shared, oracle, prompts, budgets, seed: int) -> tuple[list, list]:
+    """Both engines' samples at bs 2 (one key per request from `seed`): (shared, oracle)."""
+    keys = keys_for(seed, len(prompts))
+    run = dict(max_in_flight=2, max_new_tokens=budgets, keys=keys)
+    return shared.generate(prompts, **run), oracle.generate(prompts, **run)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -201,11 +216,11 @@ def test_a_sibling_copies_before_its_source_slot_is_refilled(dtype, monkeypatch)
     spy = RecordsAdmissions(shared, monkeypatch)
     a, b, x = random_prompts((40, 17, 30), seed=14)
     prompts, budgets = [a, b, a, x], [2, 3, 10, 10]
-    keys = keys_for(15, 4)
-    expected = oracle.generate(prompts, max_in_flight=2, max_new_tokens=budgets, keys=keys)
-    out = shared.generate(prompts, max_in_flight=2, max_new_tokens=budgets, keys=keys)
+    out, expected = _both(shared, oracle, prompts, budgets, seed=15)
     prefill, copy = "_prefill_many", "_copy_many"
     assert spy.calls == [(prefill, [0, 1, None]), (copy, [2]), (prefill, [0])]
+    at = spy.events.index((copy, [2]))
+    assert spy.events[at + 1] == (prefill, [0])  # one admission: no segment between them
     assert not mismatches(out, expected), dtype
 
 
@@ -218,9 +233,7 @@ def test_a_sibling_whose_prompt_left_every_slot_is_prefilled_again(dtype, monkey
     spy = RecordsAdmissions(shared, monkeypatch)
     a, b, c = random_prompts((40, 17, 30), seed=16)
     prompts, budgets = [a, b, c, a], [2, 20, 3, 10]
-    keys = keys_for(17, 4)
-    expected = oracle.generate(prompts, max_in_flight=2, max_new_tokens=budgets, keys=keys)
-    out = shared.generate(prompts, max_in_flight=2, max_new_tokens=budgets, keys=keys)
+    out, expected = _both(shared, oracle, prompts, budgets, seed=17)
     prefill = "_prefill_many"
     assert spy.calls == [(prefill, [0, 1, None]), (prefill, [0]), (prefill, [0])]
     assert not mismatches(out, expected), dtype
@@ -235,10 +248,8 @@ def test_with_two_rows_some_siblings_share_and_some_are_prefilled_again(dtype):
     samples, random budgets)."""
     shared, oracle = _small(dtype, 2)
     prompts = [p for _ in range(3) for p in random_prompts((40, 17, 30), seed=18)]
-    keys = keys_for(19, 9)
     budgets = np.random.default_rng(20).integers(1, TINY.max_generation_steps + 1, 9).tolist()
-    expected = oracle.generate(prompts, max_in_flight=2, max_new_tokens=budgets, keys=keys)
-    out = shared.generate(prompts, max_in_flight=2, max_new_tokens=budgets, keys=keys)
+    out, expected = _both(shared, oracle, prompts, budgets, seed=19)
     assert not mismatches(out, expected), dtype
     assert 0 < shared.last_timing["prefill_rows_shared"] < 9 - 3
 
@@ -256,24 +267,14 @@ def test_sampled_benchmark_runs_and_checks_its_samples(tmp_path):
     the 270M only): greedy, shared and separate prefill rows, no compilation inside a timed
     call; it exits non-zero if sharing changed a sample."""
     import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
 
-    from gsm8k_eval.models import fetch_model
-
-    model_dir = fetch_model("random:tiny", tmp_path / "model")
-    out = tmp_path / "bench.json"
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sampled.py"
-    proc = subprocess.run(
-        [sys.executable, str(script), "--model-dir", str(model_dir), "--questions", "2",
-         "--samples", "3", "--tokens", "4", "--bs", "2", "--decode-rows", "4",
-         "--segment-steps", "2", "--shots", "0", "--max-prompt-length", "1024",
-         "--dtype", "float32", "--full-sort", "--out", str(out)],
-        capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=600,
+    out = run_on_tiny(
+        "bench_sampled.py",
+        tmp_path,
+        ["--questions", "2", "--samples", "3", "--tokens", "4", "--bs", "2",
+         "--decode-rows", "4", "--segment-steps", "2", "--shots", "0",
+         "--max-prompt-length", "1024", "--dtype", "float32", "--full-sort"],
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads(out.read_text())
     rows = {row["variant"]: row for row in data["rows"]}
     assert [rows[v]["requests"] for v in ("greedy", "sampled", "sampled-separate")] == [2, 6, 6]

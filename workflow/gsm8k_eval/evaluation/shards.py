@@ -194,6 +194,8 @@ def _stream_shards(
     engine's running counters (prefill, decode and compile seconds, useful and executed
     row-steps). Rows of later shards in flight meanwhile are charged to it, so a single
     shard's numbers are approximate but their sums over the shards are the run's exact totals.
+    The engine decodes its next segment while shards are written: that device time is in
+    neither a shard's wall seconds nor its decode seconds (the host did not wait for it).
     """
     requests = [i for _, start, end in todo for i in range(start, end)]
     owner = [k for k, (_, start, end) in enumerate(todo) for _ in range(start, end)]

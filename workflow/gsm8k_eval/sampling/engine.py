@@ -60,7 +60,7 @@ from gsm8k_eval.sampling.prefill_calls import (
     shared_calls,
 )
 from gsm8k_eval.sampling.scheduler import Requests, new_timing, schedule
-from gsm8k_eval.sampling.slots import Slots, check_cursors
+from gsm8k_eval.sampling.slots import SegmentOutputs, Slots, check_cursors
 from gsm8k_eval.sampling.step import (
     copy_prompt_rows,
     empty_cache,
@@ -79,9 +79,6 @@ from gsm8k_eval.sampling.types import (
 )
 
 log = logging.getLogger(__name__)
-
-# A dispatched decode segment's device outputs: slots, tokens, logits, executed steps.
-SegmentOutputs = tuple[Any, ...]
 
 DEFAULT_SEGMENT_STEPS: int = schema.default("sampling.segment_steps")
 
@@ -312,9 +309,11 @@ class Engine:
 
     def _start_segment(self, slots: Slots) -> SegmentOutputs:
         """Dispatch a decode segment on `slots` (asynchronous: the host may work meanwhile);
-        its outputs are read by `_finish_segment`."""
+        its outputs are read by `_finish_segment`. The segment gets a copy of `slots`, so the
+        caller's arrays stay free to change while it runs (on a CPU, JAX may read numpy
+        arguments in place)."""
         check_cursors(slots, self._region, self._region + self.config.max_generation_steps)
-        args = (self._state, self._head, self._take_cache(), slots, self._eos)
+        args = (self._state, self._head, self._take_cache(), slots.to_host(), self._eos)
         program = self._program(("segment",), self._segment_jit, *args)
         t0 = time.perf_counter()
         self._cache, *outputs = program(*args)
@@ -322,15 +321,16 @@ class Engine:
         return tuple(outputs)
 
     def _finish_segment(self, outputs: SegmentOutputs) -> tuple[Slots, np.ndarray, np.ndarray, int]:
-        """A dispatched segment's slots, tokens, logits and executed steps, on the host (the
-        wait counts as decode time; host work done meanwhile does not)."""
+        """A dispatched segment's slots, tokens, logits and executed steps, on the host.
+        `decode_seconds` counts the dispatch and this wait, so device time hidden behind the
+        host's work in between (the stream's caller) is not counted."""
         t0 = time.perf_counter()
         slots, tokens, logits, executed = jax.device_get(outputs)
         self.last_timing["decode_seconds"] += time.perf_counter() - t0
         return slots.to_host(), np.asarray(tokens), np.asarray(logits), int(executed)
 
     def _run_segment(self, slots: Slots) -> tuple[Slots, np.ndarray, np.ndarray, int]:
-        """One decode segment, dispatched and read back."""
+        """One decode segment, dispatched and read back (profiling and tests)."""
         return self._finish_segment(self._start_segment(slots))
 
     def generate(

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from gsm8k_eval.sampling.slots import Slots
+from gsm8k_eval.sampling.slots import SegmentOutputs, Slots
 from gsm8k_eval.sampling.stops import settle
 from gsm8k_eval.sampling.types import Generation, Layout, SamplerConfig
 
@@ -51,9 +51,11 @@ class SlotEngine(Protocol):
 
     def _copy_many(self, sources: Sequence[int], slots: Sequence[int]) -> None: ...
 
-    def _start_segment(self, slots: Slots) -> Any: ...
+    def _start_segment(self, slots: Slots) -> SegmentOutputs: ...
 
-    def _finish_segment(self, segment: Any) -> tuple[Slots, np.ndarray, np.ndarray, int]: ...
+    def _finish_segment(
+        self, outputs: SegmentOutputs
+    ) -> tuple[Slots, np.ndarray, np.ndarray, int]: ...
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ def schedule(
     running: dict[int, _Running] = {}
     slots = Slots.empty(engine.layout.decode_rows, requests.keys is not None)
     siblings = Siblings.of(requests.prompts) if engine.shares_prefill else None
-    segment = None  # the decode segment in flight
+    segment: SegmentOutputs | None = None  # the decode segment in flight
     while pending or running:
         done = []
         if segment is not None:
@@ -257,7 +259,7 @@ def _decode(
     requests: Requests,
     running: dict[int, _Running],
     slots: Slots,
-    segment: Any,
+    segment: SegmentOutputs,
 ) -> tuple[Slots, list[tuple[int, Generation]]]:
     """Read the decode segment in flight (dispatched on `slots`): the new tokens appended to
     each running row, the rows that ended freed and returned; raises if it made no progress."""

@@ -44,6 +44,10 @@ jax.tree_util.register_dataclass(
     Slots, data_fields=["last", "step", "length", "limit", "active", "key"], meta_fields=[]
 )
 
+# A dispatched decode segment's device outputs (slots, tokens, logits, executed steps), read
+# back by the engine's `_finish_segment`.
+SegmentOutputs = tuple[Any, ...]
+
 
 def check_cursors(slots: Slots, region: int, size: int) -> None:
     """Raise an IndexError unless every cache write of the next segment stays inside the cache
