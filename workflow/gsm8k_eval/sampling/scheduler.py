@@ -125,8 +125,8 @@ def schedule(
     """(input index, generation) of every request, each as soon as its row ends.
 
     Each round reads the segment in flight, refills the freed slots and dispatches the next
-    segment before handing the finished generations to the caller, so the caller's work (and
-    ours between yields) overlaps the device's."""
+    segment before handing the finished generations to the caller, so the caller's work
+    overlaps the device's."""
     pending = deque(range(len(requests.prompts)))
     running: dict[int, _Running] = {}
     slots = Slots.empty(engine.layout.decode_rows, requests.keys is not None)
