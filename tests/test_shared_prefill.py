@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from bench_scripts import run_on_tiny
-from test_engine import mismatches, random_slot
+from test_engine import mismatches, random_slot, stored
 from test_sampled_engine import keys_for, sampled_engine
 from test_sampler import TINY, random_prompts, tiny_model
 
@@ -129,7 +129,7 @@ def test_a_sample_admitted_later_copies_its_siblings_kv_bitwise(dtype):
     region = TINY.max_prompt_length
 
     def plant(x: jax.Array) -> jax.Array:
-        return x.at[6].set(jnp.inf).at[2, region:].set(jnp.nan)
+        return x.at[6].set(stored(jnp.inf, x, dtype)).at[2, region:].set(stored(jnp.nan, x, dtype))
 
     shared._cache = {
         name: {**layer, "k": plant(layer["k"]), "v": plant(layer["v"])}

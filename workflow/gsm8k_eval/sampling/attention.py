@@ -21,12 +21,16 @@ from flax import nnx
 from tunix.models.gemma3 import model as gemma3
 from tunix.utils import sharding_utils
 
+from gsm8k_eval.sampling.raw_bits import from_storage, to_storage
+
 
 def write_rows(buffer: jax.Array, update: jax.Array, index: jax.Array) -> jax.Array:
     """`buffer` [B, S, ...] with row b's `update` [B, T, ...] written at position `index[b]`.
 
     `index[b]` must be in range (no wrapping; the engine checks every cursor on the host before
-    a segment, see `engine.check_cursors`)."""
+    a segment, see `engine.check_cursors`). `update` is converted to the buffer's storage
+    (`raw_bits`: a 16-bit float cache holds raw bits)."""
+    update = to_storage(update, buffer.dtype)
 
     def one(row: jax.Array, new: jax.Array, at: jax.Array) -> jax.Array:
         return jax.lax.dynamic_update_slice(row, new, (at,) + (0,) * (row.ndim - 1))
@@ -91,13 +95,13 @@ def _attend(attn: gemma3.Attention, query, key, value, positions, mask) -> jax.A
 def per_row_block(attn: gemma3.Attention, x, segment_pos, cache, attn_mask):
     """tunix's `Attention.block`, each row writing its K/V at its own `cache['end_index']`."""
     query, key, value = _project(attn, x, segment_pos)
-    if cache is not None:
-        key = write_rows(cache["k"], key, cache["end_index"])
-        value = write_rows(cache["v"], value, cache["end_index"])
-    out = _attend(attn, query, key, value, segment_pos, attn_mask)
     if cache is None:
-        return None, out
-    return {"v": value, "k": key, "end_index": cache["end_index"] + x.shape[1]}, out
+        return None, _attend(attn, query, key, value, segment_pos, attn_mask)
+    stored_key = write_rows(cache["k"], key, cache["end_index"])
+    stored_value = write_rows(cache["v"], value, cache["end_index"])
+    key, value = from_storage(stored_key, key.dtype), from_storage(stored_value, value.dtype)
+    out = _attend(attn, query, key, value, segment_pos, attn_mask)
+    return {"v": stored_value, "k": stored_key, "end_index": cache["end_index"] + x.shape[1]}, out
 
 
 class PerRowAttention(gemma3.Attention):

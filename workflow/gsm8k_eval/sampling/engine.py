@@ -252,7 +252,7 @@ class Engine:
         cache, self._cache = self._cache, None
         if cache is None:
             size = self._region + self.config.max_generation_steps
-            cache = empty_cache(self.model, self.layout.decode_rows, size)
+            cache = empty_cache(self.model, self.layout.decode_rows, size, raw_bits=True)
         return cache
 
     def _prefill_many(

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from gsm8k_eval.sampling.raw_bits import storage_dtype, to_storage
 from gsm8k_eval.sampling.types import (
     Cache,
     Layout,
@@ -70,10 +71,14 @@ def cache_spec(model: nnx.Module) -> tuple[int, int, int, jnp.dtype]:
     return cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, dtype
 
 
-def empty_cache(model: nnx.Module, rows: int, size: int) -> Cache:
-    """A zeroed decode KV cache of `rows` rows and `size` positions per layer."""
+def empty_cache(model: nnx.Module, rows: int, size: int, raw_bits: bool = False) -> Cache:
+    """A zeroed decode KV cache of `rows` rows and `size` positions per layer; with `raw_bits`,
+    a 16-bit float model's cache holds uint16 bit patterns (`raw_bits`: only the per-row
+    attention reads and writes that; tunix's own block, which the static oracle decodes with,
+    needs the model's dtype)."""
     layers, heads, head_dim, dtype = cache_spec(model)
     shape = (rows, size, heads, head_dim)
+    dtype = storage_dtype(dtype) if raw_bits else dtype
     return {
         f"layer_{i}": {
             "k": jnp.zeros(shape, dtype),
@@ -135,10 +140,11 @@ def prefill_rows(model: nnx.Module, tokens, layers, pad_id: int, hidden: bool, h
     positions = jnp.maximum(jnp.cumsum(valid, axis=-1) - 1, 0)
     causal = jnp.tril(jnp.ones((length, length), dtype=jnp.bool_))
     mask = valid[:, None, :] & causal[None]
+    dtype = cache_spec(model)[3]  # tunix's own block writes the prompt: the model's dtype
     small = {
         name: {
-            "k": jnp.zeros((rows, length, *layer["k"].shape[2:]), layer["k"].dtype),
-            "v": jnp.zeros((rows, length, *layer["v"].shape[2:]), layer["v"].dtype),
+            "k": jnp.zeros((rows, length, *layer["k"].shape[2:]), dtype),
+            "v": jnp.zeros((rows, length, *layer["v"].shape[2:]), dtype),
             "end_index": jnp.zeros((rows,), jnp.int32),
         }
         for name, layer in layers.items()
@@ -154,7 +160,7 @@ def scatter_rows(cache: Cache, small: Cache, slots, region: int) -> Cache:
     pad = ((0, 0), (region - length, size - region), (0, 0), (0, 0))
 
     def scatter(buffer: jax.Array, new: jax.Array) -> jax.Array:
-        return buffer.at[slots].set(jnp.pad(new, pad), mode="drop")
+        return buffer.at[slots].set(jnp.pad(to_storage(new, buffer.dtype), pad), mode="drop")
 
     return {
         name: {
