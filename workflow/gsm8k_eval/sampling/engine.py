@@ -3,7 +3,8 @@
 Reads as state → prefill → decode segment → scheduler:
 
 * **State** (`slots.Slots`). A fixed number of physical slots (`Layout.decode_rows`), one
-  KV-cache row each, of `max_prompt_length + max_generation_steps` positions. Every prompt ends
+  KV-cache row each, of `max_prompt_length + max_generation_steps` positions (a bfloat16
+  model's cache holds raw bits, `raw_bits`: XLA:CPU writes those in place). Every prompt ends
   at cache index `max_prompt_length` (as in the static `StaticSampler`), so its keys sit at
   indices that depend on that prompt only. Per slot: last token, tokens generated so far (its
   own cache cursor), prompt length, token budget, active flag.
