@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     def run(batch: list[list[int] | None]):
         """Prefill `batch` (None: dummy row) in one call; per real row: K/V rows, token, logit."""
         tokens = left_pad([p or [pad] for p in batch], bucket, pad)
-        cache = empty_cache(model, len(batch), region + 1)
+        cache = empty_cache(model, len(batch), region + 1, raw_bits=True)  # as the engine's
         cache, token, logit = fn(state, head, cache, tokens, np.arange(len(batch), dtype=np.int32))
         token, logit = np.asarray(token), np.asarray(logit)
         kv = [np.asarray(layer[x]) for layer in cache.values() for x in ("k", "v")]
@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> None:
         (f"{rows} rows", [group[:rows]]),
     ):
         inputs = [
-            (left_pad(b, bucket, pad), empty_cache(model, len(b), region + 1)) for b in batches
+            (left_pad(b, bucket, pad), empty_cache(model, len(b), region + 1, raw_bits=True))
+            for b in batches
         ]
         slots = np.arange(len(batches[0]), dtype=np.int32)
         jax.block_until_ready(fn(state, head, inputs[0][1], inputs[0][0], slots))

@@ -2,7 +2,9 @@
 
 Prefills `decode_rows` two-shot GSM8K prompts into the engine's slots, warms the segment
 program up, traces `--segments` segments and prints the XLA:CPU ops' time per decode step,
-grouped by kind (dots, copies, fusions, ...), and the number of copies in the compiled HLO.
+grouped by kind (dots, copies, fusions, ...), the number of copies in the compiled HLO and a
+digest of the traced segments' tokens and logits (to compare the outputs of two checkouts: run
+this script with PYTHONPATH at the other checkout's `workflow/`).
 
 Also the memory floor of a step: a decode step reads every weight once (the tied embedding as
 the output head), so it cannot take less than `weight_bytes / bandwidth`. The bandwidth is
@@ -16,6 +18,7 @@ and the float32 head dot alone (`[R, D] x [V, D]^T`, the engine's kernel).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -135,14 +138,15 @@ def main(argv: list[str] | None = None) -> None:
     slots, *_ = engine._run_segment(slots)  # compile + warm
     hlo = engine._compiled[("segment",)].as_text()
     copies = Counter(m.group(1) for m in re.finditer(r"= (\S+) copy\(", hlo))
-    wall, steps = [], 0
+    wall, steps, digest = [], 0, hashlib.sha256()
     with tempfile.TemporaryDirectory() as trace_dir:
         with jax.profiler.trace(trace_dir):
             for _ in range(args.segments):
                 t0 = time.perf_counter()
-                slots, _, _, executed = engine._run_segment(slots)
+                slots, tokens, logits, executed = engine._run_segment(slots)
                 wall.append(time.perf_counter() - t0)
                 steps += executed
+                digest.update(np.asarray(tokens).tobytes() + np.asarray(logits).tobytes())
         totals = op_times(trace_dir)
     per_step = {name: ns / steps / 1e6 for name, ns in totals.items()}
     by_kind: dict[str, float] = defaultdict(float)
@@ -150,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         by_kind[kind(name)] += ms
     result = {
         "wall_ms_per_step": 1e3 * sum(wall) / steps,
+        "output_digest": digest.hexdigest()[:16],  # the traced segments' tokens and logits
         "steps": steps,
         "cache_slots": args.max_prompt_length + args.tokens,
         "hlo_copies": sum(copies.values()),

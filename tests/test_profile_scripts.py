@@ -49,9 +49,26 @@ def test_profile_engine_reports_ops_and_the_memory_floor(tiny_model_dir, tmp_pat
          "--max-prompt-length", "1024", "--out", str(out))  # fmt: skip
     result = json.loads(out.read_text())
     assert result["steps"] > 0 and result["wall_ms_per_step"] > 0
+    assert len(result["output_digest"]) == 16
     floor = result["memory_floor"]
     assert floor["weight_bytes_per_step"] > 0
     assert floor["floor_ms_per_step"] > 0 and floor["head_dot_ms"] > 0
+
+
+def test_prefill_batching_check_runs_in_bfloat16_on_the_engines_raw_bits_cache(
+    tiny_model_dir, tmp_path
+):
+    """A prompt's outputs in a 2-row call do not depend on its row or call-mates (compared as
+    K/V bytes of the engine's cache: raw bits in bfloat16)."""
+    out = tmp_path / "prefill.json"
+    _run("prefill_batching_check.py", "--model-dir", str(tiny_model_dir), "--prompts", "8",
+         "--rows", "2", "--dtype", "bfloat16", "--shots", "0", "--max-prompt-length", "512",
+         "--repeats", "1", "--out", str(out))  # fmt: skip
+    result = json.loads(out.read_text())
+    batched = {k: v for k, v in result["equal_to_padded_call"].items() if k.startswith("2 rows")}
+    assert len(batched) == 4 and all(batched.values()), result["equal_to_padded_call"]
+    assert len(result["all_rows_equal_to_alone"]) == 2
+    assert result["seconds_per_prompt"]["2 rows"] > 0
 
 
 def test_slot_count_check_compares_slot_counts_and_head_variants(tiny_model_dir, tmp_path):

@@ -72,10 +72,10 @@ def cache_spec(model: nnx.Module) -> tuple[int, int, int, jnp.dtype]:
 
 
 def empty_cache(model: nnx.Module, rows: int, size: int, raw_bits: bool = False) -> Cache:
-    """A zeroed decode KV cache of `rows` rows and `size` positions per layer; with `raw_bits`,
-    a 16-bit float model's cache holds uint16 bit patterns (`raw_bits`: only the per-row
-    attention reads and writes that; tunix's own block, which the static oracle decodes with,
-    needs the model's dtype)."""
+    """A zeroed decode KV cache of `rows` rows and `size` positions per layer; with `raw_bits`
+    (the engine's), a 16-bit float model's cache holds uint16 bit patterns (module `raw_bits`).
+    The per-row attention, the prefill scatter and the K/V copy handle both; tunix's own block,
+    which the static oracle decodes with, needs the model's dtype."""
     layers, heads, head_dim, dtype = cache_spec(model)
     shape = (rows, size, heads, head_dim)
     dtype = storage_dtype(dtype) if raw_bits else dtype
