@@ -3,8 +3,8 @@ script runs this with an old checkout's package).
 
 XLA:CPU picks its float kernels by the CPU's vector extensions, so float32 bits recorded on an
 AMD EPYC (AVX-512 with BF16) differ from an Intel Xeon (AVX-512 with FP16, AMX) for the same
-program. A recording is
-therefore kept per `cpu_kind()`; bits within one machine are what the tests compare.
+program. A recording is therefore kept per `cpu_kind()`; bits within one machine are what the
+tests compare.
 """
 
 from __future__ import annotations
