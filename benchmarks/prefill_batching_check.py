@@ -52,10 +52,10 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import jax
     import numpy as np
-    from flax import nnx
 
     from gsm8k_eval.models import load_model
     from gsm8k_eval.sampling import Layout, bucket_for
+    from gsm8k_eval.sampling.embedder import engine_split
     from gsm8k_eval.sampling.step import (
         empty_cache,
         left_pad,
@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> None:
     loaded = load_model(args.model_dir, args.dtype)
     model, pad = loaded.model, int(loaded.tokenizer.pad_id)
     region = args.max_prompt_length
-    graphdef, state = nnx.split(model)
     hidden = supports_hidden_states(model)
     head = transposed_head(model, Layout()) if hidden else None
+    graphdef, state = engine_split(model, head)  # as the engine's
     fn = jax.jit(partial(prefill, graphdef, region=region, pad_id=pad, hidden=hidden))
     by_bucket = defaultdict(list)
     for p in prompts_of(args, loaded.tokenizer):

@@ -1,23 +1,39 @@
-"""A bfloat16 model's KV cache is stored as raw bits (uint16): the same values, written in place.
+"""A bfloat16 model's KV cache and embedding table are held as raw bits (uint16) by the engine.
 
 XLA:CPU computes a bfloat16 scatter in float32, converting the whole cache there and back at
-every write; the uint16 view is written in place (`gsm8k_eval.sampling.raw_bits`). The values
-must be exactly those a bfloat16 cache would hold, and the decode program must not convert any
-cache back from float32 (the cost this removes).
+every write; the uint16 view is written in place (`gsm8k_eval.sampling.raw_bits`). It computes a
+bfloat16 gather in float32 too, converting the whole embedding table for a one-token lookup
+(`gsm8k_eval.sampling.embedder`). The values must be exactly those of bfloat16, and the
+compiled programs must not do the conversions this removes.
 """
 
 from __future__ import annotations
 
 import re
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_engine import engine
-from test_sampler import LENGTHS, random_prompts, tiny_model
+from flax import nnx
+from test_engine import engine, mismatches
+from test_sampler import (
+    LENGTHS,
+    TINY,
+    VOCAB,
+    StandInTokenizer,
+    random_prompts,
+    randomize,
+    tiny_model,
+)
+from tunix.models.gemma3 import model as gemma3
 
+from gsm8k_eval.checkpoints import LoraConfig
+from gsm8k_eval.sampling import Layout, StaticSampler
 from gsm8k_eval.sampling.attention import write_rows
+from gsm8k_eval.sampling.embedder import RawBitsEmbedder, engine_split
 from gsm8k_eval.sampling.raw_bits import from_storage, storage_dtype, to_storage
+from gsm8k_eval.sampling.step import transposed_head
 
 
 def test_a_bfloat16_write_stores_the_values_bits():
@@ -55,3 +71,65 @@ def test_the_bfloat16_decode_program_never_converts_a_cache_back():
     hlo = sampler._compiled[("segment",)].as_text()
     back = re.findall(rf"= bf16\[{rows},{size},[^=]*? convert\(", hlo)
     assert not back, back[:3]
+
+
+# -- the embedding table --------------------------------------------------------------------------
+
+
+def embedders(model):
+    """(tunix's embedder of `model`, the raw-bits embedder of the engine's split of it)."""
+    head = transposed_head(model, Layout())
+    return model.embedder, nnx.merge(*engine_split(model, head)).embedder
+
+
+def test_the_raw_bits_embedder_gives_tunix_embeddings_and_logits_bit_for_bit():
+    model = tiny_model("bfloat16")
+    tunix_embedder, raw = embedders(model)
+    assert type(raw) is RawBitsEmbedder and raw.input_embedding.value.dtype == jnp.uint16
+    tokens = jnp.asarray(np.random.default_rng(2).integers(0, VOCAB, (3, 7)), jnp.int32)
+    hidden = jnp.asarray(np.random.default_rng(3).standard_normal((3, 64)), jnp.bfloat16)
+    for name, x in (("encode", tokens), ("decode", hidden)):
+        ours = jax.jit(lambda e, x, name=name: getattr(e, name)(x))(raw, x)
+        theirs = jax.jit(lambda e, x, name=name: getattr(e, name)(x))(tunix_embedder, x)
+        assert ours.dtype == theirs.dtype == jnp.bfloat16, name
+        assert np.asarray(ours).tobytes() == np.asarray(theirs).tobytes(), name
+
+
+def test_engine_split_leaves_the_callers_model_and_other_tables_alone():
+    model = tiny_model("bfloat16")
+    embedders(model)
+    assert type(model.embedder) is gemma3.Embedder
+    assert model.embedder.input_embedding.value.dtype == jnp.bfloat16
+    float32 = tiny_model("float32")
+    assert type(embedders(float32)[1]) is gemma3.Embedder  # float32 gathers natively
+    without_head = nnx.merge(*engine_split(model, None)).embedder  # the head reads the table
+    assert type(without_head) is gemma3.Embedder
+
+
+def test_the_bfloat16_programs_never_convert_the_embedding_table():
+    """No op in the compiled prefill or segment converts the [V, D] table to float32 (one per
+    program before the raw-bits table: XLA:CPU's bfloat16 gather)."""
+    sampler = engine(tiny_model("bfloat16"))
+    sampler.generate(random_prompts(LENGTHS[:3], seed=1), max_in_flight=3)
+    assert len(sampler._compiled) >= 2
+    for key, program in sampler._compiled.items():
+        table = re.findall(rf"= f32\[{VOCAB},64\][^=]*? convert\(", program.as_text())
+        assert not table, (key, table[:2])
+
+
+def test_a_bfloat16_lora_model_in_the_engine_equals_the_static_oracle():
+    """qwix's LoRA interception and the raw-bits table together: the same bits as the static
+    oracle (tunix's own embedder and block)."""
+    import qwix
+
+    base = tiny_model("bfloat16", seed=4)
+    provider = qwix.LoraProvider(module_path=LoraConfig().module_path, rank=4, alpha=8.0)
+    lora = qwix.apply_lora_to_model(base, provider, rngs=nnx.Rngs(0), **base.get_model_input())
+    randomize(lora, seed=5, variables=nnx.LoRAParam)
+    prompts = random_prompts(LENGTHS[:5], seed=6)
+    oracle = StaticSampler(lora, StandInTokenizer(), TINY).generate(prompts)
+    sampler = engine(lora)
+    assert type(nnx.merge(sampler._graphdef, sampler._state).embedder) is RawBitsEmbedder
+    assert not mismatches(sampler.generate(prompts, max_in_flight=3), oracle)
+    plain = StaticSampler(base, StandInTokenizer(), TINY).generate(prompts)
+    assert any(a.tokens != b.tokens for a, b in zip(oracle, plain, strict=True))  # LoRA acts

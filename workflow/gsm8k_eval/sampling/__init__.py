@@ -1,4 +1,5 @@
-"""The sampler family, bottom to top: `types` (what every sampler shares), `step` (the model
+"""The sampler family, bottom to top: `types` (what every sampler shares), `raw_bits` and
+`embedder` (16-bit floats held as bits where XLA:CPU would convert them), `step` (the model
 step on a fixed layout), `attention` (per-row cache cursors), `stops`, `batches`, `slots` and
 `scheduler` (the engine's state and loop); the samplers `static.StaticSampler` (the engine's
 test oracle), `engine.Engine` (continuous batching) and `stock.TunixSampler` (stock tunix, the

@@ -4,7 +4,8 @@ Reads as state → prefill → decode segment → scheduler:
 
 * **State** (`slots.Slots`). A fixed number of physical slots (`Layout.decode_rows`), one
   KV-cache row each, of `max_prompt_length + max_generation_steps` positions (a bfloat16
-  model's cache holds raw bits, `raw_bits`: XLA:CPU writes those in place). Every prompt ends
+  model's cache holds raw bits, `raw_bits`: XLA:CPU writes those in place; so does its embedding
+  table on a CPU, `embedder`: XLA:CPU gathers those without a float32 copy). Every prompt ends
   at cache index `max_prompt_length` (as in the static `StaticSampler`), so its keys sit at
   indices that depend on that prompt only. Per slot: last token, tokens generated so far (its
   own cache cursor), prompt length, token budget, active flag.
@@ -54,6 +55,7 @@ from flax import nnx
 from gsm8k_eval import schema
 from gsm8k_eval.draw import DrawConfig, key_data
 from gsm8k_eval.sampling.attention import check_tunix_attention, per_row_attention
+from gsm8k_eval.sampling.embedder import engine_split
 from gsm8k_eval.sampling.prefill_calls import (
     prefill_shared,
     rows_saved,
@@ -196,9 +198,9 @@ class Engine:
         if self.segment_steps < 1:
             raise ValueError(f"segment_steps must be >= 1, got {self.segment_steps}")
         check_tunix_attention(self.model)
-        self._graphdef, self._state = nnx.split(self.model)
         self._hidden = supports_hidden_states(self.model)
         self._head = transposed_head(self.model, self.layout) if self._hidden else None
+        self._graphdef, self._state = engine_split(self.model, self._head)
         cfg = self.config
         self._region = cfg.max_prompt_length
         self._eos = jnp.asarray(cfg.eos_tokens, jnp.int32)

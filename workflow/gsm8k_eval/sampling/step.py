@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from gsm8k_eval.sampling.embedder import RawBitsEmbedder
 from gsm8k_eval.sampling.raw_bits import storage_dtype, to_storage
 from gsm8k_eval.sampling.types import (
     Cache,
@@ -64,7 +65,9 @@ def cache_spec(model: nnx.Module) -> tuple[int, int, int, jnp.dtype]:
     cfg = model.config
     embedder = getattr(model, "embedder", None)
     table = getattr(embedder, "input_embedding", None)
-    if table is not None:
+    if isinstance(embedder, RawBitsEmbedder):  # the engine's: the table holds raw bits
+        dtype = embedder.value_dtype
+    elif table is not None:
         dtype = table.value.dtype
     else:
         dtype = jax.tree.leaves(nnx.state(model, nnx.Param))[0].dtype
