@@ -3,33 +3,25 @@ script runs this with an old checkout's package).
 
 XLA:CPU picks its float kernels by the CPU's vector extensions, so float32 bits recorded on an
 AMD EPYC (AVX-512 with BF16) differ from an Intel Xeon (AVX-512 with FP16, AMX) for the same
-program. A recording is therefore kept per `cpu_kind()`; bits within one machine are what the
-tests compare.
+program. A recording is therefore kept per `cpu_kind()` (this tree's `gsm8k_eval/cpu_kind.py`,
+loaded by path); bits within one machine are what the tests compare.
 """
 
 from __future__ import annotations
 
-import re
+import importlib.util
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-# Extensions XLA:CPU's kernels (Eigen, YNNPACK, oneDNN) dispatch on.
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16")
-
-
-def cpu_kind(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """`vendor:flag+flag...` of this CPU (the ISA flags it has), e.g. `GenuineIntel:avx2+fma`."""
-    text = cpuinfo.read_text() if cpuinfo.exists() else ""
-    vendor = re.search(r"^vendor_id\s*:\s*(\S+)", text, re.M)
-    flags = re.search(r"^flags\s*:(.*)$", text, re.M)
-    present = set(flags.group(1).split()) if flags else set()
-    return (
-        (vendor.group(1) if vendor else "unknown")
-        + ":"
-        + "+".join(f for f in ISA_FLAGS if f in present)
-    )
+_SPEC = importlib.util.spec_from_file_location(
+    "recorded_bits_cpu_kind",
+    Path(__file__).resolve().parents[1] / "workflow" / "gsm8k_eval" / "cpu_kind.py",
+)
+_MODULE = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(_MODULE)
+cpu_kind = _MODULE.cpu_kind
 
 
 def recording_for(recordings: dict[str, Any], kind: str) -> Any | None:

@@ -15,6 +15,7 @@ from lora_checkpoints import LORA, save_lora_steps
 from shared_data import GSM8K_DIR
 
 from gsm8k_eval import codegraph, fingerprint
+from gsm8k_eval.cpu_kind import cpu_kind
 from gsm8k_eval.evaluate import EvaluateOptions, evaluate
 from gsm8k_eval.evaluation import shards
 from gsm8k_eval.models import fetch_model
@@ -227,6 +228,15 @@ def test_environment_changes_regenerate(inputs, copied, monkeypatch, reader, val
     assert value in summary["fingerprint"].values()
 
 
+def test_shards_made_on_another_kind_of_cpu_are_regenerated(inputs, copied, monkeypatch):
+    """XLA:CPU's float bits differ between CPU kinds (AMD vs Intel, recorded in test_engine)."""
+    monkeypatch.setattr(fingerprint, "cpu_kind", lambda: "AuthenticAMD:avx2+fma")
+    evaluate(_options(inputs["model"], inputs["dataset"], copied))
+    summary = _summary(copied)
+    assert summary["resumed_shards"] == 0
+    assert summary["fingerprint"]["device"]["cpu"] == "AuthenticAMD:avx2+fma"
+
+
 def test_one_mismatching_shard_is_regenerated_alone(inputs, copied, baseline):
     stats_path = copied / "shards" / "shard-00001.stats.json"
     stats = json.loads(stats_path.read_text())
@@ -255,6 +265,7 @@ def test_summary_records_the_shard_fingerprint(baseline, inputs):
     assert recorded["dataset_sha256"] == fingerprint.DigestCache().sha256(inputs["dataset"])
     assert recorded["code_sha256"] == fingerprint.code_digest()
     assert recorded["device"]["platform"] == "cpu"
+    assert recorded["device"]["cpu"] == cpu_kind()
     assert "config_hash" not in recorded["options"] and "output_dir" not in recorded["options"]
     for path in (baseline / "shards").glob("shard-*.stats.json"):
         assert json.loads(path.read_text())["fingerprint"] == summary["fingerprint_sha256"]

@@ -15,7 +15,7 @@ import json
 import pytest
 from pipeline_helpers import run_root, run_snakemake, tiny_config, write_config
 
-from gsm8k_eval.gather import JOB_FIELDS
+from gsm8k_eval.gather import JOB_FIELDS, _check_parts
 from gsm8k_eval.parts import is_part_dir, parse_part, part_labels, part_shards
 
 LIMIT = 7  # 4 shards of 2 examples at batch size 2: parts of 1, 1 and 2 shards
@@ -124,3 +124,21 @@ def test_part_labels_and_errors(tmp_path):
             parse_part(bad)
     assert is_part_dir(tmp_path / "parts" / "1-of-2")
     assert not is_part_dir(tmp_path / "parts" / "other") and not is_part_dir(tmp_path / "1-of-2")
+
+
+def test_parts_made_on_other_kinds_of_cpu_are_refused_by_name(tmp_path):
+    """A part that ran on another kind of CPU (other float32 bits) is named, not gathered."""
+    device = {"platform": "cpu", "kind": "cpu", "count": 1}
+    summaries = [
+        {
+            "part": {"index": k, "of": 2, "shards": [k - 1]},
+            "fingerprint_sha256": f"{k}" * 64,
+            "fingerprint": {"format": 2, "device": dict(device, cpu=cpu)},
+        }
+        for k, cpu in ((1, "GenuineIntel:avx2+fma"), (2, "AuthenticAMD:avx2+fma"))
+    ]
+    folders = [tmp_path / "1-of-2", tmp_path / "2-of-2"]
+    with pytest.raises(ValueError, match=r"fingerprints differ: device\.cpu\)"):
+        _check_parts(folders, summaries)
+    summaries[1] = dict(summaries[1], fingerprint_sha256=summaries[0]["fingerprint_sha256"])
+    _check_parts(folders, summaries)

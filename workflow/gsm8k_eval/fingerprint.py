@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gsm8k_eval import codegraph
+from gsm8k_eval.cpu_kind import cpu_kind
 from gsm8k_eval.io import read_json, sha256_file, write_json
 
 # 2: shards hold ungraded generations (issue 23 §2); format-1 shards are regenerated, with a
@@ -200,15 +201,19 @@ def jax_numerics_config() -> dict[str, str]:
 
 
 def device_identity() -> dict[str, Any]:
-    """Platform, device kind and device count of JAX's default backend (imports JAX)."""
+    """Platform, device kind and device count of JAX's default backend (imports JAX); on a CPU
+    also its `cpu_kind` (vendor and vector extensions: XLA:CPU's float bits depend on them)."""
     import jax
 
     device = jax.devices()[0]
-    return {
+    identity = {
         "platform": device.platform,
         "kind": getattr(device, "device_kind", "unknown"),
         "count": jax.device_count(),
     }
+    if device.platform == "cpu":
+        identity["cpu"] = cpu_kind()
+    return identity
 
 
 def shard_fingerprint(

@@ -19,6 +19,7 @@ from gsm8k_eval import compile_cache
 from gsm8k_eval.evaluation.options import GENERATION_RECORD, GENERATIONS
 from gsm8k_eval.evaluation.record import shard_fields
 from gsm8k_eval.evaluation.shards import check_shard_fingerprint, shard_stats_paths
+from gsm8k_eval.fingerprint import differences
 from gsm8k_eval.io import atomic_write_bytes, read_json, read_jsonl, write_json
 
 ROLLOUTS = GENERATIONS  # old name: the file gather joins
@@ -69,9 +70,12 @@ def _check_parts(part_dirs: list[Path], summaries: list[dict[str, Any]]) -> None
                 "the parts of one evaluation in order"
             )
         if summary.get("fingerprint_sha256") != digest:
+            changed = differences(
+                summaries[0].get("fingerprint", {}), summary.get("fingerprint", {})
+            )
             raise ValueError(
-                f"{folder}: made with other inputs than {part_dirs[0]} (fingerprints differ): "
-                "rerun the parts"
+                f"{folder}: made with other inputs than {part_dirs[0]} (fingerprints differ: "
+                f"{', '.join(changed) or 'digest'}): rerun the parts (on one kind of device)"
             )
         if part["shards"] and part["shards"][0] != next_shard:
             raise ValueError(f"{folder}: shards {part['shards']} do not follow shard {next_shard}")
