@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     region = args.max_prompt_length
     hidden = supports_hidden_states(model)
     head = transposed_head(model, Layout()) if hidden else None
-    graphdef, state = engine_split(model, head)  # as the engine's
+    graphdef, state = engine_split(model, head is not None)  # as the engine's
     fn = jax.jit(partial(prefill, graphdef, region=region, pad_id=pad, hidden=hidden))
     by_bucket = defaultdict(list)
     for p in prompts_of(args, loaded.tokenizer):

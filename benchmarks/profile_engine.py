@@ -4,7 +4,8 @@ Prefills `decode_rows` two-shot GSM8K prompts into the engine's slots, warms the
 program up, traces `--segments` segments and prints the XLA:CPU ops' time per decode step,
 grouped by kind (dots, copies, fusions, ...), the number of copies in the compiled HLO and a
 digest of the traced segments' tokens and logits (to compare the outputs of two checkouts: run
-this script with PYTHONPATH at the other checkout's `workflow/`).
+this script with PYTHONPATH at the other checkout's `workflow/`). `--no-trace` times the same
+segments without the profiler (an A/B of two checkouts in alternating processes).
 
 Also the memory floor of a step: a decode step reads every weight once (the tied embedding as
 the output head), so it cannot take less than `weight_bytes / bandwidth`. The bandwidth is
@@ -40,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-prompt-length", type=int, default=512)
     parser.add_argument("--shots", type=int, default=2, help="few-shot examples per prompt")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--no-trace", action="store_true", help="time the segments without the profiler"
+    )
     parser.add_argument("--out", type=Path)
     return parser.parse_args(argv)
 
@@ -139,21 +143,31 @@ def main(argv: list[str] | None = None) -> None:
     hlo = engine._compiled[("segment",)].as_text()
     copies = Counter(m.group(1) for m in re.finditer(r"= (\S+) copy\(", hlo))
     wall, steps, digest = [], 0, hashlib.sha256()
-    with tempfile.TemporaryDirectory() as trace_dir:
-        with jax.profiler.trace(trace_dir):
-            for _ in range(args.segments):
-                t0 = time.perf_counter()
-                slots, tokens, logits, executed = engine._run_segment(slots)
-                wall.append(time.perf_counter() - t0)
-                steps += executed
-                digest.update(np.asarray(tokens).tobytes() + np.asarray(logits).tobytes())
-        totals = op_times(trace_dir)
+
+    def run_segments() -> None:
+        nonlocal slots, steps
+        for _ in range(args.segments):
+            t0 = time.perf_counter()
+            slots, tokens, logits, executed = engine._run_segment(slots)
+            wall.append(time.perf_counter() - t0)
+            steps += executed
+            digest.update(np.asarray(tokens).tobytes() + np.asarray(logits).tobytes())
+
+    totals: dict[str, float] = {}
+    if args.no_trace:
+        run_segments()
+    else:
+        with tempfile.TemporaryDirectory() as trace_dir:
+            with jax.profiler.trace(trace_dir):
+                run_segments()
+            totals = op_times(trace_dir)
     per_step = {name: ns / steps / 1e6 for name, ns in totals.items()}
     by_kind: dict[str, float] = defaultdict(float)
     for name, ms in per_step.items():
         by_kind[kind(name)] += ms
     result = {
         "wall_ms_per_step": 1e3 * sum(wall) / steps,
+        "traced": not args.no_trace,
         "output_digest": digest.hexdigest()[:16],  # the traced segments' tokens and logits
         "steps": steps,
         "cache_slots": args.max_prompt_length + args.tokens,

@@ -53,6 +53,21 @@ def test_profile_engine_reports_ops_and_the_memory_floor(tiny_model_dir, tmp_pat
     floor = result["memory_floor"]
     assert floor["weight_bytes_per_step"] > 0
     assert floor["floor_ms_per_step"] > 0 and floor["head_dot_ms"] > 0
+    assert result["traced"] and result["by_kind_ms"]
+
+
+def test_profile_engine_without_the_profiler_gives_the_same_digest(tiny_model_dir, tmp_path):
+    """`--no-trace` (A/B timing) runs the same segments: the same outputs as traced."""
+    digests = []
+    for extra in ((), ("--no-trace",)):
+        out = tmp_path / f"profile{len(extra)}.json"
+        _run("profile_engine.py", "--model-dir", str(tiny_model_dir), "--tokens", "8",
+             "--segment-steps", "2", "--segments", "2", "--shots", "0", "--dtype", "bfloat16",
+             "--max-prompt-length", "1024", "--out", str(out), *extra)  # fmt: skip
+        result = json.loads(out.read_text())
+        digests.append(result["output_digest"])
+    assert not result["traced"] and not result["by_kind_ms"] and result["steps"] > 0
+    assert digests[0] == digests[1]
 
 
 def test_prefill_batching_check_runs_in_bfloat16_on_the_engines_raw_bits_cache(

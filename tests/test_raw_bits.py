@@ -29,11 +29,15 @@ from test_sampler import (
 from tunix.models.gemma3 import model as gemma3
 
 from gsm8k_eval.checkpoints import LoraConfig
-from gsm8k_eval.sampling import Layout, StaticSampler
+from gsm8k_eval.sampling import StaticSampler
 from gsm8k_eval.sampling.attention import write_rows
-from gsm8k_eval.sampling.embedder import RawBitsEmbedder, engine_split
+from gsm8k_eval.sampling.embedder import (
+    RawBitsEmbedder,
+    embedding_table,
+    engine_split,
+    gathers_in_float32,
+)
 from gsm8k_eval.sampling.raw_bits import from_storage, storage_dtype, to_storage
-from gsm8k_eval.sampling.step import transposed_head
 
 
 def test_a_bfloat16_write_stores_the_values_bits():
@@ -77,9 +81,8 @@ def test_the_bfloat16_decode_program_never_converts_a_cache_back():
 
 
 def embedders(model):
-    """(tunix's embedder of `model`, the raw-bits embedder of the engine's split of it)."""
-    head = transposed_head(model, Layout())
-    return model.embedder, nnx.merge(*engine_split(model, head)).embedder
+    """(tunix's embedder of `model`, the embedder of the engine's split of it)."""
+    return model.embedder, nnx.merge(*engine_split(model, separate_head=True)).embedder
 
 
 def test_the_raw_bits_embedder_gives_tunix_embeddings_and_logits_bit_for_bit():
@@ -93,6 +96,8 @@ def test_the_raw_bits_embedder_gives_tunix_embeddings_and_logits_bit_for_bit():
         theirs = jax.jit(lambda e, x, name=name: getattr(e, name)(x))(tunix_embedder, x)
         assert ours.dtype == theirs.dtype == jnp.bfloat16, name
         assert np.asarray(ours).tobytes() == np.asarray(theirs).tobytes(), name
+    table = embedding_table(nnx.merge(*engine_split(model, separate_head=True)))
+    assert np.asarray(table).tobytes() == np.asarray(model.embedder.input_embedding.value).tobytes()
 
 
 def test_engine_split_leaves_the_callers_model_and_other_tables_alone():
@@ -102,19 +107,40 @@ def test_engine_split_leaves_the_callers_model_and_other_tables_alone():
     assert model.embedder.input_embedding.value.dtype == jnp.bfloat16
     float32 = tiny_model("float32")
     assert type(embedders(float32)[1]) is gemma3.Embedder  # float32 gathers natively
-    without_head = nnx.merge(*engine_split(model, None)).embedder  # the head reads the table
-    assert type(without_head) is gemma3.Embedder
+    without_head = nnx.merge(*engine_split(model, separate_head=False)).embedder
+    assert type(without_head) is gemma3.Embedder  # the head reads the table
+
+
+class _Device:
+    def __init__(self, platform: str) -> None:
+        self.platform = platform
+
+
+class _Table:
+    def __init__(self, dtype, platform: str) -> None:
+        self.dtype, self._platform = jnp.dtype(dtype), platform
+
+    def devices(self) -> set:
+        return {_Device(self._platform)}
+
+
+def test_only_a_16_bit_table_on_a_cpu_is_held_as_bits():
+    assert gathers_in_float32(jnp.zeros((4, 2), jnp.bfloat16))  # this CPU
+    assert gathers_in_float32(_Table(jnp.float16, "cpu"))
+    assert not gathers_in_float32(_Table(jnp.float32, "cpu"))
+    assert not gathers_in_float32(_Table(jnp.bfloat16, "gpu"))
 
 
 def test_the_bfloat16_programs_never_convert_the_embedding_table():
-    """No op in the compiled prefill or segment converts the [V, D] table to float32 (one per
-    program before the raw-bits table: XLA:CPU's bfloat16 gather)."""
+    """No op in the compiled prefill or segment makes a whole [V, D] table (a float32 convert
+    in each program before the raw-bits table: XLA:CPU's bfloat16 gather); the table is only
+    passed in."""
     sampler = engine(tiny_model("bfloat16"))
     sampler.generate(random_prompts(LENGTHS[:3], seed=1), max_in_flight=3)
     assert len(sampler._compiled) >= 2
     for key, program in sampler._compiled.items():
-        table = re.findall(rf"= f32\[{VOCAB},64\][^=]*? convert\(", program.as_text())
-        assert not table, (key, table[:2])
+        table = re.findall(rf"= \w+\[{VOCAB},64\]\S* (\S+?)\(", program.as_text())
+        assert table and set(table) <= {"parameter", "get-tuple-element"}, (key, table)
 
 
 def test_a_bfloat16_lora_model_in_the_engine_equals_the_static_oracle():

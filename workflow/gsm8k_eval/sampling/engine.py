@@ -200,7 +200,7 @@ class Engine:
         check_tunix_attention(self.model)
         self._hidden = supports_hidden_states(self.model)
         self._head = transposed_head(self.model, self.layout) if self._hidden else None
-        self._graphdef, self._state = engine_split(self.model, self._head)
+        self._graphdef, self._state = engine_split(self.model, self._head is not None)
         cfg = self.config
         self._region = cfg.max_prompt_length
         self._eos = jnp.asarray(cfg.eos_tokens, jnp.int32)

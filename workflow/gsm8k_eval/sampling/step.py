@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gsm8k_eval.sampling.embedder import RawBitsEmbedder
+from gsm8k_eval.sampling.embedder import RawBitsEmbedder, embedding_table
 from gsm8k_eval.sampling.raw_bits import storage_dtype, to_storage
 from gsm8k_eval.sampling.types import (
     Cache,
@@ -116,7 +116,7 @@ def last_logits(model: nnx.Module, tokens, positions, cache, mask, use_hidden: b
     _, cache = model(tokens, positions, cache, mask, output_hidden_states=True)
     hidden = nnx.pop(model, nnx.Intermediate)["all_hidden_states"].value[-1][:, -1]
     if head is None:
-        head = model.embedder.input_embedding.value.T
+        head = embedding_table(model).T
     return jnp.dot(hidden, head, preferred_element_type=jnp.float32).astype(jnp.float32), cache
 
 
