@@ -27,6 +27,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from gsm8k_eval.provenance import machine  # no JAX
+
 GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"  # ../shared
 
 
@@ -477,6 +479,7 @@ def main(argv: list[str] | None = None) -> None:
         data = {
             "args": {k: str(v) for k, v in vars(args).items()},
             "versions": versions(args),
+            "machine": machine(Path(__file__).parent),
             "ratios": ratios,
             "rows": [asdict(r) | {"tokens_per_s": r.tokens_per_s} for r in rows],
         }

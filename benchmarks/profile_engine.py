@@ -29,6 +29,8 @@ from pathlib import Path
 
 from bench_sampler import best_ms, build_prompts
 
+from gsm8k_eval.provenance import machine  # no JAX
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -179,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
             engine._state, loaded.model.embedder.input_embedding.value, args.decode_rows
         ),
         "load_average": os.getloadavg(),
+        "machine": machine(Path(__file__).parent),
     }
     print(json.dumps(result, indent=1))
     if args.out:

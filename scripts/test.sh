@@ -9,4 +9,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 export JAX_PLATFORMS=cpu
-exec .venv/bin/pytest -n 2 --dist loadgroup "$@"
+exec .venv/bin/pytest -n 2 --dist loadfile "$@"

@@ -1,6 +1,7 @@
 """Shared pytest configuration: fixtures live in plugin modules beside this file."""
 
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -15,14 +16,23 @@ settings.load_profile("shared-cores")
 
 pytest_plugins = ["gcs_fixtures", "shared_data", "model_fixtures", "pipeline_fixtures"]
 
-# Tests that share an expensive session fixture run in one pytest-xdist worker (the fixture is
-# made once); every other module is its own group, so a module's fixtures are made once too.
+# With `--dist loadfile` (scripts/test.sh) a test module runs in one pytest-xdist worker, so its
+# module fixtures (e.g. test_cluster.py's SLURM cluster) are made once; modules that share an
+# expensive session fixture are joined into one group here.
 SHARED_GROUPS = {"test_pipeline": "tiny_pipeline", "test_cluster": "tiny_pipeline"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks (`--dist loadgroup`)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Give each test the xdist group of its module (`SHARED_GROUPS` joins some modules)."""
-    for item in items:
-        module = item.path.stem
-        item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(module, module)))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """`--dist loadfile`, with the modules of `SHARED_GROUPS` in one worker (None: xdist's own
+    scheduler for any other `--dist`)."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = Path(nodeid.split("::", 1)[0]).stem
+            return SHARED_GROUPS.get(module, module)
+
+    return ModuleGroups(config, log)

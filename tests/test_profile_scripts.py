@@ -15,6 +15,8 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
+from gsm8k_eval.provenance import machine
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "benchmarks"
 
@@ -54,6 +56,7 @@ def test_profile_engine_reports_ops_and_the_memory_floor(tiny_model_dir, tmp_pat
     assert floor["weight_bytes_per_step"] > 0
     assert floor["floor_ms_per_step"] > 0 and floor["head_dot_ms"] > 0
     assert result["traced"] and result["by_kind_ms"]
+    assert result["machine"] == machine(REPO)  # the CPU kind and this checkout's commit
 
 
 def test_profile_engine_without_the_profiler_gives_the_same_digest(tiny_model_dir, tmp_path):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gsm8k_eval.provenance import checkout, profiles, snakemake_command
+from gsm8k_eval.cpu_kind import cpu_kind
+from gsm8k_eval.provenance import checkout, machine, profiles, snakemake_command
 
 
 def test_command_has_config_files_overrides_and_profile(monkeypatch, tmp_path: Path) -> None:
@@ -72,3 +73,12 @@ def test_checkout_commit_and_dirty_flag(tmp_path: Path) -> None:
     assert state is not None and (state.commit, state.dirty) == (head.strip(), False)
     (tmp_path / "a.txt").write_text("2\n")
     assert checkout(tmp_path).dirty is True
+
+
+def test_machine_names_the_cpu_kind_and_the_checkout(tmp_path: Path) -> None:
+    assert machine(tmp_path) == {"cpu": cpu_kind(), "checkout": None}
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    assert machine(tmp_path)["checkout"] == {"commit": head.strip(), "dirty": False}

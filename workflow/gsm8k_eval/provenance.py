@@ -5,8 +5,8 @@ files (`workflow.overwrite_configfiles`), the `--config` overrides as typed
 (`workflow.config_settings.config_args`) and the profile (`--profile` on the command line or
 `$SNAKEMAKE_PROFILE`). Targets, `--cores` and other flags given outside a profile are not
 recorded (they do not change results; the report says so). `checkout` reads the git commit and
-dirty flag of the workflow's folder (None when it is not a git checkout). Imports no JAX: the
-Snakefile imports this module.
+dirty flag of the workflow's folder (None when it is not a git checkout); `machine` adds the CPU
+kind, for the benchmarks' JSON. Imports no JAX: the Snakefile imports this module.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import os
 import shlex
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from gsm8k_eval.cpu_kind import cpu_kind
 
 PROFILE_FLAGS = ("--profile", "--workflow-profile")
 PROFILE_ENV = "SNAKEMAKE_PROFILE"
@@ -83,6 +85,13 @@ def checkout(folder: Path | str | None) -> Checkout | None:
     if commit is None or status is None:
         return None
     return Checkout(commit.strip(), bool(status.strip()))
+
+
+def machine(folder: Path | str | None) -> dict[str, object]:
+    """Where a benchmark ran, for its JSON: the CPU kind (vendor and vector extensions: XLA:CPU's
+    bits and speed depend on it) and the checkout of `folder` (commit, dirty; None outside git)."""
+    state = checkout(folder)
+    return {"cpu": cpu_kind(), "checkout": None if state is None else asdict(state)}
 
 
 def _git(folder: Path | str, *args: str) -> str | None:
