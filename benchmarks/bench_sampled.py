@@ -34,9 +34,7 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_sampler import build_prompts, one_per_bucket
-
-from gsm8k_eval.provenance import machine  # no JAX
+from bench_sampler import build_prompts, machine_record, one_per_bucket
 
 
 @dataclass
@@ -226,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         data = {
             "args": {k: str(v) for k, v in vars(args).items()},
-            "machine": machine(Path(__file__).parent),
+            "machine": machine_record(),
             "ratios": ratios,
             "rows": [
                 asdict(r) | {"samples_per_s": r.samples_per_s, "tokens_per_s": r.tokens_per_s}

@@ -27,9 +27,20 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gsm8k_eval.provenance import machine  # no JAX
-
 GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"  # ../shared
+
+
+def machine_record() -> dict[str, object]:
+    """Where this ran, for the JSON: the CPU kind and the checkout of the gsm8k_eval package
+    imported (the code measured: under an A/B, the old worktree on PYTHONPATH). A package older
+    than `provenance.machine` gives None fields and says so."""
+    import gsm8k_eval
+
+    try:
+        from gsm8k_eval.provenance import machine
+    except ImportError:
+        return {"cpu": None, "checkout": None, "missing": "gsm8k_eval.provenance.machine"}
+    return machine(Path(gsm8k_eval.__file__).parent)
 
 
 @dataclass
@@ -479,7 +490,7 @@ def main(argv: list[str] | None = None) -> None:
         data = {
             "args": {k: str(v) for k, v in vars(args).items()},
             "versions": versions(args),
-            "machine": machine(Path(__file__).parent),
+            "machine": machine_record(),
             "ratios": ratios,
             "rows": [asdict(r) | {"tokens_per_s": r.tokens_per_s} for r in rows],
         }

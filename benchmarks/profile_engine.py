@@ -27,9 +27,7 @@ import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from bench_sampler import best_ms, build_prompts
-
-from gsm8k_eval.provenance import machine  # no JAX
+from bench_sampler import best_ms, build_prompts, machine_record
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -181,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
             engine._state, loaded.model.embedder.input_embedding.value, args.decode_rows
         ),
         "load_average": os.getloadavg(),
-        "machine": machine(Path(__file__).parent),
+        "machine": machine_record(),
     }
     print(json.dumps(result, indent=1))
     if args.out:

@@ -145,3 +145,16 @@ def test_slot_count_comparison_flags_a_token_or_a_logit_bit():
         False,
         1.0,
     )
+
+
+def test_machine_record_names_the_measured_package_or_says_what_is_missing(monkeypatch):
+    """The benchmarks record the checkout of the gsm8k_eval package they import (under an A/B,
+    the old worktree's); a package without provenance.machine gives None fields, not a crash."""
+    import gsm8k_eval.provenance as provenance
+
+    bench = _script("bench_sampler")
+    assert bench.machine_record() == machine(REPO / "workflow" / "gsm8k_eval")
+    monkeypatch.delattr(provenance, "machine")
+    assert bench.machine_record() == {
+        "cpu": None, "checkout": None, "missing": "gsm8k_eval.provenance.machine"
+    }  # fmt: skip
