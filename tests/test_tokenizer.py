@@ -8,8 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from model_fixtures import REAL_SOURCE as GGUF_SOURCE
-from model_fixtures import converted_270m
+from model_fixtures import REAL_SOURCE, converted_270m
 
 from gsm8k_eval.io import read_jsonl
 from gsm8k_eval.tokenizer import (
@@ -199,7 +198,7 @@ def test_conversion_runs_without_torch(tmp_path: Path) -> None:
         from pathlib import Path
         from gsm8k_eval.models import fetch_model
         from gsm8k_eval.tokenizer import Tokenizer
-        out = fetch_model({GGUF_SOURCE!r}, Path({str(tmp_path / "model")!r}))
+        out = fetch_model({REAL_SOURCE!r}, Path({str(tmp_path / "model")!r}))
         tok = Tokenizer.from_dir(out)
         assert tok.encode("Janet")[1:] == [209885], tok.encode("Janet")
         assert "torch" not in sys.modules
